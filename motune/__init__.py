@@ -1,0 +1,50 @@
+"""motune: multi-objective hyperparameter tuning with first-class constraints.
+
+>>> import motune as mt
+>>> task = mt.data.adult(sensitive="sex")
+>>> study = mt.Study(name="adult", task=task, space=space, train=train,
+...                  objectives=[mt.maximize("accuracy"), mt.minimize("latency_p95_ms")],
+...                  constraints=[mt.at_most("equalized_odds_difference", 0.10)])
+>>> result = study.optimize(n_trials=30)
+>>> result.front()
+"""
+
+from importlib import metadata as _metadata
+
+from motune import data, metrics
+from motune.frontier import Result, TrialRecord
+from motune.metrics.registry import Measurement, MetricError, UnknownMetricError, register_metric
+from motune.runner import DEFAULT_STORAGE, StorageError, TrialContext, load_study
+from motune.spec import Constraint, Objective, SpecError, Study, at_least, at_most, maximize, minimize
+from motune.task import NumericSplits, Task
+
+try:
+    __version__ = _metadata.version("motune")
+except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "DEFAULT_STORAGE",
+    "Constraint",
+    "Measurement",
+    "MetricError",
+    "NumericSplits",
+    "Objective",
+    "Result",
+    "SpecError",
+    "StorageError",
+    "Study",
+    "Task",
+    "TrialContext",
+    "TrialRecord",
+    "UnknownMetricError",
+    "__version__",
+    "at_least",
+    "at_most",
+    "data",
+    "load_study",
+    "maximize",
+    "metrics",
+    "minimize",
+    "register_metric",
+]

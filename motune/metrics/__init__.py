@@ -1,0 +1,44 @@
+"""Pure measurement: ``(model, task, **options) -> {name: float}`` (+ details).
+
+Importing this package registers the built-in metrics:
+
+======================================  ==========================================
+function key (``metric_options`` key)   names it produces
+======================================  ==========================================
+``accuracy``                            ``accuracy``, ``balanced_accuracy``
+``roc_auc``                             ``roc_auc``
+``fairness``                            ``demographic_parity_difference``,
+                                        ``equalized_odds_difference``,
+                                        ``worst_group_accuracy`` (+ per-group table)
+``robustness``                          ``robust_accuracy``, ``robustness_drop``
+``latency``                             ``latency_p50_ms``, ``latency_p95_ms``,
+                                        ``latency_p99_ms``, ``throughput_per_s``
+======================================  ==========================================
+
+The ``model`` a metric function receives is a :class:`motune.models.Predictor`:
+it has ``predict(X)`` and ``scores(X)`` (memoised on the task's splits) and
+passes every other attribute through to the trained model.
+"""
+
+from motune.metrics import accuracy, fairness, latency, robustness  # noqa: F401  (registers)
+from motune.metrics.registry import (
+    Measurement,
+    MetricError,
+    UnknownMetricError,
+    group_for,
+    known_metrics,
+    measure,
+    register_metric,
+    unregister_metric,
+)
+
+__all__ = [
+    "Measurement",
+    "MetricError",
+    "UnknownMetricError",
+    "group_for",
+    "known_metrics",
+    "measure",
+    "register_metric",
+    "unregister_metric",
+]

@@ -1,0 +1,270 @@
+"""The only bridge to Optuna: open storage, create or resume a study, run trials.
+
+One trial: ``space(trial) -> params``; ``train(params, task, ctx) -> model``;
+the study's metrics are measured on the model; constraint values are stored
+with ``Trial.set_constraint`` (and, for optuna-dashboard 0.21, in the legacy
+``constraints`` system attribute); metrics, the per-group table, latency and
+robustness details and provenance are stored as user attributes; the
+objective values are returned to Optuna. A trial that raises (or whose
+objective or constraint metric is NaN) fails with its reason stored under the
+``error`` user attribute, and the study goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+
+from motune import provenance
+from motune.frontier import STUDY_ATTR, Result
+from motune.metrics.registry import MetricError, measure, non_finite
+from motune.spec import SpecError, Study
+
+DEFAULT_STORAGE = "sqlite:///motune.db"
+LEGACY_CONSTRAINTS_ATTR = "constraints"  # what optuna-dashboard 0.21 reads
+
+
+class StorageError(ValueError):
+    """A storage that cannot be opened."""
+
+
+@dataclass
+class TrialContext:
+    """What ``train(params, task, ctx)`` gets besides params and task."""
+
+    trial_number: int
+    seed: int
+    params: dict[str, Any]
+    study_name: str
+    _trial: optuna.Trial = field(repr=False)
+
+    def set_attr(self, key: str, value: Any) -> None:
+        """Record a JSON-able value on the trial (stored as user attribute ``user:<key>``)."""
+        self._trial.set_user_attr(f"user:{key}", _jsonable(value))
+
+
+def storage_location(storage: Any = None) -> Any:
+    """The storage a study uses: the argument, else ``$MOTUNE_STORAGE``, else ``sqlite:///motune.db``."""
+    if storage is not None:
+        return storage
+    return os.environ.get("MOTUNE_STORAGE") or DEFAULT_STORAGE
+
+
+def open_storage(storage: Any = None) -> optuna.storages.BaseStorage:
+    """An Optuna storage from a URL (or a storage object, returned as it is).
+
+    RDB storages get a heartbeat, so a trial whose process died is marked
+    failed by the next worker instead of staying RUNNING forever.
+    """
+    storage = storage_location(storage)
+    if isinstance(storage, optuna.storages.BaseStorage):
+        return storage
+    if not isinstance(storage, str):
+        raise TypeError(f"storage must be an Optuna storage URL or object, got {type(storage).__name__}")
+    shown = _redact(storage)
+    if "://" not in storage:
+        raise StorageError(f"cannot open storage {shown!r}: expected a URL such as sqlite:///motune.db "
+                           "or postgresql://user@host/db")
+    engine_kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {"pool_pre_ping": True}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                storage, engine_kwargs=engine_kwargs, heartbeat_interval=30, grace_period=120
+            )
+    except Exception as err:  # sqlalchemy / driver errors: say which storage, and why
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise StorageError(f"cannot open storage {shown!r}: {type(err).__name__}: {reason}") from err
+
+
+def _redact(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def open_study(study: Study) -> optuna.Study:
+    """Create the Optuna study, or resume it when its stored spec matches this one."""
+    storage = open_storage(study.storage)
+    try:
+        study_id = storage.get_study_id_from_name(study.name)
+    except KeyError:
+        study_id = None
+    if study_id is not None:
+        _check_resumable(study, storage, study_id)
+    sampler = study.sampler if study.sampler is not None else optuna.samplers.TPESampler(seed=study.seed)
+    ostudy = optuna.create_study(
+        study_name=study.name, storage=storage, directions=study.directions, sampler=sampler, load_if_exists=True
+    )
+    if STUDY_ATTR not in ostudy.user_attrs:
+        ostudy.set_user_attr(STUDY_ATTR, _jsonable(study_record(study)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            ostudy.set_metric_names([o.metric for o in study.objectives])
+    return ostudy
+
+
+def study_record(study: Study) -> dict[str, Any]:
+    """What is stored about a study, so that it can be reopened and reported on from storage alone."""
+    return {
+        **study.spec_record(),
+        "description": study.description,
+        "task": study.task.summary(),
+        "measured_metrics": study.measured_metrics,
+        "metric_options": {k: dict(v) for k, v in study.metric_options.items()},
+        "split": study.split,
+        "seed": study.seed,
+        "motune_version": provenance.environment()["versions"].get("motune"),
+    }
+
+
+def _check_resumable(study: Study, storage: optuna.storages.BaseStorage, study_id: int) -> None:
+    stored = storage.get_study_user_attrs(study_id).get(STUDY_ATTR)
+    where = _redact(storage.url) if isinstance(getattr(storage, "url", None), str) else "storage"
+    if stored is None:
+        if storage.get_n_trials(study_id) > 0:
+            raise SpecError(
+                f"study {study.name!r} in {where} exists but was not created by motune; choose another name"
+            )
+        return
+    theirs = {"objectives": stored.get("objectives"), "constraints": stored.get("constraints")}
+    ours = study.spec_record()
+    if theirs != ours:
+        raise SpecError(
+            f"study {study.name!r} in {where} was created with {_describe(theirs)}, "
+            f"but this definition has {_describe(ours)}. Resuming would mix incomparable trials: "
+            "use a new study name, or delete the stored study "
+            f"(optuna delete-study --study-name {study.name!r} --storage URL) to start over."
+        )
+
+
+def _describe(record: dict[str, Any]) -> str:
+    objectives = ", ".join(f"{o['direction']} {o['metric']}" for o in record["objectives"] or [])
+    constraints = ", ".join(f"{c['metric']} {c['op']} {c['bound']:g}" for c in record["constraints"] or []) or "none"
+    return f"objectives [{objectives}] and constraints [{constraints}]"
+
+
+def optimize(
+    study: Study,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    n_jobs: int = 1,
+    show_progress: bool | None = None,
+) -> Result:
+    """Run trials of ``study``; see :meth:`motune.Study.optimize`."""
+    from motune.progress import TrialProgress
+
+    if n_trials is None and timeout is None:
+        raise ValueError("give n_trials or timeout (or both); otherwise the study would run forever")
+    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
+        raise ValueError(f"n_trials must be a positive integer, got {n_trials!r}")
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    progress = TrialProgress(study, total=n_trials, enabled=True if show_progress is None else show_progress)
+    with _quiet_optuna(progress.enabled):
+        ostudy = open_study(study)
+    with _quiet_optuna(progress.enabled), progress:
+        ostudy.optimize(
+            lambda trial: run_trial(study, trial),
+            n_trials=n_trials,
+            timeout=timeout,
+            n_jobs=n_jobs,
+            catch=(Exception,),
+            callbacks=[progress.on_trial_end],
+        )
+    return Result(ostudy)
+
+
+@contextlib.contextmanager
+def _quiet_optuna(quiet: bool):
+    """While motune shows its own progress, Optuna's per-trial log lines are hushed."""
+    if not quiet:
+        yield
+        return
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
+def run_trial(study: Study, trial: optuna.Trial) -> tuple[float, ...]:
+    """One trial of ``study``: train, measure, record; returns the objective values."""
+    try:
+        params = study.space(trial)
+        params = dict(trial.params) if params is None else dict(params)
+        seed = study.seed + trial.number
+        ctx = TrialContext(trial.number, seed, params, study.name, trial)
+        began = time.perf_counter()
+        model = study.train(params, study.task, ctx)
+        trained = time.perf_counter()
+        if model is None:
+            raise TypeError("train() returned None; it must return the fitted model")
+        measured = measure(model, study.task, study.measured_metrics, options=study.metric_options, split=study.split)
+        done = time.perf_counter()
+        values = measured.values
+        needed = [o.metric for o in study.objectives] + [c.metric for c in study.constraints]
+        bad = non_finite(values, needed)
+        if bad:
+            raise MetricError("not a finite number: " + ", ".join(f"{n}={values[n]}" for n in bad))
+        violations = [c.violation(values[c.metric]) for c in study.constraints]
+        for constraint, violation in zip(study.constraints, violations):
+            trial.set_constraint(constraint.key, violation)
+        if violations:
+            # optuna-dashboard 0.21 reads only this legacy list; Trial has no public setter for it.
+            trial.storage.set_trial_system_attr(trial._trial_id, LEGACY_CONSTRAINTS_ATTR, violations)
+        trial.set_user_attr("metrics", _jsonable(values))
+        for key, details in measured.details.items():
+            trial.set_user_attr(key, _jsonable(details))
+        trial.set_user_attr("timing", {"train_s": trained - began, "measure_s": done - trained})
+        trial.set_user_attr("provenance", _jsonable(provenance.collect(task=study.task, seed=seed)))
+        return tuple(values[o.metric] for o in study.objectives)
+    except optuna.TrialPruned:
+        raise
+    except Exception as err:
+        trial.set_user_attr("error", f"{type(err).__name__}: {err}")
+        trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
+        raise
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values: numpy scalars to Python, NaN / inf to None, tuples to lists."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def load_study(name: str, *, storage: Any = None) -> Result:
+    """Reopen a finished or running study from its storage alone."""
+    opened = open_storage(storage)
+    try:
+        opened.get_study_id_from_name(name)
+    except KeyError:
+        names = [s.study_name for s in opened.get_all_studies()]
+        raise SpecError(
+            f"no study named {name!r} in {_redact(str(getattr(opened, 'url', 'storage')))}; "
+            f"studies there: {names or 'none'}"
+        ) from None
+    return Result(optuna.load_study(study_name=name, storage=opened))

@@ -1,0 +1,250 @@
+"""What a study is: objectives, constraints, search space, train function, task.
+
+Everything here is checked when a :class:`Study` is built, before any trial
+runs; a mistake raises :class:`SpecError` (a ``ValueError``) or ``TypeError``
+saying what was wrong and what would be right.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from motune import metrics as _metrics  # noqa: F401  (registers the built-in metrics)
+from motune.metrics.registry import UnknownMetricError, group_for, groups_for
+from motune.task import SPLITS, Task
+
+# Measured on every trial whatever the objectives: quality and the per-group table.
+ALWAYS_MEASURED = ("accuracy", "balanced_accuracy", "worst_group_accuracy",
+                   "demographic_parity_difference", "equalized_odds_difference")
+
+
+class SpecError(ValueError):
+    """A study definition that cannot run, or that does not match the stored study."""
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A metric with a direction."""
+
+    metric: str
+    direction: Literal["maximize", "minimize"]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.metric, str) or not self.metric:
+            raise TypeError(f"an objective's metric must be a metric name, got {self.metric!r}")
+        if self.direction not in ("maximize", "minimize"):
+            raise ValueError(f"direction must be 'maximize' or 'minimize', got {self.direction!r}")
+
+    def to_record(self) -> dict[str, Any]:
+        return {"metric": self.metric, "direction": self.direction}
+
+    def __str__(self) -> str:
+        return f"{self.direction} {self.metric}"
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A metric with a bound. Its value follows Optuna's convention:
+    ``value - bound`` for ``<=`` and ``bound - value`` for ``>=``; positive means violated."""
+
+    metric: str
+    op: Literal["<=", ">="]
+    bound: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.metric, str) or not self.metric:
+            raise TypeError(f"a constraint's metric must be a metric name, got {self.metric!r}")
+        if self.op not in ("<=", ">="):
+            raise ValueError(f"op must be '<=' or '>=', got {self.op!r}")
+        if isinstance(self.bound, bool) or not isinstance(self.bound, (int, float)) or not math.isfinite(self.bound):
+            raise ValueError(f"the bound of a constraint on {self.metric!r} must be a finite number, got {self.bound!r}")
+        object.__setattr__(self, "bound", float(self.bound))
+
+    @property
+    def key(self) -> str:
+        """The name the constraint is stored under (``constraints:<key>`` in Optuna)."""
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+    def violation(self, value: float) -> float:
+        return value - self.bound if self.op == "<=" else self.bound - value
+
+    def to_record(self) -> dict[str, Any]:
+        return {"metric": self.metric, "op": self.op, "bound": self.bound}
+
+    def __str__(self) -> str:
+        return self.key
+
+
+def maximize(metric: str) -> Objective:
+    return Objective(metric, "maximize")
+
+
+def minimize(metric: str) -> Objective:
+    return Objective(metric, "minimize")
+
+
+def at_most(metric: str, bound: float) -> Constraint:
+    """``metric <= bound``."""
+    return Constraint(metric, "<=", bound)
+
+
+def at_least(metric: str, bound: float) -> Constraint:
+    """``metric >= bound``."""
+    return Constraint(metric, ">=", bound)
+
+
+@dataclass(eq=False, kw_only=True)
+class Study:
+    """A multi-objective study: run it with :meth:`optimize`.
+
+    Parameters
+    ----------
+    name: the study's name in storage.
+    task: the :class:`~motune.Task` to learn from.
+    space: ``space(trial) -> dict`` suggesting hyperparameters with ``trial.suggest_*``
+        (returning ``None`` means "use ``trial.params``").
+    train: ``train(params, task, ctx) -> model``; the model needs ``predict(X)``.
+        ``ctx`` is a :class:`~motune.runner.TrialContext` (``ctx.seed``, ``ctx.trial_number``).
+    objectives: one or more :func:`maximize` / :func:`minimize`.
+    constraints: :func:`at_most` / :func:`at_least`; infeasible trials never reach the front.
+    metrics: more metric names to measure and record on every trial.
+    metric_options: keyword options per metric function, e.g. ``{"latency": {"batch_size": 512}}``.
+    storage: an Optuna storage URL or object; default ``sqlite:///motune.db``
+        (or the ``MOTUNE_STORAGE`` environment variable).
+    sampler: an Optuna sampler; default a seeded multi-objective TPE sampler, which reads the
+        constraints Optuna stores.
+    seed: the sampler's seed; trial ``n`` gets ``ctx.seed = seed + n``.
+    split: the split metrics are measured on (``"valid"``; the test split stays held out).
+    """
+
+    name: str
+    task: Task
+    space: Callable[[Any], Mapping[str, Any] | None]
+    train: Callable[..., Any]
+    objectives: Sequence[Objective]
+    constraints: Sequence[Constraint] = ()
+    metrics: Sequence[str] = ()
+    metric_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    storage: Any = None
+    sampler: Any = None
+    seed: int = 0
+    split: str = "valid"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        self.objectives = tuple(self.objectives)
+        self.constraints = tuple(self.constraints)
+        self.metrics = tuple(self.metrics)
+        validate(self)
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    @property
+    def measured_metrics(self) -> list[str]:
+        """Every metric name measured on a trial, objectives first."""
+        names = [o.metric for o in self.objectives] + [c.metric for c in self.constraints]
+        names += list(self.metrics) + list(ALWAYS_MEASURED)
+        return list(dict.fromkeys(names))
+
+    def spec_record(self) -> dict[str, Any]:
+        """The part of the study that must match when a stored study is resumed."""
+        return {
+            "objectives": [o.to_record() for o in self.objectives],
+            "constraints": [c.to_record() for c in self.constraints],
+        }
+
+    def optimize(
+        self,
+        n_trials: int | None = None,
+        *,
+        timeout: float | None = None,
+        n_jobs: int = 1,
+        show_progress: bool | None = None,
+    ):
+        """Run ``n_trials`` trials (and/or until ``timeout`` seconds); returns a :class:`~motune.Result`.
+
+        Resumes the stored study of the same name when it exists (its objectives
+        and constraints must match). ``show_progress`` defaults to on.
+        """
+        from motune.runner import optimize
+
+        return optimize(self, n_trials=n_trials, timeout=timeout, n_jobs=n_jobs, show_progress=show_progress)
+
+
+def validate(study: Study) -> None:
+    """Check a study definition; raise before any trial runs."""
+    if not isinstance(study.name, str) or not study.name.strip():
+        raise SpecError(f"a study needs a non-empty name, got {study.name!r}")
+    if not isinstance(study.task, Task):
+        raise TypeError(
+            f"task must be a motune.Task (see Task.from_frame or motune.data), got {type(study.task).__name__}"
+        )
+    for what in ("space", "train"):
+        if not callable(getattr(study, what)):
+            raise TypeError(f"{what} must be a function, got {type(getattr(study, what)).__name__}")
+    if not study.objectives:
+        raise SpecError("a study needs at least one objective, e.g. mt.maximize('accuracy')")
+    for kind, items, cls, hint in (
+        ("objectives", study.objectives, Objective, "mt.maximize('accuracy') or mt.minimize('latency_p95_ms')"),
+        ("constraints", study.constraints, Constraint, "mt.at_most('equalized_odds_difference', 0.1)"),
+    ):
+        for item in items:
+            if not isinstance(item, cls):
+                raise TypeError(f"{kind} must hold {cls.__name__} values such as {hint}; got {item!r}")
+    seen: set[str] = set()
+    for o in study.objectives:
+        if o.metric in seen:
+            raise SpecError(f"duplicate objective on {o.metric!r}: each metric can be an objective once")
+        seen.add(o.metric)
+    keys = [c.key for c in study.constraints]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise SpecError(f"duplicate constraint {dupes[0]!r}")
+    for role, names in (
+        ("objective", [o.metric for o in study.objectives]),
+        ("constraint", [c.metric for c in study.constraints]),
+        ("metric", list(study.metrics)),
+    ):
+        for name in names:
+            try:
+                group_for(name)
+            except UnknownMetricError as err:
+                raise UnknownMetricError(f"{role} on {name!r}: {err}") from None
+    if not study.task.is_binary:
+        for group in groups_for(study.measured_metrics):
+            asked = [n for n in group.binary_only if n in study.measured_metrics and n not in ALWAYS_MEASURED]
+            if asked:
+                raise SpecError(
+                    f"metric {asked[0]!r} needs a binary label, but task {study.task.name!r} has "
+                    f"{study.task.n_classes} classes"
+                )
+    if study.split not in SPLITS:
+        raise SpecError(f"split must be one of {list(SPLITS)}, got {study.split!r}")
+    _validate_metric_options(study)
+    if isinstance(study.seed, bool) or not isinstance(study.seed, int):
+        raise TypeError(f"seed must be an int, got {study.seed!r}")
+
+
+def _validate_metric_options(study: Study) -> None:
+    groups = {g.key: g for g in groups_for(study.measured_metrics)}
+    for key, options in study.metric_options.items():
+        if key not in groups:
+            raise SpecError(
+                f"metric_options has {key!r}, but no measured metric function has that key; "
+                f"measured ones are {sorted(groups)}"
+            )
+        if not isinstance(options, Mapping):
+            raise TypeError(f"metric_options[{key!r}] must be a dict of keyword options, got {options!r}")
+        parameters = inspect.signature(groups[key].fn).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            continue
+        allowed = [n for n, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise SpecError(f"metric_options[{key!r}] has unknown option(s) {unknown}; it takes {allowed}")
