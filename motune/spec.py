@@ -217,8 +217,9 @@ def validate(study: Study) -> None:
             except UnknownMetricError as err:
                 raise UnknownMetricError(f"{role} on {name!r}: {err}") from None
     if not study.task.is_binary:
-        for group in groups_for(study.measured_metrics):
-            asked = [n for n in group.binary_only if n in study.measured_metrics and n not in ALWAYS_MEASURED]
+        explicit = [o.metric for o in study.objectives] + [c.metric for c in study.constraints] + list(study.metrics)
+        for group in groups_for(explicit):
+            asked = [n for n in explicit if n in group.binary_only]
             if asked:
                 raise SpecError(
                     f"metric {asked[0]!r} needs a binary label, but task {study.task.name!r} has "

@@ -1,0 +1,66 @@
+"""Shared fixtures: a small synthetic binary task with a group bias, and a
+study factory using real scikit-learn models and real Optuna storage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+
+import motune as mt
+
+
+def make_frame(n: int = 600, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    group = rng.choice(["a", "b"], size=n, p=[0.6, 0.4])
+    x1 = rng.normal(size=n)
+    x2 = rng.normal(size=n) + (group == "b") * 0.8
+    color = rng.choice(["red", "green", "blue"], size=n)
+    logit = 1.5 * x1 + 0.8 * x2 + (color == "red") * 0.5 - 0.3
+    y = (logit + rng.normal(scale=0.7, size=n) > 0).astype(int)
+    return pd.DataFrame({"x1": x1, "x2": x2, "color": color, "group": group, "y": y})
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    return make_frame()
+
+
+@pytest.fixture
+def task(frame) -> mt.Task:
+    return mt.Task.from_frame(frame, label="y", sensitive="group", seed=0, name="synthetic")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'motune.db'}"
+
+
+def space(trial):
+    trial.suggest_float("C", 1e-3, 10.0, log=True)
+    trial.suggest_categorical("fit_intercept", [True, False])
+
+
+def train(params, task, ctx):
+    model = make_pipeline(task.preprocessor(), LogisticRegression(C=params["C"], fit_intercept=params["fit_intercept"]))
+    return model.fit(task.X_train, task.y_train)
+
+
+FAST_LATENCY = {"latency": {"warmup": 1, "min_count": 5, "min_time_s": 0.0, "batch_size": 32}}
+
+
+def make_study(task_, storage, **overrides) -> mt.Study:
+    kwargs = dict(
+        name="synthetic",
+        task=task_,
+        space=space,
+        train=train,
+        objectives=[mt.maximize("accuracy"), mt.minimize("demographic_parity_difference")],
+        constraints=[mt.at_most("equalized_odds_difference", 0.5), mt.at_least("balanced_accuracy", 0.6)],
+        storage=storage,
+        seed=0,
+    )
+    kwargs.update(overrides)
+    return mt.Study(**kwargs)

@@ -1,0 +1,229 @@
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import optuna
+import pytest
+from rich.console import Console
+
+import motune as mt
+from conftest import FAST_LATENCY, make_study, space, train
+from motune.progress import TrialProgress
+
+
+def test_a_study_runs_and_every_trial_carries_its_record(task, sqlite_url):
+    study = make_study(task, sqlite_url, metrics=["latency_p95_ms", "robust_accuracy"], metric_options=FAST_LATENCY)
+    result = study.optimize(n_trials=6, show_progress=False)
+    trials = result.study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 6
+    for t in trials:
+        metrics = t.user_attrs["metrics"]
+        assert t.values == [metrics["accuracy"], metrics["demographic_parity_difference"]]
+        keys = [c.key for c in study.constraints]
+        expected = [metrics["equalized_odds_difference"] - 0.5, 0.6 - metrics["balanced_accuracy"]]
+        assert [t.system_attrs[f"constraints:{k}"] for k in keys] == pytest.approx(expected)
+        assert t.system_attrs["constraints"] == pytest.approx(expected)  # the legacy list, for the dashboard
+        assert {row["group"] for row in t.user_attrs["fairness"]["by_group"]} == {"a", "b"}
+        lat = t.user_attrs["latency"]
+        assert lat["batch_1"]["count"] >= 5 and lat["device"] == "cpu" and lat["method"] == "perf_counter_ns"
+        assert "threads" in lat and lat["batch"]["batch_size"] == 32
+        assert t.user_attrs["robustness"]["noise"] == 0.1
+        prov = t.user_attrs["provenance"]
+        assert prov["seed"] == t.number and prov["data"]["fingerprint"] == task.fingerprint
+        assert {"optuna", "scikit-learn", "fairlearn", "motune"} <= set(prov["versions"]) and prov["python"]
+        assert t.user_attrs["timing"]["train_s"] > 0
+    assert result.study.metric_names == ["accuracy", "demographic_parity_difference"]
+
+
+def test_the_front_is_feasible_and_non_dominated(task, sqlite_url):
+    # a tight fairness bound makes some trials infeasible
+    study = make_study(task, sqlite_url, constraints=[mt.at_most("equalized_odds_difference", 0.12)])
+    result = study.optimize(n_trials=12, show_progress=False)
+    trials = result.trials()
+    front = result.front()
+    feasible = trials[trials["equalized_odds_difference"] <= 0.12]
+    assert 0 < len(front) <= len(feasible) < len(trials), "the bound should split the trials"
+    assert (front["equalized_odds_difference"] <= 0.12).all()
+    # no feasible trial dominates a front trial (accuracy up, demographic parity down)
+    for _, f in front.iterrows():
+        better = feasible[(feasible.accuracy >= f.accuracy) & (feasible.demographic_parity_difference <= f.demographic_parity_difference)
+                          & ((feasible.accuracy > f.accuracy) | (feasible.demographic_parity_difference < f.demographic_parity_difference))]
+        assert better.empty
+    # every feasible trial not on the front is dominated by a front trial
+    for _, t in feasible[~feasible.trial.isin(front.trial)].iterrows():
+        assert ((front.accuracy >= t.accuracy) & (front.demographic_parity_difference <= t.demographic_parity_difference)).any()
+    assert set(front.trial) == {t.number for t in result.study.best_trials}
+    assert list(front.accuracy) == sorted(front.accuracy, reverse=True)
+    summary = result.summary()
+    assert summary["infeasible"] == len(trials) - len(feasible) and summary["on_front"] == len(front)
+    assert {"params_C", "params_fit_intercept"} <= set(front.columns)
+
+
+def test_failed_trials_record_the_reason_and_the_study_goes_on(task, sqlite_url):
+    def flaky_train(params, task, ctx):
+        if ctx.trial_number == 1:
+            raise RuntimeError("out of memory on purpose")
+        if ctx.trial_number == 2:
+            return None
+        if ctx.trial_number == 3:
+            class NanModel:
+                def predict(self, X):
+                    return np.full(len(X), np.nan)
+            return NanModel()
+        return train(params, task, ctx)
+
+    result = make_study(task, sqlite_url, train=flaky_train).optimize(n_trials=5, show_progress=False)
+    by_number = {r.number: r for r in result.records()}
+    assert [by_number[i].state for i in range(5)] == ["COMPLETE", "FAIL", "FAIL", "FAIL", "COMPLETE"]
+    assert by_number[1].error == "RuntimeError: out of memory on purpose"
+    assert "train() returned None" in by_number[2].error
+    assert "NaN" in by_number[3].error
+    assert "out of memory on purpose" in by_number[1].attrs["traceback"]
+    assert result.summary()["failed"] == 3
+    assert set(result.front().trial) <= {0, 4}
+
+
+def test_a_nan_objective_fails_the_trial(task, sqlite_url):
+    @mt.register_metric("always_nan", key="always_nan")
+    def always_nan(model, task):
+        return {"always_nan": float("nan")}
+
+    try:
+        study = make_study(task, sqlite_url, objectives=[mt.maximize("accuracy"), mt.minimize("always_nan")])
+        result = study.optimize(n_trials=2, show_progress=False)
+    finally:
+        mt.metrics.unregister_metric("always_nan")
+    assert [r.state for r in result.records()] == ["FAIL", "FAIL"]
+    assert "always_nan=nan" in result.records()[0].error
+
+
+def test_resume_same_spec_and_refuse_a_different_one(task, sqlite_url):
+    make_study(task, sqlite_url).optimize(n_trials=2, show_progress=False)
+    result = make_study(task, sqlite_url).optimize(n_trials=2, show_progress=False)
+    assert len(result.records()) == 4
+    changed = [
+        dict(objectives=[mt.maximize("accuracy"), mt.minimize("equalized_odds_difference")]),
+        dict(objectives=[mt.maximize("accuracy")]),
+        dict(constraints=[mt.at_most("equalized_odds_difference", 0.1), mt.at_least("balanced_accuracy", 0.6)]),
+        dict(constraints=[]),
+    ]
+    for overrides in changed:
+        with pytest.raises(mt.SpecError, match="was created with objectives .* but this definition has"):
+            make_study(task, sqlite_url, **overrides).optimize(n_trials=1, show_progress=False)
+    assert len(mt.load_study("synthetic", storage=sqlite_url).records()) == 4  # nothing ran
+
+
+def test_a_plain_optuna_study_of_the_same_name_is_not_resumed(task, sqlite_url):
+    plain = optuna.create_study(study_name="synthetic", storage=sqlite_url, directions=["maximize", "minimize"])
+    plain.optimize(lambda t: (t.suggest_float("x", 0, 1), 0.0), n_trials=1)
+    with pytest.raises(mt.SpecError, match="not created by motune"):
+        make_study(task, sqlite_url).optimize(n_trials=1, show_progress=False)
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("sqlite:////nonexistent-dir/sub/motune.db", "unable to open database file"),
+        ("motune.db", "expected a URL"),
+        ("postgresql+nosuchdriver://u:secret@127.0.0.1:1/db", "cannot open storage"),
+    ],
+)
+def test_storage_that_cannot_be_opened(task, url, message):
+    with pytest.raises(mt.StorageError, match=message) as info:
+        make_study(task, url).optimize(n_trials=1, show_progress=False)
+    assert "secret" not in str(info.value)
+
+
+def test_in_memory_storage_object_and_timeout(task):
+    result = make_study(task, optuna.storages.InMemoryStorage()).optimize(timeout=0.5, show_progress=False)
+    assert result.summary()["complete"] >= 1
+    with pytest.raises(ValueError, match="n_trials or timeout"):
+        make_study(task, optuna.storages.InMemoryStorage()).optimize(show_progress=False)
+    with pytest.raises(ValueError, match="positive integer"):
+        make_study(task, optuna.storages.InMemoryStorage()).optimize(n_trials=0)
+
+
+def test_default_storage_is_an_sqlite_file_in_the_working_directory(task, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MOTUNE_STORAGE", raising=False)
+    make_study(task, None).optimize(n_trials=1, show_progress=False)
+    assert (tmp_path / "motune.db").is_file()
+    assert mt.load_study("synthetic").summary()["complete"] == 1
+
+
+def test_load_study_reopens_from_storage_alone_in_a_fresh_process(task, sqlite_url):
+    make_study(task, sqlite_url).optimize(n_trials=3, show_progress=False)
+    code = (
+        "import json, sys, motune as mt; r = mt.load_study('synthetic', storage=sys.argv[1]);"
+        "print(json.dumps({'front': r.front().trial.tolist(), 'summary': r.summary(),"
+        " 'objectives': [str(o) for o in r.objectives]}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, sqlite_url], capture_output=True, text=True, check=True)
+    loaded = json.loads(out.stdout)
+    here = mt.load_study("synthetic", storage=sqlite_url)
+    assert loaded["front"] == here.front().trial.tolist() and loaded["summary"]["complete"] == 3
+    assert loaded["objectives"] == ["maximize accuracy", "minimize demographic_parity_difference"]
+    with pytest.raises(mt.SpecError, match="no study named 'other'.*synthetic"):
+        mt.load_study("other", storage=sqlite_url)
+
+
+def test_context_gives_seed_and_records_user_values(task, sqlite_url):
+    seen = []
+
+    def recording_train(params, task, ctx):
+        seen.append((ctx.trial_number, ctx.seed, dict(ctx.params)))
+        ctx.set_attr("n_features", np.int64(4))
+        return train(params, task, ctx)
+
+    result = make_study(task, sqlite_url, train=recording_train, seed=100).optimize(n_trials=2, show_progress=False)
+    assert [(n, s) for n, s, _ in seen] == [(0, 100), (1, 101)]
+    assert set(seen[0][2]) == {"C", "fit_intercept"}
+    assert result.records()[0].attrs["user:n_features"] == 4
+
+
+def test_progress_lines_when_not_a_terminal(task):
+    buffer = io.StringIO()
+    study = make_study(task, optuna.storages.InMemoryStorage())
+    progress = TrialProgress(study, total=3, console=Console(file=buffer, width=300))
+    ostudy = optuna.create_study(directions=study.directions)
+
+    def objective(trial):
+        if trial.number == 1:
+            raise ValueError("broken")
+        trial.set_constraint("c", -1.0)
+        return 0.8 + 0.01 * trial.number, 0.1
+
+    with progress:
+        ostudy.optimize(objective, n_trials=3, catch=(ValueError,), callbacks=[progress.on_trial_end])
+    lines = buffer.getvalue().strip().splitlines()
+    assert lines[0].startswith("trial 0 complete") and "done 1/3" in lines[0]
+    assert lines[1].startswith("trial 1 fail") and "failed 1" in lines[1]
+    assert "front 1" in lines[2] and "best feasible: accuracy 0.82" in lines[2]
+    assert progress.counts == {"COMPLETE": 2, "PRUNED": 0, "FAIL": 1}
+
+
+def test_optuna_dashboard_shows_the_constraints(task, sqlite_url):
+    """optuna-dashboard 0.21 reads only the legacy `constraints` attribute: check its own API."""
+    from wsgiref.util import setup_testing_defaults
+
+    from optuna_dashboard import wsgi
+
+    study = make_study(task, sqlite_url, constraints=[mt.at_most("equalized_odds_difference", 0.12)])
+    result = study.optimize(n_trials=6, show_progress=False)
+    app = wsgi(sqlite_url)
+    environ = {}
+    setup_testing_defaults(environ)
+    environ["PATH_INFO"] = f"/api/studies/{result.study._study_id}"
+    environ["QUERY_STRING"] = "after=0"
+    status = []
+    body = b"".join(app(environ, lambda s, h, exc_info=None: status.append(s)))
+    assert status[0].startswith("200"), body[:3000]
+    detail = json.loads(body)
+    shown = {t["number"]: t["constraints"] for t in detail["trials"]}
+    for r in result.records():
+        assert shown[r.number] == pytest.approx(list(r.violations.values()))
+        assert (shown[r.number][0] > 0) == (not r.feasible)
+    assert any(not r.feasible for r in result.records()), "want an infeasible trial to show"
+    assert detail["objective_names"] == ["accuracy", "demographic_parity_difference"]
