@@ -243,11 +243,11 @@ class Task:
 
             self._cache["numeric"] = NumericSplits(
                 X_train=enc(self.X_train),
-                y_train=self.y_train.to_numpy(dtype=np.int64),
+                y_train=np.array(self.y_train, dtype=np.int64),
                 X_valid=enc(self.X_valid),
-                y_valid=self.y_valid.to_numpy(dtype=np.int64),
+                y_valid=np.array(self.y_valid, dtype=np.int64),
                 X_test=enc(self.X_test),
-                y_test=self.y_test.to_numpy(dtype=np.int64),
+                y_test=np.array(self.y_test, dtype=np.int64),
                 feature_names=list(encoder.get_feature_names_out()),
                 encoder=encoder,
             )

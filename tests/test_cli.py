@@ -1,0 +1,68 @@
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from motune.cli import app
+
+HERE = Path(__file__).parent
+runner = CliRunner()
+
+
+@pytest.fixture
+def study_file(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE))  # the study file imports conftest's frame
+    path = tmp_path / "my_study.py"
+    shutil.copy(HERE / "study_file.py", path)
+    return path
+
+
+def test_run_front_report_studies(study_file, sqlite_url, tmp_path):
+    ran = runner.invoke(app, ["run", str(study_file), "--trials", "4", "--storage", sqlite_url])
+    assert ran.exit_code == 0, ran.output
+    assert "trial 3 complete" in ran.output and "front of cli-study" in ran.output
+
+    front = runner.invoke(app, ["front", "cli-study", "--storage", sqlite_url, "--format", "json"])
+    assert front.exit_code == 0, front.output
+    rows = json.loads(front.output)
+    assert rows and all(r["equalized_odds_difference"] <= 0.2 for r in rows)
+    assert {"trial", "accuracy", "latency_p95_ms", "params_C"} <= set(rows[0])
+
+    table = runner.invoke(app, ["front", "cli-study", "--storage", sqlite_url])
+    assert table.exit_code == 0 and f"of 4 trials" in table.output
+
+    csv = runner.invoke(app, ["front", "cli-study", "--storage", sqlite_url, "-f", "csv"])
+    assert csv.output.splitlines()[0].startswith("trial,accuracy,latency_p95_ms")
+
+    out = tmp_path / "r.html"
+    report = runner.invoke(app, ["report", "cli-study", "-o", str(out), "--storage", sqlite_url])
+    assert report.exit_code == 0 and out.stat().st_size > 1_000_000  # plotly.js is inlined
+
+    listed = runner.invoke(app, ["studies", "--storage", sqlite_url])
+    assert "cli-study" in listed.output and "maximize accuracy" in listed.output
+
+    again = runner.invoke(app, ["run", str(study_file), "--trials", "1", "--storage", sqlite_url, "-q"])
+    assert again.exit_code == 0
+    assert len(json.loads(runner.invoke(app, ["front", "cli-study", "--storage", sqlite_url, "-f", "json"]).output)) >= 1
+
+
+def test_cli_errors_are_clear(study_file, sqlite_url, tmp_path):
+    cases = [
+        (["run", str(study_file), "--storage", sqlite_url], "give --trials N or --timeout"),
+        (["run", str(tmp_path / "missing.py"), "--trials", "1"], "not found"),
+        (["run", str(study_file), "--trials", "1", "--study", "other", "--storage", sqlite_url], "defines no motune.Study named 'other'"),
+        (["run", str(study_file), "--trials", "1", "--storage", "sqlite:////no/such/dir/x.db"], "cannot open storage"),
+        (["front", "nothing", "--storage", sqlite_url], "no study named 'nothing'"),
+        (["front", "nothing", "--storage", sqlite_url, "-f", "xml"], "--format must be"),
+        (["report", "nothing", "--storage", sqlite_url], "no study named 'nothing'"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in " ".join(result.output.split()), (args, result.output)
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    result = runner.invoke(app, ["run", str(empty), "--trials", "1"])
+    assert result.exit_code == 2 and "defines no motune.Study" in result.output

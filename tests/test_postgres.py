@@ -1,0 +1,55 @@
+"""Storage on a real PostgreSQL server, shared by several worker processes.
+
+Needs MOTUNE_TEST_POSTGRES_URL (scripts/test starts a throwaway server);
+with MOTUNE_REQUIRE_POSTGRES=1 (as in CI) a missing server fails instead of skipping.
+"""
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+import motune as mt
+
+URL = os.environ.get("MOTUNE_TEST_POSTGRES_URL")
+HERE = Path(__file__).parent
+
+if not URL:
+    if os.environ.get("MOTUNE_REQUIRE_POSTGRES") == "1":
+        raise RuntimeError("MOTUNE_REQUIRE_POSTGRES=1 but MOTUNE_TEST_POSTGRES_URL is not set")
+    pytest.skip("no PostgreSQL server (set MOTUNE_TEST_POSTGRES_URL)", allow_module_level=True)
+
+pytestmark = pytest.mark.postgres
+
+
+def test_two_worker_processes_share_one_study():
+    name = f"pg-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "MOTUNE_TEST_STUDY": name, "PYTHONPATH": str(HERE)}
+    cmd = [sys.executable, "-m", "motune.cli", "run", str(HERE / "study_file.py"), "--trials", "4", "--storage", URL, "-q"]
+    workers = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    result = mt.load_study(name, storage=URL)
+    records = result.records()
+    assert sorted(r.number for r in records) == list(range(8))
+    assert all(r.state == "COMPLETE" for r in records)
+    hosts = {r.attrs["provenance"]["hostname"] for r in records}
+    assert len(hosts) == 1 and len(result.front()) >= 1
+
+
+def test_resume_checks_the_spec_on_postgres():
+    name = f"pg-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "MOTUNE_TEST_STUDY": name, "PYTHONPATH": str(HERE)}
+    cmd = [sys.executable, "-m", "motune.cli", "run", str(HERE / "study_file.py"), "--trials", "1", "--storage", URL, "-q"]
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    stored = mt.load_study(name, storage=URL)
+    assert stored.info["task"]["name"] == "synthetic"
+    assert [str(c) for c in stored.constraints] == ["equalized_odds_difference <= 0.2"]
+
+
+def test_unreachable_postgres_is_a_clear_error():
+    with pytest.raises(mt.StorageError, match="cannot open storage 'postgresql\\+psycopg2://u:\\*\\*\\*@127.0.0.1:9/db'"):
+        mt.load_study("x", storage="postgresql+psycopg2://u:pw@127.0.0.1:9/db")
