@@ -75,15 +75,29 @@ def open_storage(storage: Any = None) -> optuna.storages.BaseStorage:
         raise StorageError(f"cannot open storage {shown!r}: expected a URL such as sqlite:///motune.db "
                            "or postgresql://user@host/db")
     engine_kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                storage, engine_kwargs=engine_kwargs, heartbeat_interval=30, grace_period=120
-            )
-    except Exception as err:  # sqlalchemy / driver errors: say which storage, and why
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise StorageError(f"cannot open storage {shown!r}: {type(err).__name__}: {reason}") from err
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    storage, engine_kwargs=engine_kwargs, heartbeat_interval=30, grace_period=120
+                )
+        except (IntegrityError, ProgrammingError) as err:
+            # Workers starting together on an empty database race to create Optuna's tables;
+            # the loser sees a duplicate-key error and finds the tables there on a retry.
+            if attempt == 4:
+                raise StorageError(f"cannot open storage {shown!r}: {_reason(err)}") from err
+            time.sleep(0.2 * (attempt + 1))
+        except Exception as err:  # sqlalchemy / driver errors: say which storage, and why
+            raise StorageError(f"cannot open storage {shown!r}: {_reason(err)}") from err
+    raise AssertionError("unreachable")
+
+
+def _reason(err: Exception) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 
 
 def _redact(url: str) -> str:

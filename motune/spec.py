@@ -119,6 +119,9 @@ class Study:
         constraints Optuna stores.
     seed: the sampler's seed; trial ``n`` gets ``ctx.seed = seed + n``.
     split: the split metrics are measured on (``"valid"``; the test split stays held out).
+    measure_by_group: measure accuracy and the fairness metrics with their per-group table on
+        every trial (default). Turn it off only when the objectives are not about a model's
+        predictions on the task (e.g. a benchmark of motune itself).
     """
 
     name: str
@@ -134,6 +137,7 @@ class Study:
     seed: int = 0
     split: str = "valid"
     description: str = ""
+    measure_by_group: bool = True
 
     def __post_init__(self) -> None:
         self.objectives = tuple(self.objectives)
@@ -149,7 +153,7 @@ class Study:
     def measured_metrics(self) -> list[str]:
         """Every metric name measured on a trial, objectives first."""
         names = [o.metric for o in self.objectives] + [c.metric for c in self.constraints]
-        names += list(self.metrics) + list(ALWAYS_MEASURED)
+        names += list(self.metrics) + (list(ALWAYS_MEASURED) if self.measure_by_group else [])
         return list(dict.fromkeys(names))
 
     def spec_record(self) -> dict[str, Any]:

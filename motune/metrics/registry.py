@@ -12,6 +12,7 @@ Directions are not part of a metric: they belong to objectives.
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -46,8 +47,7 @@ class MetricGroup:
 
     def accepts(self, option: str) -> bool:
         """Whether the function takes keyword ``option`` (or any keyword)."""
-        parameters = inspect.signature(self.fn).parameters
-        return option in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+        return _accepts(self.fn, option)
 
     def __call__(self, model: Any, task: Any, **options: Any) -> Measurement:
         out = self.fn(model, task, **options)
@@ -69,6 +69,12 @@ class MetricGroup:
 # Trial attribute names the runner uses itself; a metric function's key (under
 # which its details are stored on the trial) cannot be one of them.
 RESERVED_KEYS = ("metrics", "provenance", "timing", "error", "traceback")
+
+@functools.lru_cache(maxsize=256)
+def _accepts(fn: Callable[..., Any], option: str) -> bool:
+    parameters = inspect.signature(fn).parameters
+    return option in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
 
 _GROUPS: dict[str, MetricGroup] = {}
 _BY_METRIC: dict[str, MetricGroup] = {}
