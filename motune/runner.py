@@ -278,29 +278,57 @@ def run_trial(study: Study, trial: optuna.Trial) -> tuple[float, ...]:
 def store_trial_attrs(trial: optuna.Trial, user_attrs: dict[str, Any], system_attrs: dict[str, Any]) -> None:
     """Store a trial's attributes in one transaction on an RDB storage, one by one elsewhere.
 
-    Optuna has no public batch write, and an RDB storage commits each attribute
-    separately (about a millisecond each on SQLite). The one-transaction path
-    uses RDBStorage's private per-attribute helper, guarded so that any other
-    storage, or an Optuna without that helper, takes the public path.
+    Optuna has no public batch write, and its RDB storage spends about a
+    millisecond per attribute (a lookup of the trial, a state check, an upsert,
+    a commit). On an RDB storage motune checks the trial's state once and inserts
+    all new attributes in one transaction through the storage's own tables; an
+    attribute that already exists (a retried trial inherits its predecessor's)
+    or any other storage goes through the public, one-by-one path.
     """
     backend = getattr(trial.storage, "_backend", trial.storage)  # _CachedStorage wraps the RDBStorage
-    if isinstance(backend, optuna.storages.RDBStorage) and hasattr(backend, "_set_trial_attr_without_commit"):
+    if isinstance(backend, optuna.storages.RDBStorage):
         try:
-            from optuna.storages._rdb import models
-            from optuna.storages._rdb.storage import _create_scoped_session
-        except ImportError:
-            pass
-        else:
-            with _create_scoped_session(backend.scoped_session) as session:
-                for model, attrs in ((models.TrialSystemAttributeModel, system_attrs),
-                                     (models.TrialUserAttributeModel, user_attrs)):
-                    for key, value in attrs.items():
-                        backend._set_trial_attr_without_commit(session, model, trial._trial_id, key, value)
-            return
+            existing = _insert_trial_attrs(backend, trial._trial_id, user_attrs, system_attrs)
+        except ImportError:  # an Optuna whose private RDB layout moved: the public path still works
+            existing = (set(user_attrs), set(system_attrs))
+        user_attrs = {k: v for k, v in user_attrs.items() if k in existing[0]}
+        system_attrs = {k: v for k, v in system_attrs.items() if k in existing[1]}
     for key, value in system_attrs.items():
         trial.storage.set_trial_system_attr(trial._trial_id, key, value)
     for key, value in user_attrs.items():
         trial.set_user_attr(key, value)
+
+
+def _insert_trial_attrs(backend: Any, trial_id: int, user_attrs: dict[str, Any],
+                        system_attrs: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """Insert the attributes the trial does not have yet in one transaction; return the keys
+    (user, system) that already existed, for the caller to update one by one."""
+    import json
+
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from sqlalchemy import insert, select
+
+    existing: list[set[str]] = []
+    with _create_scoped_session(backend.scoped_session) as session:
+        state = session.execute(
+            select(models.TrialModel.state).where(models.TrialModel.trial_id == trial_id)
+        ).scalar_one()
+        backend.check_trial_is_updatable(trial_id, state)
+        for model, attrs in ((models.TrialUserAttributeModel, user_attrs),
+                             (models.TrialSystemAttributeModel, system_attrs)):
+            if not attrs:
+                existing.append(set())
+                continue
+            there = set(session.execute(
+                select(model.key).where(model.trial_id == trial_id, model.key.in_(list(attrs)))
+            ).scalars())
+            rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+                    for k, v in attrs.items() if k not in there]
+            if rows:
+                session.execute(insert(model), rows)
+            existing.append(there)
+    return existing[0], existing[1]
 
 
 def _jsonable(value: Any) -> Any:

@@ -4,6 +4,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from fairlearn import metrics as flm
 from filelock import FileLock
 
 import motune as mt
@@ -42,6 +43,11 @@ def test_accuracy_and_fairness_match_hand_computed_values(task):
     assert v["equalized_odds_difference"] == pytest.approx(max(tpr.max() - tpr.min(), fpr.max() - fpr.min()))
     assert v["worst_group_accuracy"] == pytest.approx(acc_by_group.min())
     assert v["demographic_parity_difference"] > 0.1  # the rule really is unfair
+    # the same numbers fairlearn's own functions give
+    assert v["demographic_parity_difference"] == pytest.approx(
+        flm.demographic_parity_difference(y, pred, sensitive_features=s))
+    assert v["equalized_odds_difference"] == pytest.approx(
+        flm.equalized_odds_difference(y, pred, sensitive_features=s))
     table = {row["group"]: row for row in m.details["fairness"]["by_group"]}
     assert set(table) == {"a", "b"}
     assert table["b"]["count"] == int((s == "b").sum())
