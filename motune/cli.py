@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import runpy
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -14,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from motune.runner import StorageError, load_study, open_storage, storage_location
+from motune.runner import StorageError, _redact, load_study, open_storage, storage_location
 from motune.spec import SpecError, Study
 
 app = typer.Typer(
@@ -37,11 +38,27 @@ def _fail(message: str) -> typer.Exit:
 
 
 def load_studies(path: Path) -> list[Study]:
-    """The :class:`motune.Study` objects a study file defines at module level."""
+    """The :class:`motune.Study` objects a study file defines at module level.
+
+    The file's folder is on ``sys.path`` while it runs, as with ``python FILE``,
+    so it can import modules beside it.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"study file {str(path)!r} not found")
-    namespace = runpy.run_path(str(path), run_name="__motune_study__")
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
+    try:
+        namespace = runpy.run_path(str(path), run_name="__motune_study__")
+    except ImportError as e:
+        raise ValueError(f"{path} could not import {e.name or 'a module'}: {e}") from None
+    finally:
+        sys.path.remove(folder)
     return [v for v in namespace.values() if isinstance(v, Study)]
+
+
+def _where(storage) -> str:
+    location = storage_location(storage)
+    return _redact(location) if isinstance(location, str) else type(location).__name__
 
 
 @app.command()
@@ -70,17 +87,18 @@ def run(
     study = studies[0]
     if storage is not None:
         study = dataclasses.replace(study, storage=storage)
-    location = storage_location(study.storage)
-    err.print(f"study [bold]{study.name}[/] in {location if isinstance(location, str) else type(location).__name__}",
-              highlight=False)
+    err.print(f"study [bold]{study.name}[/] in {_where(study.storage)}", highlight=False)
     try:
         result = study.optimize(trials, timeout=timeout, n_jobs=n_jobs, show_progress=not quiet)
-    except (SpecError, StorageError) as e:
+    except (SpecError, StorageError, ValueError, TypeError) as e:
         raise _fail(str(e)) from None
     except KeyboardInterrupt:
         err.print("interrupted: finished trials are stored; run the same command to resume")
         raise typer.Exit(code=130) from None
     _print_frame(result.front(), title=f"front of {result.name}")
+    records = result.records()
+    if records and not any(r.state == "COMPLETE" for r in records):
+        raise _fail(f"no trial of {result.name!r} completed; the first error: {records[0].error}")
 
 
 @app.command()
@@ -129,11 +147,11 @@ def report(
 def studies(storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP)) -> None:
     """List the studies in a storage."""
     try:
-        opened = open_storage(storage)
+        opened = open_storage(storage, must_exist=True)
         summaries = opened.get_all_studies()
     except StorageError as e:
         raise _fail(str(e)) from None
-    table = Table(title=f"studies in {storage_location(storage)}")
+    table = Table(title=f"studies in {_where(storage)}")
     for column in ("name", "trials", "objectives", "motune"):
         table.add_column(column)
     for s in summaries:

@@ -7,6 +7,7 @@ plain line per finished trial. It counts the trials this process ran.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import optuna
@@ -27,6 +28,7 @@ class TrialProgress:
         self._front: list[tuple[float, ...]] = []  # feasible non-dominated, as losses
         self._best: dict[str, float] = {}
         self._bar: Progress | None = None
+        self._lock = threading.Lock()
         self._task_id: Any = None
 
     # -------------------------------------------------------------- lifecycle
@@ -48,20 +50,23 @@ class TrialProgress:
 
     # -------------------------------------------------------------- updates
     def on_trial_end(self, _study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        state = trial.state.name
-        self.counts[state] = self.counts.get(state, 0) + 1
-        if state == "COMPLETE":
-            feasible = all(v <= 0 for v in trial.constraints.values())
-            if feasible:
-                self._add_feasible(trial.values)
+        with self._lock:  # Optuna calls back from its worker threads when n_jobs > 1
+            state = trial.state.name
+            self.counts[state] = self.counts.get(state, 0) + 1
+            if state == "COMPLETE":
+                feasible = all(v <= 0 for v in trial.constraints.values())
+                if feasible:
+                    self._add_feasible(trial.values)
+                else:
+                    self.infeasible += 1
+            if not self.enabled:
+                return
+            if self._bar is not None:
+                self._bar.update(self._task_id, advance=1, description=self.status())
+                if state == "FAIL":  # above the bar, so the reason is not lost
+                    self._bar.console.print(self.line(trial), highlight=False, soft_wrap=True)
             else:
-                self.infeasible += 1
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.update(self._task_id, advance=1, description=self.status())
-        else:
-            self.console.print(self.line(trial), highlight=False, soft_wrap=True)
+                self.console.print(self.line(trial), highlight=False, soft_wrap=True)
 
     def _add_feasible(self, values: list[float]) -> None:
         loss = tuple(-v if o.direction == "maximize" else v for o, v in zip(self.study.objectives, values))

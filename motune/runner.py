@@ -13,8 +13,10 @@ objective or constraint metric is NaN) fails with its reason stored under the
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
+import platform
 import time
 import traceback
 import warnings
@@ -59,11 +61,13 @@ def storage_location(storage: Any = None) -> Any:
     return os.environ.get("MOTUNE_STORAGE") or DEFAULT_STORAGE
 
 
-def open_storage(storage: Any = None) -> optuna.storages.BaseStorage:
+def open_storage(storage: Any = None, *, must_exist: bool = False) -> optuna.storages.BaseStorage:
     """An Optuna storage from a URL (or a storage object, returned as it is).
 
     RDB storages get a heartbeat, so a trial whose process died is marked
-    failed by the next worker instead of staying RUNNING forever.
+    failed by the next worker instead of staying RUNNING forever. With
+    ``must_exist``, a SQLite URL whose file is missing is an error instead of
+    a new, empty database (for commands that only read).
     """
     storage = storage_location(storage)
     if isinstance(storage, optuna.storages.BaseStorage):
@@ -74,6 +78,13 @@ def open_storage(storage: Any = None) -> optuna.storages.BaseStorage:
     if "://" not in storage:
         raise StorageError(f"cannot open storage {shown!r}: expected a URL such as sqlite:///motune.db "
                            "or postgresql://user@host/db")
+    if must_exist and storage.startswith("sqlite"):
+        from sqlalchemy.engine import make_url
+
+        database = make_url(storage).database
+        if database and database != ":memory:" and not os.path.exists(database):
+            raise StorageError(f"no SQLite database at {os.path.abspath(database)!r} (from {shown!r}); "
+                               "run a study there first, or pass --storage / set MOTUNE_STORAGE")
     engine_kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {"pool_pre_ping": True}
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
@@ -135,9 +146,13 @@ def open_study(study: Study) -> optuna.Study:
         study_id = storage.get_study_id_from_name(study.name)
     except KeyError:
         study_id = None
+    n_stored = 0
     if study_id is not None:
         _check_resumable(study, storage, study_id)
-    sampler = study.sampler if study.sampler is not None else optuna.samplers.TPESampler(seed=study.seed)
+        n_stored = storage.get_n_trials(study_id)
+    sampler = study.sampler
+    if sampler is None:
+        sampler = optuna.samplers.TPESampler(seed=sampler_seed(study.seed, storage, n_stored))
     ostudy = optuna.create_study(
         study_name=study.name, storage=storage, directions=study.directions, sampler=sampler, load_if_exists=True
     )
@@ -147,6 +162,21 @@ def open_study(study: Study) -> optuna.Study:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             ostudy.set_metric_names([o.metric for o in study.objectives])
     return ostudy
+
+
+def sampler_seed(seed: int, storage: optuna.storages.BaseStorage, n_stored: int) -> int:
+    """The default sampler's seed: ``seed`` itself for a new study on a one-machine storage
+    (in memory, SQLite), so that a fresh run is reproducible. Otherwise ``seed`` mixed with the
+    number of stored trials, the host and the process id, so that a resumed run, or workers
+    sharing a study, do not re-suggest the configurations another run already tried."""
+    backend = getattr(storage, "_backend", storage)
+    one_machine = isinstance(backend, optuna.storages.InMemoryStorage) or (
+        isinstance(backend, optuna.storages.RDBStorage) and backend.engine.name == "sqlite"
+    )
+    if one_machine and n_stored == 0:
+        return seed
+    mixed = hashlib.sha256(f"{seed}:{n_stored}:{platform.node()}:{os.getpid()}".encode()).hexdigest()
+    return int(mixed[:8], 16)
 
 
 def study_record(study: Study) -> dict[str, Any]:
@@ -172,12 +202,20 @@ def _check_resumable(study: Study, storage: optuna.storages.BaseStorage, study_i
                 f"study {study.name!r} in {where} exists but was not created by motune; choose another name"
             )
         return
-    theirs = {"objectives": stored.get("objectives"), "constraints": stored.get("constraints")}
     ours = study.spec_record()
+    theirs = {key: stored.get(key) for key in ours}
     if theirs != ours:
+        if (theirs["objectives"], theirs["constraints"]) != (ours["objectives"], ours["constraints"]):
+            what = f"was created with {_describe(theirs)}, but this definition has {_describe(ours)}"
+        else:
+            what = "was created with other " + " and ".join(
+                {"data_fingerprint": "data (the task's rows, label, sensitive feature or splits)",
+                 "split": f"a split to measure on ({theirs['split']!r}, now {ours['split']!r})",
+                 "metric_options": f"metric options ({theirs['metric_options']}, now {ours['metric_options']})"}[k]
+                for k in ("data_fingerprint", "split", "metric_options") if theirs[k] != ours[k]
+            )
         raise SpecError(
-            f"study {study.name!r} in {where} was created with {_describe(theirs)}, "
-            f"but this definition has {_describe(ours)}. Resuming would mix incomparable trials: "
+            f"study {study.name!r} in {where} {what}. Resuming would mix incomparable trials: "
             "use a new study name, or delete the stored study "
             f"(optuna delete-study --study-name {study.name!r} --storage URL) to start over."
         )
@@ -263,8 +301,8 @@ def run_trial(study: Study, trial: optuna.Trial) -> tuple[float, ...]:
             "timing": {"train_s": trained - began, "measure_s": done - trained},
             "provenance": provenance.collect(task=study.task, seed=seed),
         }
-        # optuna-dashboard 0.21 reads only the legacy `constraints` list.
-        system_attrs = {LEGACY_CONSTRAINTS_ATTR: violations} if violations else {}
+        # optuna-dashboard 0.21 reads only the legacy `constraints` list (see Study.dashboard_constraints).
+        system_attrs = {LEGACY_CONSTRAINTS_ATTR: violations} if violations and _legacy_constraints(study) else {}
         store_trial_attrs(trial, _jsonable(user_attrs), system_attrs)
         return tuple(values[o.metric] for o in study.objectives)
     except optuna.TrialPruned:
@@ -273,6 +311,13 @@ def run_trial(study: Study, trial: optuna.Trial) -> tuple[float, ...]:
         trial.set_user_attr("error", f"{type(err).__name__}: {err}")
         trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
         raise
+
+
+def _legacy_constraints(study: Study) -> bool:
+    if study.dashboard_constraints is not None:
+        return study.dashboard_constraints
+    # GPSampler models each constraint value separately: the legacy copy would count each twice.
+    return not isinstance(study.sampler, getattr(optuna.samplers, "GPSampler", ()))
 
 
 def store_trial_attrs(trial: optuna.Trial, user_attrs: dict[str, Any], system_attrs: dict[str, Any]) -> None:
@@ -348,7 +393,7 @@ def _jsonable(value: Any) -> Any:
 
 def load_study(name: str, *, storage: Any = None) -> Result:
     """Reopen a finished or running study from its storage alone."""
-    opened = open_storage(storage)
+    opened = open_storage(storage, must_exist=True)
     try:
         opened.get_study_id_from_name(name)
     except KeyError:

@@ -8,6 +8,7 @@ saying what was wrong and what would be right.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -122,6 +123,11 @@ class Study:
     measure_by_group: measure accuracy and the fairness metrics with their per-group table on
         every trial (default). Turn it off only when the objectives are not about a model's
         predictions on the task (e.g. a benchmark of motune itself).
+    dashboard_constraints: also store the constraint values as the legacy ``constraints`` list,
+        the only form optuna-dashboard 0.21 reads. Optuna then sees each constraint twice, which
+        changes nothing for TPE or NSGA-II (same feasibility, violation sums doubled, same order)
+        but would count each twice in GPSampler's constraint model; the default (``None``) is on
+        unless the sampler is a GPSampler.
     """
 
     name: str
@@ -138,11 +144,12 @@ class Study:
     split: str = "valid"
     description: str = ""
     measure_by_group: bool = True
+    dashboard_constraints: bool | None = None
 
     def __post_init__(self) -> None:
-        self.objectives = tuple(self.objectives)
-        self.constraints = tuple(self.constraints)
-        self.metrics = tuple(self.metrics)
+        self.objectives = _as_tuple(self.objectives, (Objective, str))
+        self.constraints = _as_tuple(self.constraints, (Constraint, str))
+        self.metrics = _as_tuple(self.metrics, (str,))
         validate(self)
 
     @property
@@ -157,10 +164,15 @@ class Study:
         return list(dict.fromkeys(names))
 
     def spec_record(self) -> dict[str, Any]:
-        """The part of the study that must match when a stored study is resumed."""
+        """What must match when a stored study is resumed: objectives, constraints, the data,
+        the split measured on and the metric options (anything else would mix incomparable trials)."""
         return {
             "objectives": [o.to_record() for o in self.objectives],
             "constraints": [c.to_record() for c in self.constraints],
+            "data_fingerprint": self.task.fingerprint,
+            "split": self.split,
+            "metric_options": json.loads(json.dumps({k: dict(v) for k, v in self.metric_options.items()},
+                                                    sort_keys=True, default=str)),
         }
 
     def optimize(
@@ -181,6 +193,20 @@ class Study:
         return optimize(self, n_trials=n_trials, timeout=timeout, n_jobs=n_jobs, show_progress=show_progress)
 
 
+def _as_tuple(value: Any, single: tuple[type, ...]) -> tuple:
+    """One objective / constraint / metric name, or a sequence of them, as a tuple."""
+    return (value,) if isinstance(value, single) else tuple(value)
+
+
+def _check_arity(fn: Callable[..., Any], what: str, args: int, shape: str) -> None:
+    try:
+        inspect.signature(fn).bind(*([None] * args))
+    except TypeError:
+        raise TypeError(f"{what} must take {args} positional argument(s): {shape}") from None
+    except ValueError:  # a builtin without a signature: let it run
+        pass
+
+
 def validate(study: Study) -> None:
     """Check a study definition; raise before any trial runs."""
     if not isinstance(study.name, str) or not study.name.strip():
@@ -192,6 +218,8 @@ def validate(study: Study) -> None:
     for what in ("space", "train"):
         if not callable(getattr(study, what)):
             raise TypeError(f"{what} must be a function, got {type(getattr(study, what)).__name__}")
+    _check_arity(study.space, "space", 1, "space(trial) -> dict of params")
+    _check_arity(study.train, "train", 3, "train(params, task, ctx) -> fitted model")
     if not study.objectives:
         raise SpecError("a study needs at least one objective, e.g. mt.maximize('accuracy')")
     for kind, items, cls, hint in (
@@ -246,10 +274,17 @@ def _validate_metric_options(study: Study) -> None:
             )
         if not isinstance(options, Mapping):
             raise TypeError(f"metric_options[{key!r}] must be a dict of keyword options, got {options!r}")
+        if "split" in options:
+            raise SpecError(f"metric_options[{key!r}] sets 'split'; set Study(split=...) so every metric "
+                            "is measured on the same split")
         parameters = inspect.signature(groups[key].fn).parameters
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-            continue
-        allowed = [n for n, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-        unknown = sorted(set(options) - set(allowed))
-        if unknown:
-            raise SpecError(f"metric_options[{key!r}] has unknown option(s) {unknown}; it takes {allowed}")
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            allowed = [n for n, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+            unknown = sorted(set(options) - set(allowed))
+            if unknown:
+                raise SpecError(f"metric_options[{key!r}] has unknown option(s) {unknown}; it takes {allowed}")
+        if groups[key].validate is not None:
+            try:
+                groups[key].validate(**options)
+            except (TypeError, ValueError) as err:
+                raise SpecError(f"metric_options[{key!r}]: {err}") from None

@@ -49,7 +49,12 @@ def test_run_front_report_studies(study_file, sqlite_url, tmp_path):
 
 
 def test_cli_errors_are_clear(study_file, sqlite_url, tmp_path):
+    missing = runner.invoke(app, ["front", "anything", "--storage", sqlite_url])
+    assert missing.exit_code == 2 and "no SQLite database at" in " ".join(missing.output.split())
+    assert not (tmp_path / "motune.db").exists(), "a read-only command must not create a database"
+    assert runner.invoke(app, ["run", str(study_file), "--trials", "1", "--storage", sqlite_url, "-q"]).exit_code == 0
     cases = [
+        (["run", str(study_file), "--trials", "0", "--storage", sqlite_url], "n_trials must be a positive integer"),
         (["run", str(study_file), "--storage", sqlite_url], "give --trials N or --timeout"),
         (["run", str(tmp_path / "missing.py"), "--trials", "1"], "not found"),
         (["run", str(study_file), "--trials", "1", "--study", "other", "--storage", sqlite_url], "defines no motune.Study named 'other'"),
@@ -66,3 +71,22 @@ def test_cli_errors_are_clear(study_file, sqlite_url, tmp_path):
     empty.write_text("x = 1\n")
     result = runner.invoke(app, ["run", str(empty), "--trials", "1"])
     assert result.exit_code == 2 and "defines no motune.Study" in result.output
+
+
+def test_a_study_file_imports_modules_beside_it_and_all_failed_is_an_error(tmp_path, sqlite_url, monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE))
+    (tmp_path / "helpers_beside.py").write_text("def broken_train(params, task, ctx):\n    raise RuntimeError('no GPU here')\n")
+    source = (HERE / "study_file.py").read_text().replace(
+        "import motune as mt\n", "import motune as mt\nfrom helpers_beside import broken_train\n"
+    ).replace("    train=train,\n", "    train=broken_train,\n")
+    path = tmp_path / "failing_study.py"
+    path.write_text(source)
+    result = runner.invoke(app, ["run", str(path), "--trials", "2", "--storage", sqlite_url])
+    assert result.exit_code == 2
+    assert "no trial of 'cli-study' completed; the first error: RuntimeError: no GPU here" in " ".join(result.output.split())
+
+
+def test_passwords_are_not_printed(study_file):
+    result = runner.invoke(app, ["run", str(study_file), "--trials", "1",
+                                 "--storage", "postgresql+psycopg2://me:hunter2@127.0.0.1:9/db"])
+    assert result.exit_code == 2 and "hunter2" not in result.output and "me:***@" in result.output

@@ -33,6 +33,13 @@ def test_objectives_and_constraints():
         (dict(name=" "), mt.SpecError, "non-empty name"),
         (dict(train="fit"), TypeError, "train must be a function"),
         (dict(task="adult"), TypeError, "motune.Task"),
+        (dict(train=lambda params: None), TypeError, r"train must take 3 positional argument\(s\)"),
+        (dict(space=lambda: None), TypeError, r"space must take 1 positional argument\(s\)"),
+        (dict(metric_options={"accuracy": {"split": "test"}}), mt.SpecError, r"set Study\(split=...\)"),
+        (dict(metrics=["latency_p50_ms"], metric_options={"latency": {"batch_size": 0}}), mt.SpecError,
+         "need batch_size >= 1"),
+        (dict(metrics=["robust_accuracy"], metric_options={"robustness": {"noise": -1}}), mt.SpecError,
+         "need noise >= 0"),
     ],
 )
 def test_bad_study_definitions_fail_before_any_trial(task, sqlite_url, overrides, error, message):
@@ -59,3 +66,19 @@ def test_measured_metrics_and_options(task, sqlite_url):
                                       "equalized_odds_difference", "balanced_accuracy"]
     assert "latency_p95_ms" in s.measured_metrics and "robust_accuracy" not in s.measured_metrics
     assert s.spec_record()["constraints"][0] == {"metric": "equalized_odds_difference", "op": "<=", "bound": 0.5}
+
+
+def test_a_single_objective_constraint_or_metric_needs_no_list(task, sqlite_url):
+    s = make_study(task, sqlite_url, objectives=mt.maximize("accuracy"),
+                   constraints=mt.at_most("equalized_odds_difference", 0.2), metrics="roc_auc")
+    assert [str(o) for o in s.objectives] == ["maximize accuracy"]
+    assert len(s.constraints) == 1 and s.metrics == ("roc_auc",)
+
+
+def test_metric_keys_cannot_collide():
+    mt.register_metric("collide_a", lambda model, task: {"collide_a": 0.0})
+    try:
+        with pytest.raises(ValueError, match="key '<lambda>' is already used"):
+            mt.register_metric("collide_b", lambda model, task: {"collide_b": 0.0})
+    finally:
+        mt.metrics.unregister_metric("collide_a")

@@ -167,7 +167,18 @@ def thread_counts() -> dict[str, Any]:
     return counts
 
 
-@register_metric(LATENCY_METRICS, key="latency")
+def check_latency_options(*, batch_size: int = 256, warmup: int = 5, min_count: int = 30, min_time_s: float = 0.2,
+                          max_time_s: float = 10.0, device: str | None = None) -> None:
+    """Raise ``ValueError`` for option values :func:`latency` cannot use."""
+    if batch_size < 1 or warmup < 0 or min_count < 1 or min_time_s < 0 or max_time_s <= 0:
+        raise ValueError(
+            "need batch_size >= 1, warmup >= 0, min_count >= 1, min_time_s >= 0 and max_time_s > 0; got "
+            f"batch_size={batch_size}, warmup={warmup}, min_count={min_count}, "
+            f"min_time_s={min_time_s}, max_time_s={max_time_s}"
+        )
+
+
+@register_metric(LATENCY_METRICS, key="latency", validate=check_latency_options)
 def latency(
     model: Any,
     task: Any,
@@ -181,8 +192,8 @@ def latency(
     device: str | None = None,
 ) -> Measurement:
     """Predict latency at batch size 1 (percentiles) and throughput at ``batch_size``."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    check_latency_options(batch_size=batch_size, warmup=warmup, min_count=min_count,
+                          min_time_s=min_time_s, max_time_s=max_time_s)
     raw = unwrap(model)
     device = device or device_of(raw)
     timer = timer_for(device)

@@ -44,6 +44,7 @@ class MetricGroup:
     fn: Callable[..., Mapping[str, float] | Measurement]
     binary_only: tuple[str, ...] = ()
     description: str = ""
+    validate: Callable[..., None] | None = None  # checks option values before any trial runs
 
     def accepts(self, option: str) -> bool:
         """Whether the function takes keyword ``option`` (or any keyword)."""
@@ -87,6 +88,7 @@ def register_metric(
     key: str | None = None,
     binary_only: Iterable[str] | bool = (),
     description: str = "",
+    validate: Callable[..., None] | None = None,
     replace: bool = False,
 ):
     """Register ``fn(model, task, **options)`` as the producer of ``produces``.
@@ -101,7 +103,8 @@ def register_metric(
     ``key`` names the function's options in ``Study(metric_options={key: {...}})``
     (default: the function's name). ``binary_only`` lists produced names that
     need a binary label (``True`` for all). A name already registered raises
-    unless ``replace=True``.
+    unless ``replace=True``. ``validate(**options)``, if given, raises ``ValueError``
+    for bad option values when a study is defined, before any trial runs.
     """
     names = (produces,) if isinstance(produces, str) else tuple(produces)
     if not names or not all(isinstance(n, str) and n for n in names):
@@ -120,9 +123,15 @@ def register_metric(
                     f"metric name(s) {taken} already registered by {_BY_METRIC[taken[0]].key!r}; "
                     "pass replace=True to override"
                 )
+            if group_key in _GROUPS and _GROUPS[group_key].fn is not func:
+                raise ValueError(
+                    f"metric key {group_key!r} is already used by the function producing "
+                    f"{list(_GROUPS[group_key].produces)}; pass key= with another name"
+                )
         binary = names if binary_only is True else tuple(binary_only or ())
-        group = MetricGroup(group_key, names, func, binary, description or (func.__doc__ or "").strip().split("\n")[0])
-        for old in {_BY_METRIC[n].key for n in names if n in _BY_METRIC}:
+        summary = description or (func.__doc__ or "").strip().split("\n")[0]
+        group = MetricGroup(group_key, names, func, binary, summary, validate)
+        for old in {_BY_METRIC[n].key for n in names if n in _BY_METRIC} | ({group_key} & set(_GROUPS)):
             _drop(old)
         _GROUPS[group_key] = group
         for n in names:

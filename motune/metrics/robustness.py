@@ -23,7 +23,14 @@ from sklearn.metrics import accuracy_score
 from motune.metrics.registry import Measurement, register_metric
 
 
-@register_metric(("robust_accuracy", "robustness_drop"), key="robustness")
+def check_robustness_options(*, noise: float = 0.1, corruption: float | None = None, seed: int = 0) -> None:
+    """Raise ``ValueError`` for option values :func:`robustness` cannot use."""
+    corruption = noise if corruption is None else corruption
+    if not noise >= 0 or not 0 <= corruption <= 1:
+        raise ValueError(f"need noise >= 0 and corruption in [0, 1]; got noise={noise}, corruption={corruption}")
+
+
+@register_metric(("robust_accuracy", "robustness_drop"), key="robustness", validate=check_robustness_options)
 def robustness(
     model: Any,
     task: Any,
@@ -34,9 +41,8 @@ def robustness(
     seed: int = 0,
 ) -> Measurement:
     """Accuracy under seeded Gaussian noise and category corruption, and its drop."""
+    check_robustness_options(noise=noise, corruption=corruption, seed=seed)
     corruption = noise if corruption is None else corruption
-    if noise < 0 or not 0 <= corruption <= 1:
-        raise ValueError(f"noise must be >= 0 and corruption in [0, 1], got noise={noise}, corruption={corruption}")
     X, y, _ = task.split(split)
     clean = accuracy_score(y, model.predict(X))
     perturbed = perturb(X, task, noise=noise, corruption=corruption, seed=seed)
