@@ -19,6 +19,7 @@ h1 { margin-bottom: 0.2rem; } .muted { color: #666; }
 table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0 1.5rem; }
 th, td { border: 1px solid #ddd; padding: 0.25rem 0.5rem; text-align: right; }
 th { background: #f4f4f4; } td.text, th.text { text-align: left; }
+.scroll { overflow-x: auto; max-width: 100%; }
 pre { background: #f7f7f7; padding: 0.75rem; overflow-x: auto; font-size: 0.8rem; }
 """
 
@@ -28,7 +29,8 @@ def _esc(value: Any) -> str:
 
 
 def _table(frame) -> str:
-    return frame.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}", na_rep="", border=0)
+    html_table = frame.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}", na_rep="", border=0)
+    return f"<div class='scroll'>{html_table}</div>"
 
 
 def render_report(result: Result) -> str:
