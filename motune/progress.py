@@ -97,6 +97,9 @@ class TrialProgress:
         why = ""
         if trial.state.name == "FAIL":
             why = f" ({trial.user_attrs.get('error') or trial.system_attrs.get('fail_reason', '')})"
+        elif trial.state.name == "PRUNED" and "pruned" in trial.user_attrs:
+            pruned = trial.user_attrs["pruned"]
+            why = f" at step {pruned['step']} by {pruned['rule']} ({pruned['reason']})"
         return f"trial {trial.number} {state}{seconds}{why} | {self.status()}"
 
 

@@ -39,6 +39,9 @@ class StorageError(ValueError):
     """A storage that cannot be opened."""
 
 
+REPORT_ATTR = "motune:report:{number}:{step}"  # trial system attr: one intermediate report
+
+
 @dataclass
 class TrialContext:
     """What ``train(params, task, ctx)`` gets besides params and task."""
@@ -48,10 +51,23 @@ class TrialContext:
     params: dict[str, Any]
     study_name: str
     _trial: optuna.Trial = field(repr=False)
+    _study: Any = field(repr=False, default=None)
+    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
 
     def set_attr(self, key: str, value: Any) -> None:
         """Record a JSON-able value on the trial (stored as user attribute ``user:<key>``)."""
         self._trial.set_user_attr(f"user:{key}", _jsonable(value))
+
+    def report(self, step: int, model: Any = None, *, metrics: dict[str, float] | None = None) -> dict[str, float]:
+        """Report progress at ``step`` (an epoch, a boosting stage, a fidelity step; 0 = before training).
+
+        With ``model``, motune measures the study's metrics on it: at step 0 the static ones
+        (latency ...), later the objective and constraint metrics that need training. ``metrics``
+        adds (or overrides) values you computed. The report is stored in the study's storage;
+        the study's pruning policy may then end the trial by raising ``optuna.TrialPruned``
+        (let it propagate). Returns the reported values.
+        """
+        return _report(self, step, model, metrics)
 
 
 def storage_location(storage: Any = None) -> Any:
@@ -279,7 +295,7 @@ def run_trial(study: Study, trial: optuna.Trial) -> tuple[float, ...]:
         params = study.space(trial)
         params = dict(trial.params) if params is None else dict(params)
         seed = study.seed + trial.number
-        ctx = TrialContext(trial.number, seed, params, study.name, trial)
+        ctx = TrialContext(trial.number, seed, params, study.name, trial, study)
         began = time.perf_counter()
         model = study.train(params, study.task, ctx)
         trained = time.perf_counter()
@@ -293,8 +309,13 @@ def run_trial(study: Study, trial: optuna.Trial) -> tuple[float, ...]:
         if bad:
             raise MetricError("not a finite number: " + ", ".join(f"{n}={values[n]}" for n in bad))
         violations = [c.violation(values[c.metric]) for c in study.constraints]
+        inherited = _inherited_system_attrs(trial)
         for constraint, violation in zip(study.constraints, violations):
-            trial.set_constraint(constraint.key, violation)
+            key = f"constraints:{constraint.key}"
+            if key in inherited:  # a retry carries the crashed trial's value; set_constraint would keep it
+                trial.storage.set_trial_system_attr(trial._trial_id, key, violation)
+            else:
+                trial.set_constraint(constraint.key, violation)
         user_attrs = {
             "metrics": values,
             **measured.details,
@@ -311,6 +332,62 @@ def run_trial(study: Study, trial: optuna.Trial) -> tuple[float, ...]:
         trial.set_user_attr("error", f"{type(err).__name__}: {err}")
         trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
         raise
+
+
+def _inherited_system_attrs(trial: optuna.Trial) -> dict[str, Any]:
+    """System attributes a retried trial was created with (Optuna's retry callbacks copy the
+    failed trial's, ``constraints:*`` included); empty for a trial that is not a retry."""
+    cached = getattr(trial, "_cached_frozen_trial", None)
+    attrs = cached.system_attrs if cached is not None else trial.storage.get_trial_system_attrs(trial._trial_id)
+    return dict(attrs) if "failed_trial" in attrs else {}
+
+
+def _report(ctx: TrialContext, step: int, model: Any, metrics: dict[str, float] | None) -> dict[str, float]:
+    from motune.pruning import PeerReport, ReportContext
+
+    study: Study = ctx._study
+    trial = ctx._trial
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise ValueError(f"step must be a non-negative integer, got {step!r}")
+    step = int(step)
+    if ctx.history and step <= ctx.history[-1][0]:
+        raise ValueError(f"steps must increase within a trial: got {step} after {ctx.history[-1][0]}")
+    values: dict[str, float] = {}
+    if model is not None:
+        static = set(study.static_metrics)
+        needed = [o.metric for o in study.objectives] + [c.metric for c in study.constraints]
+        names = [n for n in dict.fromkeys(needed) if (n in static) == (step == 0)]
+        if names:
+            measured = measure(model, study.task, names, options=study.metric_options, split=study.split).values
+            values.update({n: measured[n] for n in names})
+    for name, value in (metrics or {}).items():
+        values[str(name)] = float(value)
+    if not values:
+        raise ValueError("ctx.report needs a model to measure or metrics={...} (at step 0 with a model, "
+                         "only static metrics such as latency are measured, and this study has none)")
+    bad = non_finite(values, values)
+    if bad:
+        raise MetricError("reported values are not finite numbers: " + ", ".join(f"{n}={values[n]}" for n in bad))
+    trial.storage.set_trial_system_attr(trial._trial_id, REPORT_ATTR.format(number=trial.number, step=step), values)
+    policy = study.pruning_policy
+    decision = None
+    if policy is not None:
+        peers = []
+        for t in trial.study.get_trials(deepcopy=False):
+            if t.number == trial.number:
+                continue
+            report = t.system_attrs.get(REPORT_ATTR.format(number=t.number, step=step))
+            if report is not None:
+                final = t.user_attrs.get("metrics") if t.state == optuna.trial.TrialState.COMPLETE else None
+                peers.append(PeerReport(t.number, t.state.name, report, final))
+        decision = policy.decide(ReportContext(step, values, list(ctx.history), peers, study.objectives,
+                                               study.constraints, frozenset(study.static_metrics)))
+    ctx.history.append((step, values))
+    if decision is not None:
+        trial.set_user_attr("pruned", {"rule": decision.rule, "reason": decision.reason, "step": step,
+                                       "reports": len(ctx.history)})
+        raise optuna.TrialPruned(f"{decision.rule}: {decision.reason}")
+    return values
 
 
 def _legacy_constraints(study: Study) -> bool:

@@ -128,6 +128,9 @@ class Study:
         changes nothing for TPE or NSGA-II (same feasibility, violation sums doubled, same order)
         but would count each twice in GPSampler's constraint model; the default (``None``) is on
         unless the sampler is a GPSampler.
+    pruning: a :mod:`motune.pruning` policy deciding from ``ctx.report(step, ...)`` calls in
+        ``train``; ``None`` never prunes; the default is
+        ``ConstraintAware() | SuccessiveHalving()``. A train function that never reports is never pruned.
     """
 
     name: str
@@ -145,6 +148,7 @@ class Study:
     description: str = ""
     measure_by_group: bool = True
     dashboard_constraints: bool | None = None
+    pruning: Any = "default"
 
     def __post_init__(self) -> None:
         self.objectives = _as_tuple(self.objectives, (Objective, str))
@@ -162,6 +166,18 @@ class Study:
         names = [o.metric for o in self.objectives] + [c.metric for c in self.constraints]
         names += list(self.metrics) + (list(ALWAYS_MEASURED) if self.measure_by_group else [])
         return list(dict.fromkeys(names))
+
+    @property
+    def static_metrics(self) -> list[str]:
+        """Measured metrics that need no training (e.g. latency): pruning checks them at step 0."""
+        return [n for n in self.measured_metrics if group_for(n).static]
+
+    @property
+    def pruning_policy(self):
+        """The pruning policy in force (``None``: never prune)."""
+        from motune.pruning import default_policy
+
+        return default_policy() if isinstance(self.pruning, str) else self.pruning
 
     def spec_record(self) -> dict[str, Any]:
         """What must match when a stored study is resumed: objectives, constraints, the data,
@@ -260,6 +276,10 @@ def validate(study: Study) -> None:
     if study.split not in SPLITS:
         raise SpecError(f"split must be one of {list(SPLITS)}, got {study.split!r}")
     _validate_metric_options(study)
+    from motune.pruning import PruningPolicy
+
+    if not (study.pruning is None or study.pruning == "default" or isinstance(study.pruning, PruningPolicy)):
+        raise TypeError(f"pruning must be a motune.pruning policy, None or 'default'; got {study.pruning!r}")
     if isinstance(study.seed, bool) or not isinstance(study.seed, int):
         raise TypeError(f"seed must be an int, got {study.seed!r}")
 

@@ -178,7 +178,7 @@ def check_latency_options(*, batch_size: int = 256, warmup: int = 5, min_count: 
         )
 
 
-@register_metric(LATENCY_METRICS, key="latency", validate=check_latency_options)
+@register_metric(LATENCY_METRICS, key="latency", validate=check_latency_options, static=True)
 def latency(
     model: Any,
     task: Any,

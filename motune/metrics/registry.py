@@ -45,6 +45,7 @@ class MetricGroup:
     binary_only: tuple[str, ...] = ()
     description: str = ""
     validate: Callable[..., None] | None = None  # checks option values before any trial runs
+    static: bool = False  # measurable before training (latency, size): checked at step 0 by pruning
 
     def accepts(self, option: str) -> bool:
         """Whether the function takes keyword ``option`` (or any keyword)."""
@@ -69,7 +70,7 @@ class MetricGroup:
 
 # Trial attribute names the runner uses itself; a metric function's key (under
 # which its details are stored on the trial) cannot be one of them.
-RESERVED_KEYS = ("metrics", "provenance", "timing", "error", "traceback")
+RESERVED_KEYS = ("metrics", "provenance", "timing", "error", "traceback", "pruned")
 
 @functools.lru_cache(maxsize=256)
 def _accepts(fn: Callable[..., Any], option: str) -> bool:
@@ -89,6 +90,7 @@ def register_metric(
     binary_only: Iterable[str] | bool = (),
     description: str = "",
     validate: Callable[..., None] | None = None,
+    static: bool = False,
     replace: bool = False,
 ):
     """Register ``fn(model, task, **options)`` as the producer of ``produces``.
@@ -105,6 +107,8 @@ def register_metric(
     need a binary label (``True`` for all). A name already registered raises
     unless ``replace=True``. ``validate(**options)``, if given, raises ``ValueError``
     for bad option values when a study is defined, before any trial runs.
+    ``static=True`` marks metrics measurable before training (latency, model
+    size): pruning measures them at step 0.
     """
     names = (produces,) if isinstance(produces, str) else tuple(produces)
     if not names or not all(isinstance(n, str) and n for n in names):
@@ -130,7 +134,7 @@ def register_metric(
                 )
         binary = names if binary_only is True else tuple(binary_only or ())
         summary = description or (func.__doc__ or "").strip().split("\n")[0]
-        group = MetricGroup(group_key, names, func, binary, summary, validate)
+        group = MetricGroup(group_key, names, func, binary, summary, validate, static)
         for old in {_BY_METRIC[n].key for n in names if n in _BY_METRIC} | ({group_key} & set(_GROUPS)):
             _drop(old)
         _GROUPS[group_key] = group

@@ -1,0 +1,88 @@
+"""Constraint-aware pruning: stop trials that will break a constraint.
+
+- Static constraints (on metrics measurable before training, such as
+  latency) are checked at step 0: a violating trial is pruned before it trains.
+- Learning-curve constraints (a fairness gap, an accuracy floor) are checked
+  from ``warmup_steps`` on. Where the study already holds at least
+  ``min_calibration`` completed trials that reported at this step, the rule is
+  calibrated on them: among those that were at least this far off at this
+  step, if at most ``max_feasible_rate`` ended feasible on that constraint,
+  the trial is pruned (and if more did, it is not). Without enough history,
+  a violation larger than ``margin`` prunes at once, and any violation that
+  persists for ``patience`` consecutive reports prunes.
+"""
+
+from __future__ import annotations
+
+from motune.pruning.base import Decision, PruningPolicy, ReportContext
+
+
+class ConstraintAware(PruningPolicy):
+    name = "constraint_aware"
+
+    def __init__(
+        self,
+        *,
+        warmup_steps: int = 1,
+        margin: float = 0.05,
+        patience: int = 3,
+        min_calibration: int = 10,
+        max_feasible_rate: float = 0.05,
+    ) -> None:
+        if warmup_steps < 0 or patience < 1 or margin < 0 or min_calibration < 1 or not 0 <= max_feasible_rate < 1:
+            raise ValueError(
+                "need warmup_steps >= 0, patience >= 1, margin >= 0, min_calibration >= 1 and "
+                f"0 <= max_feasible_rate < 1; got {warmup_steps}, {patience}, {margin}, {min_calibration}, "
+                f"{max_feasible_rate}"
+            )
+        self.warmup_steps = warmup_steps
+        self.margin = margin
+        self.patience = patience
+        self.min_calibration = min_calibration
+        self.max_feasible_rate = max_feasible_rate
+
+    def decide(self, ctx: ReportContext) -> Decision | None:
+        if ctx.step == 0:
+            for c in ctx.constraints:
+                if c.metric in ctx.static_metrics and c.metric in ctx.metrics:
+                    value = ctx.metrics[c.metric]
+                    if c.violation(value) > 0:
+                        return Decision(self.name, f"static constraint {c} broken before training: "
+                                                   f"{c.metric} = {value:.4g}")
+            return None
+        if ctx.step < self.warmup_steps:
+            return None
+        for c in ctx.constraints:
+            if c.metric in ctx.static_metrics or c.metric not in ctx.metrics:
+                continue
+            violation = c.violation(ctx.metrics[c.metric])
+            if violation <= 0:
+                continue
+            calibrated = self._feasible_rate(c, violation, ctx)
+            if calibrated is not None:
+                rate, n = calibrated
+                if rate <= self.max_feasible_rate:
+                    return Decision(self.name, f"{c} off by {violation:.4g} at step {ctx.step}; of {n} completed "
+                                               f"trials at least this far off here, {rate:.0%} ended feasible")
+                continue
+            if violation > self.margin:
+                return Decision(self.name, f"{c} off by {violation:.4g} > margin {self.margin:g} at step {ctx.step}")
+            streak = 1
+            for step, metrics in reversed(ctx.history):
+                if step < self.warmup_steps or c.metric not in metrics or c.violation(metrics[c.metric]) <= 0:
+                    break
+                streak += 1
+            if streak >= self.patience:
+                return Decision(self.name, f"{c} broken for {streak} consecutive reports (patience {self.patience})")
+        return None
+
+    def _feasible_rate(self, c, violation: float, ctx: ReportContext) -> tuple[float, int] | None:
+        """Among completed trials as far off at this step, the fraction that ended feasible on ``c``."""
+        completed = [p for p in ctx.peers if p.final is not None and c.metric in p.metrics and c.metric in p.final]
+        if len(completed) < self.min_calibration:
+            return None
+        similar = [p for p in completed if c.violation(p.metrics[c.metric]) >= violation]
+        if len(similar) < 3:  # further off than nearly all history: too little evidence either way
+            return None
+        ended_feasible = sum(1 for p in similar if c.violation(p.final[c.metric]) <= 0)
+        return ended_feasible / len(similar), len(similar)

@@ -1,0 +1,236 @@
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from sklearn.linear_model import SGDClassifier
+
+import motune as mt
+from conftest import FAST_LATENCY, make_study
+from motune.pruning import ConstraintAware, PeerReport, ReportContext, SuccessiveHalving
+from motune.pruning.halving import crowding_distance, rank_order
+
+HERE = Path(__file__).parent
+ACC = mt.maximize("accuracy")
+DP = mt.minimize("demographic_parity_difference")
+EOD = mt.at_most("equalized_odds_difference", 0.10)
+LAT = mt.at_most("latency_p95_ms", 5.0)
+
+
+def ctx(step, metrics, history=(), peers=(), objectives=(ACC, DP), constraints=(EOD, LAT)):
+    return ReportContext(step, metrics, list(history), list(peers), list(objectives), list(constraints),
+                         frozenset({"latency_p95_ms"}))
+
+
+# ------------------------------------------------------------------ constraint-aware
+def test_static_constraint_prunes_at_step_zero_only():
+    rule = ConstraintAware()
+    decision = rule.decide(ctx(0, {"latency_p95_ms": 7.5}))
+    assert decision.rule == "constraint_aware" and "latency_p95_ms <= 5 broken before training" in decision.reason
+    assert rule.decide(ctx(0, {"latency_p95_ms": 4.0})) is None
+    assert rule.decide(ctx(3, {"latency_p95_ms": 7.5})) is None  # static metrics are judged at step 0
+
+
+def test_learning_curve_margin_warmup_and_patience():
+    rule = ConstraintAware(warmup_steps=2, margin=0.05, patience=3)
+    assert rule.decide(ctx(1, {"equalized_odds_difference": 0.5})) is None  # still warming up
+    assert "margin" in rule.decide(ctx(2, {"equalized_odds_difference": 0.16})).reason
+    small = {"equalized_odds_difference": 0.12}  # off by 0.02 < margin: patience decides
+    assert rule.decide(ctx(2, small)) is None
+    assert rule.decide(ctx(3, small, history=[(2, small)])) is None
+    decision = rule.decide(ctx(4, small, history=[(2, small), (3, small)]))
+    assert "3 consecutive reports" in decision.reason
+    recovered = {"equalized_odds_difference": 0.08}
+    assert rule.decide(ctx(4, small, history=[(2, small), (3, recovered)])) is None
+
+
+def peer(i, at_step, final, state="COMPLETE"):
+    return PeerReport(i, state, {"equalized_odds_difference": at_step}, {"equalized_odds_difference": final})
+
+
+def test_calibration_from_completed_trials():
+    rule = ConstraintAware(margin=0.05, min_calibration=10, max_feasible_rate=0.2)
+    # history: trials this far off at this step never ended feasible -> prune a small violation at once
+    hopeless = [peer(i, 0.13 + 0.01 * i, 0.14 + 0.01 * i) for i in range(10)]
+    decision = rule.decide(ctx(2, {"equalized_odds_difference": 0.12}, peers=hopeless))
+    assert "of 10 completed trials at least this far off here, 0% ended feasible" in decision.reason
+    # history: such trials usually recovered -> even a large violation continues
+    recovering = [peer(i, 0.2 + 0.01 * i, 0.05) for i in range(10)]
+    assert rule.decide(ctx(2, {"equalized_odds_difference": 0.2}, peers=recovering)) is None
+    # too few completed trials: the margin rule applies
+    assert "margin" in rule.decide(ctx(2, {"equalized_odds_difference": 0.2}, peers=recovering[:5])).reason
+
+
+# ------------------------------------------------------------------ successive halving
+def test_rungs():
+    sh = SuccessiveHalving(min_resource=2, eta=3)
+    assert [s for s in range(60) if sh.rung(s) is not None] == [2, 6, 18, 54]
+    assert sh.rung(18) == 2 and sh.rung(4) is None
+
+
+def test_halving_keeps_the_top_third_by_non_dominated_sorting():
+    sh = SuccessiveHalving(min_resource=1, eta=3)
+    peers = [PeerReport(i, "RUNNING", {"accuracy": a, "demographic_parity_difference": d}, None)
+             for i, (a, d) in enumerate([(0.90, 0.05), (0.85, 0.02), (0.70, 0.30), (0.72, 0.25), (0.71, 0.28)])]
+    # dominated by peers 0 and 1: 6 entries, top 2 continue -> pruned
+    decision = sh.decide(ctx(1, {"accuracy": 0.80, "demographic_parity_difference": 0.10}, peers=peers, constraints=()))
+    assert decision.rule == "successive_halving" and "placed 3 of 6" in decision.reason and "top 2" in decision.reason
+    # on the front with the best accuracy: continues
+    assert sh.decide(ctx(1, {"accuracy": 0.95, "demographic_parity_difference": 0.2}, peers=peers, constraints=())) is None
+    # not a rung, or too few trials at the rung: continues
+    assert sh.decide(ctx(2, {"accuracy": 0.1, "demographic_parity_difference": 0.9}, peers=peers, constraints=())) is None
+    assert sh.decide(ctx(1, {"accuracy": 0.1, "demographic_parity_difference": 0.9}, peers=peers[:1], constraints=())) is None
+
+
+def test_constrained_domination_and_crowding():
+    objectives = [ACC, DP]
+    entries = [
+        {"accuracy": 0.99, "demographic_parity_difference": 0.01, "equalized_odds_difference": 0.5},  # infeasible
+        {"accuracy": 0.70, "demographic_parity_difference": 0.30, "equalized_odds_difference": 0.05},
+        {"accuracy": 0.80, "demographic_parity_difference": 0.20, "equalized_odds_difference": 0.20},  # infeasible, closer
+        {"accuracy": 0.75, "demographic_parity_difference": 0.10, "equalized_odds_difference": 0.00},
+    ]
+    order = rank_order(entries, objectives, [EOD])
+    assert order[:2] == [3, 1] and order[2:] == [2, 0]  # feasible first; smaller total violation next
+    d = crowding_distance(np.array([[0.0, 1.0], [0.5, 0.5], [0.6, 0.45], [1.0, 0.0]]))
+    assert np.isinf(d[0]) and np.isinf(d[3]) and d[1] > d[2]
+
+
+def test_policies_combine(task):
+    policy = ConstraintAware() | SuccessiveHalving()
+    assert [type(p).__name__ for p in policy.policies] == ["ConstraintAware", "SuccessiveHalving"]
+    assert policy.decide(ctx(0, {"latency_p95_ms": 9.0})).rule == "constraint_aware"
+    with pytest.raises(ValueError, match="eta >= 2"):
+        SuccessiveHalving(eta=1)
+    with pytest.raises(TypeError, match="pruning must be"):
+        make_study(task, optuna.storages.InMemoryStorage(), pruning="aggressive")
+
+
+# ------------------------------------------------------------------ end to end
+def sgd_space(trial):
+    trial.suggest_float("alpha", 1e-6, 1.0, log=True)
+    trial.suggest_float("eta0", 1e-4, 1.0, log=True)
+
+
+def sgd_train(params, task, ctx, epochs=9):
+    """An incrementally trained model reporting each epoch (partial_fit)."""
+    model = SGDClassifier(loss="log_loss", alpha=params["alpha"], eta0=params["eta0"],
+                          learning_rate="constant", random_state=ctx.seed)
+    data = task.numeric()
+
+    class Encoded:
+        def predict(self, X):
+            return model.predict(data.transform(X))
+
+    for epoch in range(1, epochs + 1):
+        model.partial_fit(data.X_train, data.y_train, classes=[0, 1])
+        ctx.report(epoch, Encoded())
+    return Encoded()
+
+
+def test_a_pruned_study_prunes_records_reasons_and_keeps_pruned_trials_off_the_front(task, sqlite_url):
+    study = make_study(task, sqlite_url, space=sgd_space, train=sgd_train,
+                       constraints=[mt.at_most("equalized_odds_difference", 0.25)],
+                       pruning=SuccessiveHalving(min_resource=1, eta=3))
+    result = study.optimize(n_trials=12, show_progress=False)
+    records = result.records()
+    pruned = [r for r in records if r.state == "PRUNED"]
+    assert pruned, "successive halving should stop some of 12 trials"
+    for r in pruned:
+        assert r.attrs["pruned"]["rule"] == "successive_halving" and r.attrs["pruned"]["step"] in (1, 3, 9)
+        assert "placed" in r.attrs["pruned"]["reason"]
+    assert not (set(result.front().trial) & {r.number for r in pruned})
+    reports = [k for k in result.study.trials[0].system_attrs if k.startswith("motune:report:0:")]
+    assert len(reports) == 9  # every epoch's report is in storage
+    assert result.summary()["pruned"] == len(pruned)
+
+
+def test_no_pruning_and_report_errors(task):
+    study = make_study(task, optuna.storages.InMemoryStorage(), space=sgd_space, train=sgd_train, pruning=None)
+    result = study.optimize(n_trials=3, show_progress=False)
+    assert [r.state for r in result.records()] == ["COMPLETE"] * 3
+
+    def bad(params, task, ctx):
+        ctx.report(2, metrics={"accuracy": 0.5})
+        ctx.report(1, metrics={"accuracy": 0.5})
+
+    failed = make_study(task, optuna.storages.InMemoryStorage(), train=bad).optimize(n_trials=1, show_progress=False)
+    assert "steps must increase" in failed.records()[0].error
+
+
+def test_static_constraint_prunes_before_training(task):
+    trained = []
+
+    def train(params, task, ctx):
+        from sklearn.dummy import DummyClassifier
+
+        slow = DummyClassifier().fit(task.X_train, task.y_train)
+        slow_predict = slow.predict
+        slow.predict = lambda X: (time.sleep(0.003), slow_predict(X))[1]
+        ctx.report(0, slow)
+        trained.append(ctx.trial_number)
+        return slow
+
+    study = make_study(task, optuna.storages.InMemoryStorage(), train=train, metric_options=FAST_LATENCY,
+                       objectives=[ACC, mt.minimize("latency_p95_ms")], constraints=[mt.at_most("latency_p95_ms", 1.0)])
+    result = study.optimize(n_trials=2, show_progress=False)
+    assert [r.state for r in result.records()] == ["PRUNED", "PRUNED"] and trained == []
+    assert "broken before training" in result.records()[0].attrs["pruned"]["reason"]
+
+
+def test_two_processes_see_each_others_reports(tmp_path):
+    """Worker A reports at step 1 and finishes; worker B, another process, is then judged against A's report."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import sys, optuna, motune as mt\n"
+        "from conftest import make_frame\n"
+        "from motune.pruning import SuccessiveHalving\n"
+        "task = mt.Task.from_frame(make_frame(), label='y', sensitive='group')\n"
+        "acc = float(sys.argv[2])\n"
+        "class M:\n"
+        "    def predict(self, X): return (X['x1'] > 0).astype(int)\n"
+        "def train(params, task, ctx):\n"
+        "    ctx.report(1, metrics={'accuracy': acc, 'demographic_parity_difference': 0.1})\n"
+        "    return M()\n"
+        "study = mt.Study(name='shared', task=task, space=lambda t: {'x': t.suggest_float('x', 0, 1)}, train=train,\n"
+        "    objectives=[mt.maximize('accuracy'), mt.minimize('demographic_parity_difference')],\n"
+        "    storage=sys.argv[1], pruning=SuccessiveHalving(min_resource=1, eta=2, min_peers=2))\n"
+        "r = study.optimize(n_trials=1, show_progress=False)\n"
+        "print(r.records()[-1].state)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(HERE)}
+    run = lambda acc: subprocess.run([sys.executable, str(script), url, str(acc)], env=env, capture_output=True,
+                                     text=True, check=True).stdout.split()[-1]
+    assert run(0.9) == "COMPLETE"  # alone at the rung: continues
+    assert run(0.5) == "PRUNED"  # the other process's report at step 1 beats it
+    assert run(0.95) == "COMPLETE"
+    reason = mt.load_study("shared", storage=url).records()[1].attrs["pruned"]["reason"]
+    assert "placed 2 of 2" in reason
+
+
+def test_a_retried_trial_does_not_inherit_constraints_or_reports(task, tmp_path):
+    """Optuna's retry callback copies the stale trial's system attributes, constraints included."""
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{tmp_path / 'retry.db'}", heartbeat_interval=1, grace_period=1,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+    )
+    study = make_study(task, storage, constraints=[mt.at_most("equalized_odds_difference", 0.5)], pruning=None)
+    ostudy = mt.runner.open_study(study)
+    crashed = ostudy.ask()  # a worker that dies mid-trial, after writing a violating constraint and a report
+    crashed.set_constraint("equalized_odds_difference <= 0.5", 9.0)
+    storage.set_trial_system_attr(crashed._trial_id, "constraints", [9.0])
+    storage.set_trial_system_attr(crashed._trial_id, f"motune:report:{crashed.number}:1", {"accuracy": 0.0})
+    storage.record_heartbeat(crashed._trial_id)
+    time.sleep(2.5)
+    result = study.optimize(n_trials=1, show_progress=False)  # fails the stale trial, runs its retry
+    retry = [t for t in result.study.trials if t.system_attrs.get("failed_trial") == crashed.number]
+    assert len(retry) == 1 and retry[0].state.name == "COMPLETE"
+    eod = retry[0].user_attrs["metrics"]["equalized_odds_difference"]
+    assert retry[0].system_attrs["constraints:equalized_odds_difference <= 0.5"] == pytest.approx(eod - 0.5)
+    assert retry[0].system_attrs["constraints"] == [pytest.approx(eod - 0.5)]
+    assert retry[0].number in set(result.front().trial)
