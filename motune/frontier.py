@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 
@@ -96,6 +97,15 @@ class Result:
             "running": count(lambda r: r.state in ("RUNNING", "WAITING")),
         }
 
+    def hypervolume(self, reference: dict[str, float], *, trials: list[int] | None = None) -> float:
+        """Hypervolume of the feasible completed trials (or of those among ``trials``) with
+        respect to ``reference`` (one value per objective metric, in the metric's own units)."""
+        chosen = None if trials is None else set(trials)
+        points = [[r.metrics[o.metric] for o in self.objectives] for r in self.records()
+                  if r.feasible and (chosen is None or r.number in chosen)]
+        return hypervolume(points, [o.direction for o in self.objectives],
+                           [reference[o.metric] for o in self.objectives])
+
     def _metric_columns(self) -> list[str]:
         names = [o.metric for o in self.objectives] + [c.metric for c in self.constraints]
         return list(dict.fromkeys(names))
@@ -137,3 +147,15 @@ class Result:
         if all_metrics:
             columns += ["duration_s", "error"]
         return columns
+
+
+def hypervolume(points, directions, reference) -> float:
+    """Hypervolume dominated by ``points`` (rows of objective values) up to ``reference``,
+    with Optuna's exact algorithm; points that do not dominate the reference add nothing."""
+    from optuna._hypervolume import compute_hypervolume
+
+    sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+    ref = sign * np.asarray(reference, dtype=float)
+    losses = sign * np.asarray(points, dtype=float).reshape(-1, len(directions))
+    losses = losses[np.all(losses < ref, axis=1)]
+    return float(compute_hypervolume(losses, ref)) if len(losses) else 0.0

@@ -9,7 +9,10 @@
   step, if at most ``max_feasible_rate`` ended feasible on that constraint,
   the trial is pruned (and if more did, it is not). Without enough history,
   a violation larger than ``margin`` prunes at once, and any violation that
-  persists for ``patience`` consecutive reports prunes.
+  persists for ``patience`` consecutive reports prunes. The uncalibrated
+  defaults are deliberately lenient: early learning curves are noisy, and a
+  rule that pruned every trial early would never collect the completed trials
+  it calibrates on.
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ class ConstraintAware(PruningPolicy):
     def __init__(
         self,
         *,
-        warmup_steps: int = 1,
-        margin: float = 0.05,
-        patience: int = 3,
-        min_calibration: int = 10,
+        warmup_steps: int = 2,
+        margin: float = 0.2,
+        patience: int = 5,
+        min_calibration: int = 8,
         max_feasible_rate: float = 0.05,
     ) -> None:
         if warmup_steps < 0 or patience < 1 or margin < 0 or min_calibration < 1 or not 0 <= max_feasible_rate < 1:
