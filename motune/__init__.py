@@ -11,7 +11,7 @@
 
 from importlib import metadata as _metadata
 
-from motune import data, metrics
+from motune import data, metrics, pruning
 from motune.frontier import Result, TrialRecord
 from motune.metrics.registry import Measurement, MetricError, UnknownMetricError, register_metric
 from motune.runner import DEFAULT_STORAGE, StorageError, TrialContext, load_study
@@ -46,5 +46,6 @@ __all__ = [
     "maximize",
     "metrics",
     "minimize",
+    "pruning",
     "register_metric",
 ]

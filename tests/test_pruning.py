@@ -234,3 +234,26 @@ def test_a_retried_trial_does_not_inherit_constraints_or_reports(task, tmp_path)
     assert retry[0].system_attrs["constraints:equalized_odds_difference <= 0.5"] == pytest.approx(eod - 0.5)
     assert retry[0].system_attrs["constraints"] == [pytest.approx(eod - 0.5)]
     assert retry[0].number in set(result.front().trial)
+
+
+def test_boosting_stages_as_the_fidelity(task):
+    """warm_start boosting: each report adds stages to the same model."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import make_pipeline
+
+    def train(params, task, ctx):
+        model = make_pipeline(task.preprocessor(), HistGradientBoostingClassifier(
+            warm_start=True, early_stopping=False, learning_rate=params["lr"], random_state=ctx.seed))
+        for stage in range(1, 4):
+            model.set_params(histgradientboostingclassifier__max_iter=10 * stage)
+            model.fit(task.X_train, task.y_train)
+            ctx.report(stage, model)
+        ctx.set_attr("stages", model[-1].n_iter_)
+        return model
+
+    study = make_study(task, optuna.storages.InMemoryStorage(), train=train,
+                       space=lambda t: {"lr": t.suggest_float("lr", 0.01, 0.5, log=True)},
+                       pruning=SuccessiveHalving(min_resource=1, eta=3))
+    records = study.optimize(n_trials=6, show_progress=False).records()
+    assert {r.state for r in records} <= {"COMPLETE", "PRUNED"} and any(r.state == "PRUNED" for r in records)
+    assert all(r.attrs["user:stages"] == 30 for r in records if r.state == "COMPLETE")

@@ -262,3 +262,18 @@ def test_optuna_dashboard_shows_the_constraints(task, sqlite_url):
         assert (shown[r.number][0] > 0) == (not r.feasible)
     assert any(not r.feasible for r in result.records()), "want an infeasible trial to show"
     assert detail["objective_names"] == ["accuracy", "demographic_parity_difference"]
+
+
+def test_feasible_hypervolume_against_a_hand_computation(task):
+    result = make_study(task, optuna.storages.InMemoryStorage(),
+                        constraints=[mt.at_most("equalized_odds_difference", 0.12)]).optimize(n_trials=8, show_progress=False)
+    reference = {"accuracy": 0.5, "demographic_parity_difference": 0.5}
+    feasible = [(r.metrics["accuracy"], r.metrics["demographic_parity_difference"]) for r in result.records() if r.feasible]
+    # 2-D: sweep by accuracy, best first, adding each point's new area below the reference
+    area, best_dp = 0.0, 0.5
+    for acc, dp in sorted(feasible, reverse=True):
+        if dp < best_dp:
+            area += (acc - 0.5) * (best_dp - dp)
+            best_dp = dp
+    assert area > 0 and result.hypervolume(reference) == pytest.approx(area)
+    assert result.hypervolume(reference, trials=[]) == 0.0
