@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from motune.runner import StorageError, _redact, load_study, open_storage, storage_location
+from motune.runner import StorageError, redact_url, load_study, open_storage, storage_location
 from motune.spec import SpecError, Study
 
 app = typer.Typer(
@@ -58,7 +58,7 @@ def load_studies(path: Path) -> list[Study]:
 
 def _where(storage) -> str:
     location = storage_location(storage)
-    return _redact(location) if isinstance(location, str) else type(location).__name__
+    return redact_url(location) if isinstance(location, str) else type(location).__name__
 
 
 @app.command()

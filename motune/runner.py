@@ -90,7 +90,7 @@ def open_storage(storage: Any = None, *, must_exist: bool = False) -> optuna.sto
         return storage
     if not isinstance(storage, str):
         raise TypeError(f"storage must be an Optuna storage URL or object, got {type(storage).__name__}")
-    shown = _redact(storage)
+    shown = redact_url(storage)
     if "://" not in storage:
         raise StorageError(f"cannot open storage {shown!r}: expected a URL such as sqlite:///motune.db "
                            "or postgresql://user@host/db")
@@ -146,7 +146,8 @@ def _reason(err: Exception) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ***, for messages and logs."""
     try:
         from sqlalchemy.engine import make_url
 
@@ -211,7 +212,7 @@ def study_record(study: Study) -> dict[str, Any]:
 
 def _check_resumable(study: Study, storage: optuna.storages.BaseStorage, study_id: int) -> None:
     stored = storage.get_study_user_attrs(study_id).get(STUDY_ATTR)
-    where = _redact(storage.url) if isinstance(getattr(storage, "url", None), str) else "storage"
+    where = redact_url(storage.url) if isinstance(getattr(storage, "url", None), str) else "storage"
     if stored is None:
         if storage.get_n_trials(study_id) > 0:
             raise SpecError(
@@ -476,7 +477,7 @@ def load_study(name: str, *, storage: Any = None) -> Result:
     except KeyError:
         names = [s.study_name for s in opened.get_all_studies()]
         raise SpecError(
-            f"no study named {name!r} in {_redact(str(getattr(opened, 'url', 'storage')))}; "
+            f"no study named {name!r} in {redact_url(str(getattr(opened, 'url', 'storage')))}; "
             f"studies there: {names or 'none'}"
         ) from None
     return Result(optuna.load_study(study_name=name, storage=opened))

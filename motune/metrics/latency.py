@@ -121,11 +121,8 @@ def time_calls(
     max_time_s: float = 10.0,
 ) -> LatencyStats:
     """Warm up, then time ``fn`` until ``min_count`` calls and ``min_time_s`` are both reached."""
-    if warmup < 0 or min_count < 1 or min_time_s < 0 or max_time_s <= 0:
-        raise ValueError(
-            f"need warmup >= 0, min_count >= 1, min_time_s >= 0, max_time_s > 0; got "
-            f"{warmup}, {min_count}, {min_time_s}, {max_time_s}"
-        )
+    check_latency_options(batch_size=batch_size, warmup=warmup, min_count=min_count,
+                          min_time_s=min_time_s, max_time_s=max_time_s)
     for _ in range(warmup):
         fn()
     samples: list[float] = []
@@ -192,8 +189,6 @@ def latency(
     device: str | None = None,
 ) -> Measurement:
     """Predict latency at batch size 1 (percentiles) and throughput at ``batch_size``."""
-    check_latency_options(batch_size=batch_size, warmup=warmup, min_count=min_count,
-                          min_time_s=min_time_s, max_time_s=max_time_s)
     raw = unwrap(model)
     device = device or device_of(raw)
     timer = timer_for(device)
