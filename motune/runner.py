@@ -20,6 +20,7 @@ import platform
 import time
 import traceback
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +63,8 @@ class TrialContext:
         """Report progress at ``step`` (an epoch, a boosting stage, a fidelity step; 0 = before training).
 
         With ``model``, motune measures the study's metrics on it: at step 0 the static ones
-        (latency ...), later the objective and constraint metrics that need training. ``metrics``
+        (latency ...), later the objective and constraint metrics that need training (a later
+        report also carries the step-0 static values, which training does not change). ``metrics``
         adds (or overrides) values you computed. The report is stored in the study's storage;
         the study's pruning policy may then end the trial by raising ``optuna.TrialPruned``
         (let it propagate). Returns the reported values.
@@ -294,6 +296,9 @@ def run_trial(study: Study, trial: optuna.Trial) -> tuple[float, ...]:
     """One trial of ``study``: train, measure, record; returns the objective values."""
     try:
         params = study.space(trial)
+        if params is not None and not isinstance(params, Mapping):
+            raise TypeError(f"space(trial) must return a dict of params or None (to use trial.params), "
+                            f"got {type(params).__name__}")
         params = dict(trial.params) if params is None else dict(params)
         seed = study.seed + trial.number
         ctx = TrialContext(trial.number, seed, params, study.name, trial, study)
@@ -354,6 +359,10 @@ def _report(ctx: TrialContext, step: int, model: Any, metrics: dict[str, float] 
     if ctx.history and step <= ctx.history[-1][0]:
         raise ValueError(f"steps must increase within a trial: got {step} after {ctx.history[-1][0]}")
     values: dict[str, float] = {}
+    if step > 0 and ctx.history and ctx.history[0][0] == 0:
+        # static metrics (latency ...) do not change with training: later reports carry the step-0
+        # values, so rules that rank on every objective (successive halving) can use them
+        values.update({n: v for n, v in ctx.history[0][1].items() if n in set(study.static_metrics)})
     if model is not None:
         static = set(study.static_metrics)
         needed = [o.metric for o in study.objectives] + [c.metric for c in study.constraints]

@@ -11,8 +11,10 @@ function key (``metric_options`` key)   names it produces
                                         ``equalized_odds_difference``,
                                         ``worst_group_accuracy`` (+ per-group table)
 ``robustness``                          ``robust_accuracy``, ``robustness_drop``
-``latency``                             ``latency_p50_ms``, ``latency_p95_ms``,
-                                        ``latency_p99_ms``, ``throughput_per_s``
+``latency``                             ``latency_p50_ms``, ``latency_p90_ms``,
+                                        ``latency_p95_ms``, ``latency_p99_ms``,
+                                        ``batch_latency_p50_ms``,
+                                        ``batch_latency_p95_ms``, ``throughput_per_s``
 ======================================  ==========================================
 
 The ``model`` a metric function receives is a :class:`motune.models.Predictor`:

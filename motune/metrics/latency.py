@@ -1,26 +1,41 @@
 """Measured prediction latency.
 
 ``latency(model, task, *, split, batch_size, ...) -> Measurement`` with
-``latency_p50_ms``, ``latency_p95_ms``, ``latency_p99_ms`` (one row at a
-time) and ``throughput_per_s`` (rows per second at ``batch_size``).
+``latency_p50_ms``, ``latency_p90_ms``, ``latency_p95_ms``, ``latency_p99_ms``
+(one row at a time), ``batch_latency_p50_ms`` / ``batch_latency_p95_ms`` (one
+call on ``batch_size`` rows, the deployment batch) and ``throughput_per_s``
+(rows per second at ``batch_size``).
 
 Latency is measured, never estimated: a fixed input, untimed warm-up calls,
 then timed calls repeated until both ``min_count`` calls and ``min_time_s``
-seconds are reached (or ``max_time_s`` passes with at least 3 calls). On a
-CPU each call is timed with :func:`time.perf_counter_ns` and the thread
-counts are recorded; on a CUDA device with CUDA events around the call and a
-synchronisation before reading them. Timing runs hold a host-wide file lock,
-so trials running in parallel on one machine do not time each other; the
-wait for the lock is recorded and not counted.
+seconds are reached (or ``max_time_s`` passes with at least 3 calls). Each
+run records its sample count and a distribution-free 95 % confidence
+interval of the median (order statistics).
+
+What is timed: for a :class:`motune.models.torch.TorchClassifier`, the
+module's forward pass in ``eval()`` and ``torch.inference_mode()`` on inputs
+encoded once with fixed shapes (tokenised and padded to ``max_length`` for
+text), so encoding is not counted; for any other model, ``model.predict`` on
+a fixed frame.
+
+On a CPU each call is timed with :func:`time.perf_counter_ns`, with the
+thread count fixed for the run (``threads``, default: torch's current count)
+and recorded. On a CUDA device each call is timed with CUDA events on the
+current stream and a synchronisation before reading them; the device name
+and, when nvidia-ml-py is installed, SM / memory clocks and temperature
+before and after the run are recorded. Timing runs hold a host-wide file
+lock, so trials running in parallel on one machine do not time each other;
+the wait for the lock is recorded and not counted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -30,7 +45,9 @@ from filelock import FileLock
 from motune.metrics.registry import Measurement, register_metric
 from motune.models import device_of, unwrap
 
-LATENCY_METRICS = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "throughput_per_s")
+LATENCY_METRICS = ("latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
+                   "batch_latency_p50_ms", "batch_latency_p95_ms", "throughput_per_s")
+CONFIDENCE = 0.95
 
 
 class Timer(Protocol):
@@ -105,6 +122,8 @@ class LatencyStats:
     max_ms: float
     total_s: float
     stopped_by: str
+    p50_ci_low_ms: float = float("nan")  # distribution-free CONFIDENCE interval of the median
+    p50_ci_high_ms: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,12 +157,30 @@ def time_calls(
             break
     arr = np.asarray(samples)
     p50, p90, p95, p99 = np.percentile(arr, [50, 90, 95, 99])
+    low, high = median_ci(arr)
     return LatencyStats(
         batch_size=batch_size, count=len(arr), warmup=warmup,
         p50_ms=float(p50), p90_ms=float(p90), p95_ms=float(p95), p99_ms=float(p99),
         mean_ms=float(arr.mean()), min_ms=float(arr.min()), max_ms=float(arr.max()),
         total_s=float(time.perf_counter() - began), stopped_by=stopped_by,
+        p50_ci_low_ms=low, p50_ci_high_ms=high,
     )
+
+
+def median_ci(samples: Any, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """A distribution-free confidence interval of the median: the order statistics
+    ``x(l)``, ``x(n-l+1)`` with ``l`` the largest rank whose binomial(n, 1/2) tail is at most
+    ``(1 - confidence) / 2``; ``(min, max)`` when ``n`` is too small for that."""
+    from scipy.stats import binom
+
+    x = np.sort(np.asarray(samples, dtype=float))
+    n = len(x)
+    if n == 0:
+        return float("nan"), float("nan")
+    l = int(binom.ppf((1 - confidence) / 2, n, 0.5))  # P(B <= l - 1) <= alpha / 2 for B ~ Bin(n, 1/2)
+    if l < 1:
+        return float(x[0]), float(x[-1])
+    return float(x[l - 1]), float(x[n - l])
 
 
 def lock_path() -> str:
@@ -165,7 +202,7 @@ def thread_counts() -> dict[str, Any]:
 
 
 def check_latency_options(*, batch_size: int = 256, warmup: int = 5, min_count: int = 30, min_time_s: float = 0.2,
-                          max_time_s: float = 10.0, device: str | None = None) -> None:
+                          max_time_s: float = 10.0, device: str | None = None, threads: int | None = None) -> None:
     """Raise ``ValueError`` for option values :func:`latency` cannot use."""
     if batch_size < 1 or warmup < 0 or min_count < 1 or min_time_s < 0 or max_time_s <= 0:
         raise ValueError(
@@ -173,6 +210,88 @@ def check_latency_options(*, batch_size: int = 256, warmup: int = 5, min_count: 
             f"batch_size={batch_size}, warmup={warmup}, min_count={min_count}, "
             f"min_time_s={min_time_s}, max_time_s={max_time_s}"
         )
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+
+
+@contextlib.contextmanager
+def fixed_threads(threads: int | None) -> Iterator[int | None]:
+    """Fix torch's intra-op threads and the BLAS / OpenMP pools to ``threads`` for the block
+    (``None``: torch's current count); restored afterwards. Yields the count in force."""
+    from threadpoolctl import threadpool_limits
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    count = threads if threads is not None else before
+    if count is None:
+        yield None
+        return
+    try:
+        if torch is not None and count != before:
+            torch.set_num_threads(count)
+        with threadpool_limits(limits=count):
+            yield count
+    finally:
+        if torch is not None and before is not None and torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def gpu_state(device: str, *, cuda: Any = None, nvml: Any = None) -> dict[str, Any]:
+    """Facts about a CUDA device that move latency: its name and, through NVML
+    (nvidia-ml-py, if installed), SM and memory clocks (MHz) and temperature (C).
+
+    ``cuda`` (``torch.cuda``) and ``nvml`` (the ``pynvml`` module) are injectable for tests.
+    NVML trouble is recorded under ``nvml_error``, never raised: timing still counts.
+    """
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda
+    index = int(device.split(":")[1]) if ":" in device else cuda.current_device()
+    state: dict[str, Any] = {"name": cuda.get_device_name(index)}
+    if nvml is None:
+        try:
+            import pynvml as nvml
+        except ImportError:
+            state["nvml_error"] = "nvidia-ml-py is not installed"
+            return state
+    try:
+        nvml.nvmlInit()
+        try:
+            uuid = str(getattr(cuda.get_device_properties(index), "uuid", ""))
+            # torch's index counts visible devices only; the UUID names the same GPU for NVML
+            handle = (nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
+                      if uuid else nvml.nvmlDeviceGetHandleByIndex(index))
+            state["sm_clock_mhz"] = int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM))
+            state["memory_clock_mhz"] = int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM))
+            state["temperature_c"] = int(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
+        finally:
+            nvml.nvmlShutdown()
+    except Exception as err:  # a driver without NVML, a permission problem: record it, keep timing
+        state["nvml_error"] = f"{type(err).__name__}: {err}"
+    return state
+
+
+def timed_call(model: Any, X: Any) -> tuple[Callable[[], Any], str]:
+    """The zero-argument call latency times for rows ``X``, and what it is.
+
+    A :class:`~motune.models.torch.TorchClassifier`: its forward pass on inputs encoded
+    here, once (fixed shapes), in ``eval()`` and ``torch.inference_mode()``. Anything else:
+    ``model.predict(X)``.
+    """
+    from motune.models.torch import TorchClassifier, evaluating
+
+    if isinstance(model, TorchClassifier):
+        import torch
+
+        inputs = model.inputs(X)
+
+        def forward() -> Any:
+            with evaluating(model.module), torch.inference_mode():
+                return model.forward(inputs)
+
+        return forward, "forward"
+    return (lambda: model.predict(X)), "predict"
 
 
 @register_metric(LATENCY_METRICS, key="latency", validate=check_latency_options, static=True)
@@ -187,29 +306,45 @@ def latency(
     min_time_s: float = 0.2,
     max_time_s: float = 10.0,
     device: str | None = None,
+    threads: int | None = None,
 ) -> Measurement:
-    """Predict latency at batch size 1 (percentiles) and throughput at ``batch_size``."""
+    """Latency percentiles at batch size 1 and at ``batch_size``, and throughput."""
     raw = unwrap(model)
     device = device or device_of(raw)
     timer = timer_for(device)
     X = task.split(split)[0]
-    single, batch = X.iloc[:1], X.iloc[:batch_size]
+    if len(X) == 0:
+        raise ValueError(f"split {split!r} has no rows to time")
+    single, what = timed_call(raw, X.iloc[:1])
+    batch, _ = timed_call(raw, X.iloc[:batch_size])
+    rows = min(batch_size, len(X))
     options = dict(warmup=warmup, min_count=min_count, min_time_s=min_time_s, max_time_s=max_time_s)
+    cuda = timer.method == "cuda_event"
     asked = time.perf_counter()
     with FileLock(lock_path()):
         waited_s = time.perf_counter() - asked
-        one = time_calls(lambda: raw.predict(single), timer=timer, batch_size=1, **options)
-        many = time_calls(lambda: raw.predict(batch), timer=timer, batch_size=len(batch), **options)
+        gpu_before = gpu_state(device) if cuda else None
+        with fixed_threads(None if cuda else threads) as thread_count:
+            one = time_calls(single, timer=timer, batch_size=1, **options)
+            many = time_calls(batch, timer=timer, batch_size=rows, **options)
+            threads_seen = None if cuda else thread_counts()
+        gpu_after = gpu_state(device) if cuda else None
     values = {
         "latency_p50_ms": one.p50_ms,
+        "latency_p90_ms": one.p90_ms,
         "latency_p95_ms": one.p95_ms,
         "latency_p99_ms": one.p99_ms,
-        "throughput_per_s": len(batch) / (many.p50_ms / 1000.0),
+        "batch_latency_p50_ms": many.p50_ms,
+        "batch_latency_p95_ms": many.p95_ms,
+        "throughput_per_s": rows / (many.p50_ms / 1000.0),
     }
     details = {
         "device": device,
         "method": timer.method,
-        "threads": thread_counts() if timer.method == "perf_counter_ns" else None,
+        "timed": what,
+        "threads": threads_seen,
+        "threads_fixed": thread_count,
+        "gpu": None if not cuda else {"before": gpu_before, "after": gpu_after},
         "lock_wait_s": waited_s,
         "batch_1": one.to_dict(),
         "batch": many.to_dict(),

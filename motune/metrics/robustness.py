@@ -10,6 +10,21 @@ is seeded and so the same for every trial of a study:
 - each categorical value is replaced, with probability ``corruption``
   (default: ``noise``), by a category drawn uniformly from that feature's
   training categories.
+
+``text_robustness(model, task, *, split, typo_rate, word_drop, seed)`` with
+``text_robust_accuracy`` and ``text_robustness_drop``: the same for texts
+(a ``text`` column), perturbed by seeded typos (each letter, with
+probability ``typo_rate``, is swapped with its neighbour, dropped, doubled
+or replaced by a letter next to it on a QWERTY keyboard) and word drops
+(each word with probability ``word_drop``; one word always stays).
+
+``adversarial(model, task, *, split, eps, steps, seed)`` with
+``adversarial_accuracy`` and ``adversarial_drop``: accuracy under an
+L-infinity attack of radius ``eps`` on the continuous inputs of a
+:class:`motune.models.torch.TorchClassifier` (for a tabular task, the
+standardised numeric features; one-hot categories are not moved). ``steps=1``
+is FGSM (Goodfellow et al., 2015); more steps are PGD (Madry et al., 2018)
+with a seeded random start and step size ``2.5 * eps / steps``.
 """
 
 from __future__ import annotations
@@ -20,7 +35,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score
 
-from motune.metrics.registry import Measurement, register_metric
+from motune.metrics.registry import Measurement, MetricError, register_metric
+from motune.models import unwrap
 
 
 def check_robustness_options(*, noise: float = 0.1, corruption: float | None = None, seed: int = 0) -> None:
@@ -72,3 +88,129 @@ def perturb(X: pd.DataFrame, task: Any, *, noise: float, corruption: float, seed
             values[replace] = rng.choice(categories, size=int(replace.sum()))
             out[column] = pd.Series(values, index=X.index).astype(X[column].dtype)
     return out
+
+
+_KEYBOARD = ["qwertyuiop", "asdfghjkl", "zxcvbnm"]
+_NEIGHBOURS = {
+    ch: "".join(row[j] for j in (i - 1, i + 1) if 0 <= j < len(row))
+    for row in _KEYBOARD for i, ch in enumerate(row)
+}
+
+
+def check_text_robustness_options(*, typo_rate: float = 0.05, word_drop: float = 0.1, seed: int = 0) -> None:
+    """Raise ``ValueError`` for option values :func:`text_robustness` cannot use."""
+    if not (0 <= typo_rate <= 1 and 0 <= word_drop < 1):
+        raise ValueError(f"need typo_rate in [0, 1] and word_drop in [0, 1); got {typo_rate}, {word_drop}")
+
+
+def perturb_texts(texts: list[str], *, typo_rate: float, word_drop: float, seed: int) -> list[str]:
+    """Seeded typos and word drops (see the module docstring); the same seed, the same texts."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for text in texts:
+        words = text.split()
+        if word_drop > 0 and len(words) > 1:
+            kept = [w for w in words if rng.random() >= word_drop]
+            words = kept or [words[int(rng.integers(len(words)))]]
+        chars = list(" ".join(words))
+        i = 0
+        while i < len(chars):
+            ch = chars[i]
+            if ch.isalpha() and rng.random() < typo_rate:
+                kind = int(rng.integers(4))
+                if kind == 0 and i + 1 < len(chars) and chars[i + 1].isalpha():  # swap with the next letter
+                    chars[i], chars[i + 1] = chars[i + 1], ch
+                    i += 1
+                elif kind == 1:  # drop
+                    del chars[i]
+                    continue
+                elif kind == 2:  # double
+                    chars.insert(i, ch)
+                    i += 1
+                else:  # a neighbouring key
+                    near = _NEIGHBOURS.get(ch.lower(), "")
+                    if near:
+                        new = near[int(rng.integers(len(near)))]
+                        chars[i] = new.upper() if ch.isupper() else new
+            i += 1
+        out.append("".join(chars))
+    return out
+
+
+@register_metric(("text_robust_accuracy", "text_robustness_drop"), key="text_robustness",
+                 validate=check_text_robustness_options)
+def text_robustness(model: Any, task: Any, *, split: str = "valid", typo_rate: float = 0.05,
+                    word_drop: float = 0.1, seed: int = 0) -> Measurement:
+    """Accuracy on texts with seeded typos and word drops, and its drop."""
+    check_text_robustness_options(typo_rate=typo_rate, word_drop=word_drop, seed=seed)
+    X, y, _ = task.split(split)
+    if "text" not in X.columns:
+        raise MetricError(f"text_robustness needs a 'text' column; split {split!r} has {list(X.columns)[:5]}")
+    clean = accuracy_score(y, model.predict(X))
+    perturbed = X.copy()
+    perturbed["text"] = perturb_texts(X["text"].astype(str).tolist(), typo_rate=typo_rate,
+                                      word_drop=word_drop, seed=seed)
+    robust = accuracy_score(y, model.predict(perturbed))
+    return Measurement(
+        {"text_robust_accuracy": robust, "text_robustness_drop": clean - robust},
+        {"split": split, "typo_rate": typo_rate, "word_drop": word_drop, "seed": seed,
+         "clean_accuracy": float(clean), "example": perturbed["text"].iloc[0] if len(X) else None},
+    )
+
+
+def check_adversarial_options(*, eps: float = 0.1, steps: int = 1, seed: int = 0, batch_size: int = 1024) -> None:
+    """Raise ``ValueError`` for option values :func:`adversarial` cannot use."""
+    if not eps > 0 or isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or batch_size < 1:
+        raise ValueError(f"need eps > 0, an int steps >= 1 and batch_size >= 1; got eps={eps}, steps={steps}, "
+                         f"batch_size={batch_size}")
+
+
+@register_metric(("adversarial_accuracy", "adversarial_drop"), key="adversarial", validate=check_adversarial_options)
+def adversarial(model: Any, task: Any, *, split: str = "valid", eps: float = 0.1, steps: int = 1, seed: int = 0,
+                batch_size: int = 1024) -> Measurement:
+    """Accuracy under an FGSM (steps=1) or PGD attack of L-infinity radius ``eps``, and its drop."""
+    from motune.models.torch import TorchClassifier, evaluating
+
+    check_adversarial_options(eps=eps, steps=steps, seed=seed, batch_size=batch_size)
+    raw = unwrap(model)
+    if not isinstance(raw, TorchClassifier) or raw.continuous is None:
+        raise MetricError("adversarial accuracy needs a motune.models.torch.TorchClassifier with continuous inputs "
+                          "(TorchClassifier.for_task(module, task)); for text use text_robustness")
+    import torch
+
+    if any("quantized" in type(m).__module__ for m in raw.module.modules()):
+        raise MetricError("a quantized (int8) module has no input gradient: attack the float model")
+    X, y, _ = task.split(split)
+    labels = torch.from_numpy(np.array(y, dtype=np.int64))
+    generator = torch.Generator().manual_seed(seed)
+    step_size = eps if steps == 1 else 2.5 * eps / steps
+    clean_hits = adversarial_hits = 0
+    with evaluating(raw.module), torch.inference_mode(False), torch.enable_grad():
+        for start in range(0, len(X), batch_size):
+            x0 = raw.inputs(X.iloc[start:start + batch_size])
+            if not torch.is_tensor(x0) or not x0.is_floating_point():
+                raise MetricError("adversarial accuracy needs one floating-point input tensor")
+            target = labels[start:start + batch_size].to(x0.device)
+            mask = torch.as_tensor(raw.continuous, dtype=x0.dtype, device=x0.device)
+            delta = torch.zeros_like(x0)
+            if steps > 1:  # PGD starts at a random point of the ball
+                delta = (torch.rand(x0.shape, generator=generator).to(x0) * 2 - 1) * eps * mask
+            for _ in range(steps):
+                delta.requires_grad_(True)
+                try:
+                    loss = torch.nn.functional.cross_entropy(raw.forward(x0 + delta), target)
+                    (grad,) = torch.autograd.grad(loss, delta)
+                except RuntimeError as err:
+                    raise MetricError(f"no input gradient from this model ({err}); a quantized (int8) module "
+                                      "has none: attack the float model") from None
+                delta = (delta.detach() + step_size * grad.sign() * mask).clamp(-eps, eps)
+            with torch.no_grad():
+                clean_hits += int((raw.forward(x0).argmax(-1) == target).sum())
+                adversarial_hits += int((raw.forward(x0 + delta).argmax(-1) == target).sum())
+    clean, robust = clean_hits / len(X), adversarial_hits / len(X)
+    return Measurement(
+        {"adversarial_accuracy": robust, "adversarial_drop": clean - robust},
+        {"split": split, "attack": "fgsm" if steps == 1 else "pgd", "eps": eps, "steps": steps,
+         "step_size": step_size, "seed": seed, "features_attacked": int(np.sum(raw.continuous)),
+         "clean_accuracy": clean},
+    )

@@ -5,7 +5,9 @@ A model is anything with ``predict(X)``; ``predict_proba(X)`` or
 :class:`Predictor` wraps a model for one evaluation so that the several
 metrics measured on the same split share one prediction instead of each
 calling ``predict`` again; it checks that predictions have the right length
-and no NaN. :func:`device_of` tells where a model runs (``"cpu"``,
+and no NaN. A model with ``predict_from_proba = True`` (a torch classifier,
+whose label is the argmax of its probabilities) gets one forward pass per
+split for both. :func:`device_of` tells where a model runs (``"cpu"``,
 ``"cuda:0"``, ...), which decides how latency is timed.
 """
 
@@ -32,7 +34,7 @@ class Predictor:
                 f"train() must return a fitted model with a predict(X) method, got {type(model).__name__}"
             )
         self.model = model
-        self._splits = {id(task.split(s)[0]): s for s in ("train", "valid", "test")}
+        self._splits = {id(task.split(s)[0]): s for s in getattr(task, "splits", ("train", "valid", "test"))}
         self._memo: dict[tuple[str, str], np.ndarray] = {}
 
     def __getattr__(self, name: str) -> Any:  # anything else: the model's own attribute
@@ -53,10 +55,15 @@ class Predictor:
         return self._memo[key]
 
     def predict(self, X: Any) -> np.ndarray:
+        if getattr(self.model, "predict_from_proba", False):  # one forward pass serves predict and scores
+            return self._memoised("predict", X, lambda x: self._memoised("proba", x, self.model.predict_proba)
+                                  .argmax(axis=1))
         return self._memoised("predict", X, lambda x: np.asarray(self.model.predict(x)).ravel())
 
     def scores(self, X: Any) -> np.ndarray:
         """Positive-class scores: ``predict_proba(X)[:, 1]`` or ``decision_function(X)``."""
+        if getattr(self.model, "predict_from_proba", False):
+            return self._memoised("scores", X, lambda x: self._memoised("proba", x, self.model.predict_proba)[:, 1])
         if callable(getattr(self.model, "predict_proba", None)):
             return self._memoised("scores", X, lambda x: np.asarray(self.model.predict_proba(x))[:, 1])
         if callable(getattr(self.model, "decision_function", None)):

@@ -1,0 +1,155 @@
+"""PyTorch models as motune sees them.
+
+:class:`TorchClassifier` wraps an ``nn.Module`` that maps encoded inputs to
+class logits, plus the function that encodes a split's rows into those
+inputs. motune then predicts with it (``predict``, ``predict_proba`` in
+``eval()`` and ``torch.inference_mode()``, in batches, on the module's
+device), times its forward pass on fixed-shape inputs (latency), and attacks
+its continuous inputs (FGSM / PGD). :func:`fit` is the small training loop
+that reports each epoch to motune so pruning can act.
+
+Nothing here imports torch until it is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from motune.models import device_of
+
+
+@contextlib.contextmanager
+def evaluating(module: Any) -> Iterator[Any]:
+    """``module.eval()`` for the block, then its training mode as it was (Trainer callbacks
+    measure a model mid-training)."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+class TorchClassifier:
+    """A classifier ``module`` (inputs -> logits) with ``encode(X)`` (task rows -> inputs).
+
+    ``encode`` returns a tensor or a dict of tensors (a tokenizer's output); it is moved to
+    the module's device. ``continuous`` is a boolean mask over the input features that an
+    adversarial attack may perturb (``None``: the inputs are not continuous, e.g. token ids).
+    A module whose output has ``.logits`` (transformers) is read through it.
+    """
+
+    predict_from_proba = True  # predict is the argmax of predict_proba (motune then runs one pass)
+
+    def __init__(self, module: Any, encode: Callable[[Any], Any], *, batch_size: int = 512,
+                 continuous: np.ndarray | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.module = module
+        self.encode = encode
+        self.batch_size = batch_size
+        self.continuous = continuous
+
+    @classmethod
+    def for_task(cls, module: Any, task: Any, **kwargs: Any) -> TorchClassifier:
+        """For a tabular task: rows are encoded with ``task.numeric()``'s train-fitted encoder;
+        the standardised numeric columns are the continuous ones."""
+        import torch
+
+        numeric = task.numeric()
+        names = set(task.numeric_columns)
+        continuous = np.array([name in names for name in numeric.feature_names], dtype=bool)
+        kwargs.setdefault("continuous", continuous)
+        return cls(module, lambda X: torch.from_numpy(numeric.transform(X)), **kwargs)
+
+    @property
+    def device(self) -> str:
+        return device_of(self.module)
+
+    def inputs(self, X: Any) -> Any:
+        """Encoded inputs for rows ``X`` on the module's device."""
+        encoded = self.encode(X)
+        device = self.device
+        if isinstance(encoded, dict) or hasattr(encoded, "keys"):
+            return {k: v.to(device) for k, v in encoded.items()}
+        return encoded.to(device)
+
+    def forward(self, inputs: Any) -> Any:
+        """Logits for encoded ``inputs`` (no mode or grad handling: callers decide)."""
+        out = self.module(**inputs) if isinstance(inputs, dict) else self.module(inputs)
+        return getattr(out, "logits", out)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        import torch
+
+        chunks = []
+        with evaluating(self.module), torch.inference_mode():
+            for start in range(0, len(X), self.batch_size):
+                logits = self.forward(self.inputs(X.iloc[start:start + self.batch_size]))
+                chunks.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+        n_classes = chunks[0].shape[1] if chunks else 2
+        return np.concatenate(chunks) if chunks else np.empty((0, n_classes), dtype=np.float32)
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.predict_proba(X).argmax(axis=1)
+
+
+def fit(
+    module: Any,
+    X: Any,
+    y: Any,
+    *,
+    epochs: int,
+    lr: float = 1e-3,
+    batch_size: int = 256,
+    weight_decay: float = 0.0,
+    loss: Callable[..., Any] | None = None,
+    groups: Any = None,
+    seed: int = 0,
+    ctx: Any = None,
+    model: Any = None,
+    first_epoch: int = 1,
+) -> Any:
+    """Train ``module`` on tensors ``X``, ``y`` with Adam; report each epoch to motune.
+
+    ``loss(logits, y)`` defaults to cross-entropy; with ``groups`` (integer group codes per
+    row) it is called as ``loss(logits, y, groups)``, e.g. a
+    :class:`motune.losses.FairnessPenalizedLoss`. With ``ctx`` (the trial context) and
+    ``model`` (the :class:`TorchClassifier` around ``module``), each epoch ends with
+    ``ctx.report(epoch, model)``: motune measures the study's metrics on it and pruning may
+    end the trial there (``optuna.TrialPruned`` propagates). Minibatches are shuffled by a
+    generator seeded with ``seed``. Returns ``module``.
+    """
+    import torch
+
+    if epochs < 0 or batch_size < 1:
+        raise ValueError(f"need epochs >= 0 and batch_size >= 1, got epochs={epochs}, batch_size={batch_size}")
+    if (ctx is None) != (model is None):
+        raise ValueError("pass ctx and model together: motune measures model at each epoch's report")
+    if len(X) != len(y) or (groups is not None and len(groups) != len(y)):
+        raise ValueError(f"X, y (and groups) need the same number of rows, got {len(X)}, {len(y)}"
+                         + ("" if groups is None else f", {len(groups)}"))
+    device = device_of(module)
+    X, y = X.to(device), y.to(device)
+    groups = None if groups is None else groups.to(device)
+    loss = loss or torch.nn.functional.cross_entropy
+    optimizer = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    for epoch in range(first_epoch, first_epoch + epochs):
+        module.train()
+        order = torch.randperm(len(X), generator=generator).to(device)
+        for start in range(0, len(X), batch_size):
+            rows = order[start:start + batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            logits = module(X[rows])
+            value = loss(logits, y[rows]) if groups is None else loss(logits, y[rows], groups[rows])
+            value.backward()
+            optimizer.step()
+        module.eval()
+        if ctx is not None:
+            ctx.report(epoch, model)
+    return module

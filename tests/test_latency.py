@@ -1,0 +1,131 @@
+"""Latency: order-statistic CI of the median, torch forward timing, fixed threads, the GPU
+facts recorded, and serialisation of timing runs across processes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from motune.metrics import measure
+from motune.metrics.latency import fixed_threads, gpu_state, median_ci, time_calls, CpuTimer
+
+torch = pytest.importorskip("torch")
+
+from motune.models.torch import TorchClassifier  # noqa: E402
+
+FAST = {"warmup": 2, "min_count": 20, "min_time_s": 0.0, "batch_size": 16}
+
+
+def test_median_ci_is_the_binomial_order_statistic_interval():
+    x = np.arange(1, 31, dtype=float)  # n = 30: ranks 10 and 21 (P(B <= 9) = 0.021 <= 0.025 < P(B <= 10))
+    assert median_ci(np.random.default_rng(0).permutation(x)) == (10.0, 21.0)
+    assert median_ci([3.0, 1.0, 2.0]) == (1.0, 3.0)  # too few samples for 95 %: the range
+    rng = np.random.default_rng(1)  # coverage: the true median of an exponential is ln 2
+    hits = sum(lo <= np.log(2) <= hi for lo, hi in (median_ci(rng.exponential(size=50)) for _ in range(400)))
+    assert 0.92 <= hits / 400 <= 0.995
+
+
+def test_time_calls_reports_the_median_interval():
+    stats = time_calls(lambda: sum(range(200)), timer=CpuTimer(), batch_size=1, warmup=3, min_count=40,
+                       min_time_s=0.0)
+    assert stats.count == 40 and stats.p50_ci_low_ms <= stats.p50_ms <= stats.p50_ci_high_ms
+    assert stats.p50_ms <= stats.p90_ms <= stats.p95_ms <= stats.p99_ms
+
+
+def test_a_torch_module_is_timed_on_fixed_inputs_in_eval_mode_with_fixed_threads(task):
+    torch.manual_seed(0)
+    width = task.numeric().X_train.shape[1]
+    module = torch.nn.Sequential(torch.nn.Linear(width, 64), torch.nn.Dropout(0.5), torch.nn.Linear(64, 2))
+    seen = []
+    module.register_forward_hook(lambda mod, args, out: seen.append((mod.training, torch.is_inference_mode_enabled(),
+                                                                      tuple(args[0].shape))))
+    module.train()
+    before = torch.get_num_threads()
+    m = measure(TorchClassifier.for_task(module, task), task, ["latency_p95_ms"], options={"latency": {**FAST, "threads": 1}})
+    d = m.details["latency"]
+    assert d["timed"] == "forward" and d["method"] == "perf_counter_ns" and d["threads_fixed"] == 1
+    assert d["threads"]["torch"] == 1  # recorded while fixed
+    assert torch.get_num_threads() == before and module.training  # both restored
+    assert {s for s in seen} == {(False, True, (1, width)), (False, True, (16, width))}
+    assert d["batch_1"]["count"] >= 20 and d["batch"]["batch_size"] == 16
+    for name in ("latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "batch_latency_p50_ms", "batch_latency_p95_ms"):
+        assert m.values[name] > 0
+    assert m.values["throughput_per_s"] == pytest.approx(16 / (d["batch"]["p50_ms"] / 1000))
+
+
+def test_fixed_threads_restores_the_count():
+    before = torch.get_num_threads()
+    with fixed_threads(1) as count:
+        assert count == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with fixed_threads(None) as count:
+        assert count == before
+
+
+class FakeProps:
+    uuid = "5f1c0d2e-aaaa-bbbb-cccc-000000000001"
+
+
+class FakeTorchCuda:
+    def current_device(self):
+        return 0
+
+    def get_device_name(self, index):
+        return f"Fake GPU {index}"
+
+    def get_device_properties(self, index):
+        return FakeProps()
+
+
+class FakeNvml:
+    NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
+
+    def __init__(self, fail=False):
+        self.fail, self.calls = fail, []
+
+    def nvmlInit(self):
+        self.calls.append("init")
+        if self.fail:
+            raise RuntimeError("NVML driver not loaded")
+
+    def nvmlShutdown(self):
+        self.calls.append("shutdown")
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        self.calls.append(("uuid", uuid))
+        return "handle"
+
+    def nvmlDeviceGetClockInfo(self, handle, kind):
+        return {1: 1980, 2: 2619}[kind]
+
+    def nvmlDeviceGetTemperature(self, handle, kind):
+        return 41
+
+
+def test_gpu_state_records_name_clocks_and_temperature_by_uuid():
+    nvml = FakeNvml()
+    state = gpu_state("cuda:2", cuda=FakeTorchCuda(), nvml=nvml)
+    assert state == {"name": "Fake GPU 2", "sm_clock_mhz": 1980, "memory_clock_mhz": 2619, "temperature_c": 41}
+    assert ("uuid", "GPU-" + FakeProps.uuid) in nvml.calls and nvml.calls[-1] == "shutdown"
+    failing = gpu_state("cuda", cuda=FakeTorchCuda(), nvml=FakeNvml(fail=True))
+    assert failing["name"] == "Fake GPU 0" and "NVML driver not loaded" in failing["nvml_error"]
+
+
+def test_timing_runs_are_serialised_across_processes(tmp_path):
+    env = {**os.environ, "MOTUNE_LATENCY_LOCK": str(tmp_path / "latency.lock")}
+    worker = Path(__file__).with_name("latency_worker.py")
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, str(worker), str(worker.parent), str(go)], stdout=subprocess.PIPE,
+                              env=env, text=True) for _ in range(2)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    go.touch()
+    runs = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    a, b = sorted(runs, key=lambda r: r["first"])
+    assert a["last"] < b["first"], "the two processes' timed calls interleaved"
+    assert b["lock_wait_s"] > 0.2  # the later one waited for the whole of the earlier run; not in its samples
