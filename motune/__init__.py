@@ -11,12 +11,12 @@
 
 from importlib import metadata as _metadata
 
-from motune import data, metrics, pruning
+from motune import data, integrations, metrics, pruning
 from motune.frontier import Result, TrialRecord
 from motune.metrics.registry import Measurement, MetricError, UnknownMetricError, register_metric
 from motune.runner import DEFAULT_STORAGE, StorageError, TrialContext, load_study
 from motune.spec import Constraint, Objective, SpecError, Study, at_least, at_most, maximize, minimize
-from motune.task import NumericSplits, Task
+from motune.task import NumericSplits, Task, TextTask
 
 try:
     __version__ = _metadata.version("motune")
@@ -35,6 +35,7 @@ __all__ = [
     "StorageError",
     "Study",
     "Task",
+    "TextTask",
     "TrialContext",
     "TrialRecord",
     "UnknownMetricError",
@@ -42,6 +43,7 @@ __all__ = [
     "at_least",
     "at_most",
     "data",
+    "integrations",
     "load_study",
     "maximize",
     "metrics",

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from motune import metrics as _metrics  # noqa: F401  (registers the built-in metrics)
 from motune.metrics.registry import UnknownMetricError, group_for, groups_for
-from motune.task import SPLITS, Task
+from motune.task import SPLITS, Task, TextTask
 
 # Measured on every trial whatever the objectives: quality and the per-group table.
 ALWAYS_MEASURED = ("accuracy", "balanced_accuracy", "worst_group_accuracy",
@@ -134,7 +134,7 @@ class Study:
     """
 
     name: str
-    task: Task
+    task: Task | TextTask
     space: Callable[[Any], Mapping[str, Any] | None]
     train: Callable[..., Any]
     objectives: Sequence[Objective]
@@ -227,9 +227,10 @@ def validate(study: Study) -> None:
     """Check a study definition; raise before any trial runs."""
     if not isinstance(study.name, str) or not study.name.strip():
         raise SpecError(f"a study needs a non-empty name, got {study.name!r}")
-    if not isinstance(study.task, Task):
+    if not isinstance(study.task, (Task, TextTask)):
         raise TypeError(
-            f"task must be a motune.Task (see Task.from_frame or motune.data), got {type(study.task).__name__}"
+            "task must be a motune.Task or motune.TextTask (see Task.from_frame or motune.data), "
+            f"got {type(study.task).__name__}"
         )
     for what in ("space", "train"):
         if not callable(getattr(study, what)):

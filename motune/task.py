@@ -5,6 +5,11 @@ splits of one table, the label (encoded as integers: ``0`` / ``1`` for a binary
 task, ``1`` being the positive class) and one sensitive feature. Splits are
 pandas objects; :meth:`Task.numeric` turns them into float32 matrices for torch
 models with encoders fitted on the training split only.
+
+A :class:`TextTask` holds labelled texts and, for group fairness, a
+counterfactual probe set (the same sentence with only a group term changed).
+Both answer ``split(name) -> (X, y, sensitive)`` and ``group_split(name)``
+(where fairness is measured).
 """
 
 from __future__ import annotations
@@ -189,6 +194,12 @@ class Task:
     def groups(self) -> list[str]:
         return sorted(set(self.sensitive_train) | set(self.sensitive_valid) | set(self.sensitive_test))
 
+    splits = SPLITS
+
+    def group_split(self, name: str) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+        """Where group fairness is measured for split ``name``: that split itself."""
+        return self.split(name)
+
     def split(self, name: str) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
         """``(X, y, sensitive)`` of split ``"train"``, ``"valid"`` or ``"test"``."""
         if name not in SPLITS:
@@ -322,3 +333,140 @@ def _fingerprint(frame: pd.DataFrame, *settings: Any) -> str:
     digest.update(repr(list(frame.columns)).encode())
     digest.update(repr(settings).encode())
     return "sha256:" + digest.hexdigest()[:16]
+
+
+PROBE = "counterfactual"
+
+
+@dataclass(frozen=True, eq=False)
+class TextTask:
+    """Text classification with group fairness measured on a counterfactual probe set.
+
+    The labelled texts (``X_*`` frames with a ``text`` column) carry no group; fairness is
+    measured on the probe (split ``"counterfactual"``): sentences made from templates in
+    which only a group term (a name, an identity term) changes, each row with its label,
+    its group and its ``instance`` (rows of one instance differ only in the group term).
+    Build one with :meth:`TextTask.from_frames` or :func:`motune.data.sentiment_task`.
+    """
+
+    name: str
+    sensitive: str
+    classes: tuple[Any, ...]
+    positive_label: Any
+    X_train: pd.DataFrame
+    y_train: pd.Series
+    X_valid: pd.DataFrame
+    y_valid: pd.Series
+    X_test: pd.DataFrame
+    y_test: pd.Series
+    X_probe: pd.DataFrame
+    y_probe: pd.Series
+    sensitive_probe: pd.Series
+    seed: int
+    fingerprint: str
+    description: str = ""
+    citation: str = ""
+    label: str = "label"
+    splits = (*SPLITS, PROBE)
+
+    @classmethod
+    def from_frames(
+        cls,
+        texts: pd.DataFrame,
+        probe: pd.DataFrame,
+        *,
+        name: str,
+        sensitive: str = "group",
+        classes: tuple[Any, ...] = ("negative", "positive"),
+        validation_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        description: str = "",
+        citation: str = "",
+    ) -> TextTask:
+        """``texts``: columns ``text`` and ``label`` (0 / 1); ``probe``: ``text``, ``label``,
+        ``group`` and ``instance``. Texts are split stratified by label, seeded."""
+        for frame, what, columns in ((texts, "texts", ("text", "label")),
+                                     (probe, "probe", ("text", "label", "group", "instance"))):
+            if not isinstance(frame, pd.DataFrame):
+                raise TypeError(f"{what} must be a pandas DataFrame, got {type(frame).__name__}")
+            missing = [c for c in columns if c not in frame.columns]
+            if missing:
+                raise ValueError(f"{what} lacks column(s) {missing}; it needs {list(columns)}")
+            labels = set(pd.unique(frame["label"]))
+            if not labels <= {0, 1}:
+                raise ValueError(f"{what} labels must be 0 / 1, got {sorted(map(str, labels))[:5]}")
+        if len(classes) != 2:
+            raise ValueError(f"classes names the two labels 0 and 1, got {classes!r}")
+        if probe["group"].nunique() < 2:
+            raise ValueError("the probe needs at least two groups to compare")
+        if not (0 < validation_fraction < 1 and 0 <= test_fraction < 1 and validation_fraction + test_fraction < 1):
+            raise ValueError("need 0 < validation_fraction, 0 <= test_fraction, and their sum < 1; got "
+                             f"{validation_fraction}, {test_fraction}")
+        texts = texts[["text", "label"]].reset_index(drop=True)
+        rest, test = (train_test_split(texts, test_size=test_fraction, stratify=texts["label"], random_state=seed)
+                      if test_fraction else (texts, texts.iloc[:0]))
+        train, valid = train_test_split(rest, test_size=validation_fraction / (1 - test_fraction),
+                                        stratify=rest["label"], random_state=seed)
+        probe = probe.reset_index(drop=True)
+
+        def xy(frame):
+            return frame[["text"]].reset_index(drop=True), frame["label"].astype("int64").reset_index(drop=True)
+
+        (X_train, y_train), (X_valid, y_valid), (X_test, y_test) = xy(train), xy(valid), xy(test)
+        return cls(
+            name=name, sensitive=sensitive, classes=tuple(classes), positive_label=classes[1],
+            X_train=X_train, y_train=y_train, X_valid=X_valid, y_valid=y_valid, X_test=X_test, y_test=y_test,
+            X_probe=probe[["text", "instance"]], y_probe=probe["label"].astype("int64"),
+            sensitive_probe=probe["group"].astype(str).rename(sensitive),
+            seed=seed, fingerprint=_fingerprint(pd.concat([texts, probe], ignore_index=True),
+                                                validation_fraction, test_fraction, seed),
+            description=description, citation=citation,
+        )
+
+    @property
+    def n_classes(self) -> int:
+        return 2
+
+    @property
+    def is_binary(self) -> bool:
+        return True
+
+    @property
+    def groups(self) -> list[str]:
+        return sorted(set(self.sensitive_probe))
+
+    def split(self, name: str) -> tuple[pd.DataFrame, pd.Series, pd.Series | None]:
+        """``(X, y, sensitive)``: ``"train"``, ``"valid"``, ``"test"`` (no groups: ``None``) or
+        ``"counterfactual"`` (the probe, with its groups)."""
+        if name == PROBE:
+            return self.X_probe, self.y_probe, self.sensitive_probe
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {list(self.splits)}")
+        return getattr(self, f"X_{name}"), getattr(self, f"y_{name}"), None
+
+    def group_split(self, name: str) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+        """Where group fairness is measured: always the counterfactual probe."""
+        return self.split(PROBE)
+
+    def texts(self, name: str) -> list[str]:
+        return self.split(name)[0]["text"].astype(str).tolist()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.label,
+            "sensitive": self.sensitive,
+            "classes": [str(c) for c in self.classes],
+            "positive_label": str(self.positive_label),
+            "rows": {s: len(self.split(s)[1]) for s in self.splits},
+            "groups": self.groups,
+            "instances": int(self.X_probe["instance"].nunique()),
+            "seed": self.seed,
+            "fingerprint": self.fingerprint,
+        }
+
+    def __repr__(self) -> str:
+        rows = "/".join(str(len(self.split(s)[1])) for s in self.splits)
+        return (f"TextTask(name={self.name!r}, sensitive={self.sensitive!r}, groups={self.groups!r}, "
+                f"rows train/valid/test/counterfactual={rows})")

@@ -35,3 +35,36 @@ def test_german_credit_study(sqlite_url):
     result = study.optimize(n_trials=4, show_progress=False)
     assert result.summary()["complete"] == 4
     assert result.summary()["feasible"] >= 1
+
+
+def test_adult_fair_loss_study(sqlite_url):
+    study = runpy.run_path(str(STUDIES / "adult_fair_loss.py"))["study"]
+    study.storage = sqlite_url
+    result = study.optimize(n_trials=4, show_progress=False)
+    records = result.records()
+    assert {r.state for r in records} <= {"COMPLETE", "PRUNED"}
+    for r in records:  # a large fairness weight costs balanced accuracy: the constraint-aware rule ends those
+        assert r.state == "COMPLETE" or r.attrs["pruned"]["rule"] in {"constraint_aware", "successive_halving"}
+    first = next(r for r in records if r.state == "COMPLETE")
+    assert first.attrs["adversarial"]["attack"] == "fgsm" and first.metrics["adversarial_accuracy"] < first.metrics["accuracy"]
+    assert first.attrs["latency"]["timed"] == "forward"
+    assert set(first.attrs["user:final_loss"]) == {"task_loss", "gap"}
+
+
+def test_text_fairness_study_fine_tunes_the_packaged_minilm(sqlite_url, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    make_study = runpy.run_path(str(STUDIES / "text_fairness.py"), run_name="text_fairness")["make_study"]
+    study = make_study(name="text-small", n_texts=300, probe_instances=40, max_epochs=2, layers=(2, 3),
+                       max_lengths=(32,), storage=sqlite_url)
+    result = study.optimize(n_trials=3, show_progress=False)
+    records = result.records()
+    assert {r.state for r in records} <= {"COMPLETE", "PRUNED"} and records[0].state == "COMPLETE"
+    first = records[0]
+    assert {"accuracy", "counterfactual_flip_rate", "counterfactual_score_gap", "demographic_parity_difference",
+            "text_robust_accuracy", "latency_p95_ms"} <= set(first.metrics)
+    assert first.attrs["fairness"]["split"] == "valid" and {g["group"] for g in first.attrs["fairness"]["by_group"]} == {
+        "female", "male"}
+    assert first.attrs["counterfactual"]["pairs"] == 40
+    reports = result.study.trials[0].system_attrs
+    assert "trainer_eval_loss" in reports["motune:report:0:1"]  # reported by the Trainer callback
+    assert first.attrs["provenance"]["versions"]["transformers"].startswith("5.")

