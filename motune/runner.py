@@ -54,6 +54,7 @@ class TrialContext:
     _trial: optuna.Trial = field(repr=False)
     _study: Any = field(repr=False, default=None)
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    pruned: str | None = None  # why a report pruned this trial (the trial ends pruned even if that was caught)
 
     def set_attr(self, key: str, value: Any) -> None:
         """Record a JSON-able value on the trial (stored as user attribute ``user:<key>``)."""
@@ -67,7 +68,8 @@ class TrialContext:
         report also carries the step-0 static values, which training does not change). ``metrics``
         adds (or overrides) values you computed. The report is stored in the study's storage;
         the study's pruning policy may then end the trial by raising ``optuna.TrialPruned``
-        (let it propagate). Returns the reported values.
+        (let it propagate; if it is caught, as a Trainer callback must, the trial still ends
+        pruned when ``train`` returns). Returns the reported values.
         """
         return _report(self, step, model, metrics)
 
@@ -305,6 +307,8 @@ def run_trial(study: Study, trial: optuna.Trial) -> tuple[float, ...]:
         began = time.perf_counter()
         model = study.train(params, study.task, ctx)
         trained = time.perf_counter()
+        if ctx.pruned is not None:  # a report pruned the trial and its TrialPruned was caught (a Trainer callback)
+            raise optuna.TrialPruned(ctx.pruned)
         if model is None:
             raise TypeError("train() returned None; it must return the fitted model")
         measured = measure(model, study.task, study.measured_metrics, options=study.metric_options, split=study.split)
@@ -358,11 +362,9 @@ def _report(ctx: TrialContext, step: int, model: Any, metrics: dict[str, float] 
     step = int(step)
     if ctx.history and step <= ctx.history[-1][0]:
         raise ValueError(f"steps must increase within a trial: got {step} after {ctx.history[-1][0]}")
+    if ctx.pruned is not None:
+        raise ValueError(f"this trial was pruned ({ctx.pruned}); it cannot report again")
     values: dict[str, float] = {}
-    if step > 0 and ctx.history and ctx.history[0][0] == 0:
-        # static metrics (latency ...) do not change with training: later reports carry the step-0
-        # values, so rules that rank on every objective (successive halving) can use them
-        values.update({n: v for n, v in ctx.history[0][1].items() if n in set(study.static_metrics)})
     if model is not None:
         static = set(study.static_metrics)
         needed = [o.metric for o in study.objectives] + [c.metric for c in study.constraints]
@@ -375,6 +377,11 @@ def _report(ctx: TrialContext, step: int, model: Any, metrics: dict[str, float] 
     if not values:
         raise ValueError("ctx.report needs a model to measure or metrics={...} (at step 0 with a model, "
                          "only static metrics such as latency are measured, and this study has none)")
+    if step > 0 and ctx.history and ctx.history[0][0] == 0:
+        # static metrics (latency ...) do not change with training: later reports carry the step-0
+        # values, so rules that rank on every objective (successive halving) can use them
+        static = set(study.static_metrics)
+        values = {**{n: v for n, v in ctx.history[0][1].items() if n in static}, **values}
     bad = non_finite(values, values)
     if bad:
         raise MetricError("reported values are not finite numbers: " + ", ".join(f"{n}={values[n]}" for n in bad))
@@ -396,7 +403,8 @@ def _report(ctx: TrialContext, step: int, model: Any, metrics: dict[str, float] 
     if decision is not None:
         trial.set_user_attr("pruned", {"rule": decision.rule, "reason": decision.reason, "step": step,
                                        "reports": len(ctx.history)})
-        raise optuna.TrialPruned(f"{decision.rule}: {decision.reason}")
+        ctx.pruned = f"{decision.rule}: {decision.reason}"
+        raise optuna.TrialPruned(ctx.pruned)
     return values
 
 

@@ -8,8 +8,8 @@ models with encoders fitted on the training split only.
 
 A :class:`TextTask` holds labelled texts and, for group fairness, a
 counterfactual probe set (the same sentence with only a group term changed).
-Both answer ``split(name) -> (X, y, sensitive)`` and ``group_split(name)``
-(where fairness is measured).
+Both answer ``split(name) -> (X, y, sensitive)`` and ``fairness_split(name)``
+(the split where fairness is measured when metrics are measured on ``name``).
 """
 
 from __future__ import annotations
@@ -196,9 +196,9 @@ class Task:
 
     splits = SPLITS
 
-    def group_split(self, name: str) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    def fairness_split(self, name: str) -> str:
         """Where group fairness is measured for split ``name``: that split itself."""
-        return self.split(name)
+        return name
 
     def split(self, name: str) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
         """``(X, y, sensitive)`` of split ``"train"``, ``"valid"`` or ``"test"``."""
@@ -445,9 +445,9 @@ class TextTask:
             raise ValueError(f"unknown split {name!r}; expected one of {list(self.splits)}")
         return getattr(self, f"X_{name}"), getattr(self, f"y_{name}"), None
 
-    def group_split(self, name: str) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
-        """Where group fairness is measured: always the counterfactual probe."""
-        return self.split(PROBE)
+    def fairness_split(self, name: str) -> str:
+        """Where group fairness is measured: always the counterfactual probe (the texts have no groups)."""
+        return PROBE
 
     def texts(self, name: str) -> list[str]:
         return self.split(name)[0]["text"].astype(str).tolist()

@@ -60,20 +60,6 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class _Texts:
-    """Tokenised texts and labels as the map-style dataset the Trainer reads."""
-
-    def __init__(self, classifier, X, y):
-        self.encoded = classifier.encode(X)
-        self.labels = [int(v) for v in y]
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return {**{k: v[i] for k, v in self.encoded.items()}, "labels": self.labels[i]}
-
-
 def make_study(*, backbone=None, name="text-fairness", n_texts=1200, probe_instances=200, max_epochs=3,
                layers=(2, 6), max_lengths=(32, 48, 64), storage=None, seed=0, pruning="default"):
     """The text-fairness study for ``backbone`` (a hub name or a folder; default :func:`default_backbone`).
@@ -119,21 +105,22 @@ def make_study(*, backbone=None, name="text-fairness", n_texts=1200, probe_insta
 
         # step 0: the served model's latency, before any training (a latency constraint prunes here)
         ctx.report(0, wrap(serving(model, params)))
-        args = transformers.TrainingArguments(
-            output_dir=tempfile.mkdtemp(prefix="motune-text-"), num_train_epochs=params["epochs"],
-            learning_rate=params["learning_rate"], per_device_train_batch_size=16, per_device_eval_batch_size=64,
-            warmup_steps=0.1, weight_decay=0.01, eval_strategy="epoch", save_strategy="no",
-            logging_strategy="no", report_to="none", disable_tqdm=True, seed=ctx.seed, data_seed=ctx.seed,
-            use_cpu=device == "cpu",
-        )
-        trainer = transformers.Trainer(
-            model=model, args=args,
-            train_dataset=_Texts(wrap(model), task.X_train, task.y_train),
-            eval_dataset=_Texts(wrap(model), task.X_valid, task.y_valid),
-            callbacks=[MotuneCallback(ctx, wrap)],
-        )
-        trainer.remove_callback(transformers.PrinterCallback)
-        trainer.train()  # raises optuna.TrialPruned when motune prunes at an evaluation
+        with tempfile.TemporaryDirectory(prefix="motune-text-") as scratch:  # nothing is saved; removed after
+            args = transformers.TrainingArguments(
+                output_dir=scratch, num_train_epochs=params["epochs"],
+                learning_rate=params["learning_rate"], per_device_train_batch_size=16, per_device_eval_batch_size=64,
+                warmup_steps=0.1, weight_decay=0.01, eval_strategy="epoch", save_strategy="no",
+                logging_strategy="no", report_to="none", disable_tqdm=True, seed=ctx.seed, data_seed=ctx.seed,
+                use_cpu=device == "cpu",
+            )
+            trainer = transformers.Trainer(
+                model=model, args=args,
+                train_dataset=wrap(model).dataset(task.X_train, task.y_train),
+                eval_dataset=wrap(model).dataset(task.X_valid, task.y_valid),
+                callbacks=[MotuneCallback(ctx, wrap)],
+            )
+            trainer.remove_callback(transformers.PrinterCallback)
+            trainer.train()  # stops early when motune prunes at an evaluation; the trial then ends pruned
         return wrap(serving(model, params))
 
     return mt.Study(

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,10 @@ FAST = {"warmup": 2, "min_count": 20, "min_time_s": 0.0, "batch_size": 16}
 
 def test_median_ci_is_the_binomial_order_statistic_interval():
     x = np.arange(1, 31, dtype=float)  # n = 30: ranks 10 and 21 (P(B <= 9) = 0.021 <= 0.025 < P(B <= 10))
-    assert median_ci(np.random.default_rng(0).permutation(x)) == (10.0, 21.0)
-    assert median_ci([3.0, 1.0, 2.0]) == (1.0, 3.0)  # too few samples for 95 %: the range
+    assert median_ci(np.random.default_rng(0).permutation(x))[:2] == (10.0, 21.0)
+    assert median_ci([3.0, 1.0, 2.0])[:2] == (1.0, 3.0)  # too few samples for 95 %: the range
     rng = np.random.default_rng(1)  # coverage: the true median of an exponential is ln 2
-    hits = sum(lo <= np.log(2) <= hi for lo, hi in (median_ci(rng.exponential(size=50)) for _ in range(400)))
+    hits = sum(lo <= np.log(2) <= hi for lo, hi, _ in (median_ci(rng.exponential(size=50)) for _ in range(400)))
     assert 0.92 <= hits / 400 <= 0.995
 
 
@@ -44,12 +45,14 @@ def test_a_torch_module_is_timed_on_fixed_inputs_in_eval_mode_with_fixed_threads
     module.register_forward_hook(lambda mod, args, out: seen.append((mod.training, torch.is_inference_mode_enabled(),
                                                                       tuple(args[0].shape))))
     module.train()
-    before = torch.get_num_threads()
+    module[1].eval()  # a submodule kept in eval mode on purpose stays so
+    before = 3 if torch.get_num_threads() != 3 else 2  # a count the run must change and restore
+    torch.set_num_threads(before)
     m = measure(TorchClassifier.for_task(module, task), task, ["latency_p95_ms"], options={"latency": {**FAST, "threads": 1}})
     d = m.details["latency"]
     assert d["timed"] == "forward" and d["method"] == "perf_counter_ns" and d["threads_fixed"] == 1
     assert d["threads"]["torch"] == 1  # recorded while fixed
-    assert torch.get_num_threads() == before and module.training  # both restored
+    assert torch.get_num_threads() == before and module.training and not module[1].training  # all restored
     assert {s for s in seen} == {(False, True, (1, width)), (False, True, (16, width))}
     assert d["batch_1"]["count"] >= 20 and d["batch"]["batch_size"] == 16
     for name in ("latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "batch_latency_p50_ms", "batch_latency_p95_ms"):
@@ -58,7 +61,8 @@ def test_a_torch_module_is_timed_on_fixed_inputs_in_eval_mode_with_fixed_threads
 
 
 def test_fixed_threads_restores_the_count():
-    before = torch.get_num_threads()
+    before = 3 if torch.get_num_threads() != 3 else 2
+    torch.set_num_threads(before)
     with fixed_threads(1) as count:
         assert count == 1 and torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
@@ -119,13 +123,31 @@ def test_timing_runs_are_serialised_across_processes(tmp_path):
     env = {**os.environ, "MOTUNE_LATENCY_LOCK": str(tmp_path / "latency.lock")}
     worker = Path(__file__).with_name("latency_worker.py")
     go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, str(worker), str(worker.parent), str(go)], stdout=subprocess.PIPE,
-                              env=env, text=True) for _ in range(2)]
-    for p in procs:
-        assert p.stdout.readline().strip() == "ready"
+    procs = [subprocess.Popen([sys.executable, str(worker), str(worker.parent), str(go), str(tmp_path / f"ready{i}")],
+                              stdout=subprocess.PIPE, env=env, text=True) for i in range(2)]
+    deadline = time.time() + 120
+    while not all((tmp_path / f"ready{i}").exists() for i in range(2)):
+        assert time.time() < deadline and all(p.poll() is None for p in procs), "a worker did not start"
+        time.sleep(0.02)
     go.touch()
     runs = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in procs]
     assert all(p.returncode == 0 for p in procs)
     a, b = sorted(runs, key=lambda r: r["first"])
     assert a["last"] < b["first"], "the two processes' timed calls interleaved"
     assert b["lock_wait_s"] > 0.2  # the later one waited for the whole of the earlier run; not in its samples
+
+
+def test_the_device_option_must_name_where_the_model_is(task):
+    module = torch.nn.Linear(task.numeric().X_train.shape[1], 2)
+    with pytest.raises(ValueError, match="the model is on 'cpu'"):
+        measure(TorchClassifier.for_task(module, task), task, ["latency_p50_ms"],
+                options={"latency": {**FAST, "device": "cuda:0"}})
+    m = measure(TorchClassifier.for_task(module, task), task, ["latency_p50_ms"],
+                options={"latency": {**FAST, "device": torch.device("cpu")}})
+    assert m.details["latency"]["device"] == "cpu"
+
+
+def test_median_ci_reports_its_coverage():
+    assert median_ci(np.arange(30.0))[2] == pytest.approx(1 - 2 * 0.021387, abs=1e-4)
+    low, high, coverage = median_ci([5.0, 1.0, 3.0])
+    assert (low, high) == (1.0, 5.0) and coverage == pytest.approx(0.75)

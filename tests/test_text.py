@@ -59,7 +59,7 @@ def test_sentiment_task_splits_and_probe(text_task):
     assert text_task.y_train.mean() == pytest.approx(0.5, abs=0.02)
     X, y, sensitive = text_task.split("counterfactual")
     assert list(X.columns) == ["text", "instance"] and set(sensitive) == {"female", "male"}
-    assert text_task.split("valid")[2] is None and text_task.group_split("valid")[0] is X
+    assert text_task.split("valid")[2] is None and text_task.fairness_split("valid") == "counterfactual"
     assert small_text_task().fingerprint == text_task.fingerprint != small_text_task(seed=1).fingerprint
     with pytest.raises(ValueError, match="unknown split"):
         text_task.split("probe")
@@ -202,17 +202,7 @@ def test_trainer_callback_reports_each_evaluation_and_prunes_inside_the_trainer(
     from motune.integrations.transformers import MotuneCallback
     from motune.models.transformers import TextClassifier, load_classifier
 
-    class Texts:
-        def __init__(self, clf, X, y):
-            self.enc, self.y = clf.encode(X), [int(v) for v in y]
-
-        def __len__(self):
-            return len(self.y)
-
-        def __getitem__(self, i):
-            return {**{k: v[i] for k, v in self.enc.items()}, "labels": self.y[i]}
-
-    trainers = {}
+    trainers, returned = {}, []
 
     def space(trial):
         trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
@@ -229,10 +219,11 @@ def test_trainer_callback_reports_each_evaluation_and_prunes_inside_the_trainer(
             per_device_train_batch_size=16, eval_strategy="epoch", save_strategy="epoch", report_to="none",
             logging_strategy="no", disable_tqdm=True, seed=ctx.seed, use_cpu=True)
         callback = MotuneCallback(ctx, wrap)
-        trainer = transformers.Trainer(model=model, args=args, train_dataset=Texts(wrap(model), task.X_train, task.y_train),
-                                       eval_dataset=Texts(wrap(model), task.X_valid, task.y_valid), callbacks=[callback])
+        trainer = transformers.Trainer(model=model, args=args, train_dataset=wrap(model).dataset(task.X_train, task.y_train),
+                                       eval_dataset=wrap(model).dataset(task.X_valid, task.y_valid), callbacks=[callback])
         trainers[ctx.trial_number] = (trainer, callback)
-        trainer.train()
+        trainer.train()  # returns normally when pruned: the Trainer finishes; motune ends the trial pruned
+        returned.append(ctx.trial_number)
         return wrap(model)
 
     study = mt.Study(name="tiny-text", task=text_task, space=space, train=train,
@@ -244,6 +235,7 @@ def test_trainer_callback_reports_each_evaluation_and_prunes_inside_the_trainer(
     result = study.optimize(n_trials=4, show_progress=False)
     states = {r.number: r.state for r in result.records()}
     assert states == {0: "COMPLETE", 1: "PRUNED", 2: "COMPLETE", 3: "PRUNED"}
+    assert returned == [0, 1, 2, 3]  # train returned every time; the runner ended trials 1 and 3 as pruned
     for r in result.records():
         trainer, callback = trainers[r.number]
         reports = {int(k.split(":")[-1]): v for k, v in result.study.trials[r.number].system_attrs.items()
@@ -252,8 +244,9 @@ def test_trainer_callback_reports_each_evaluation_and_prunes_inside_the_trainer(
         assert reports[1]["latency_p95_ms"] == reports[0]["latency_p95_ms"]  # static values carried forward
         if r.state == "PRUNED":
             step = r.attrs["pruned"]["step"]
-            assert max(reports) == step == callback.evaluations < 3  # the Trainer stopped at the pruned evaluation
-            assert trainer.state.epoch == pytest.approx(step)
+            assert max(reports) == step == callback.last_step < 3  # the Trainer stopped at the pruned evaluation
+            assert trainer.state.epoch == pytest.approx(step) and not trainer.is_in_train  # it finished cleanly
+            assert isinstance(callback.pruned, optuna.TrialPruned)
             assert not list((tmp_path / f"t{r.number}").glob(f"checkpoint-*{trainer.state.global_step}"))
             assert r.attrs["pruned"]["rule"] == "every_other"
         else:

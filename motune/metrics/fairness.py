@@ -9,8 +9,9 @@ MetricFrame (``difference()`` and ``group_min()``, between groups, as
 fairlearn's ``demographic_parity_difference`` / ``equalized_odds_difference``
 compute them), whose by-group table (count, accuracy, selection rate, TPR,
 FPR per group) is returned as details, so it is stored on every trial.
-Fairness is measured where the task says groups are (``task.group_split``):
-a tabular task's split itself, a text task's counterfactual probe.
+Fairness is measured where the task says groups are (``task.fairness_split``):
+a tabular task's split itself, a text task's counterfactual probe; the
+details name the split measured.
 
 ``counterfactual(model, task) -> Measurement`` with
 ``counterfactual_flip_rate`` (over every pair of probe rows of one instance
@@ -26,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from fairlearn import metrics as flm
 from sklearn.metrics import accuracy_score
 
@@ -41,7 +43,8 @@ FAIRNESS_METRICS = ("demographic_parity_difference", "equalized_odds_difference"
 )
 def fairness(model: Any, task: Any, *, split: str = "valid") -> Measurement:
     """Group gaps (fairlearn) and the per-group table on one split."""
-    X, y, sensitive = task.group_split(split) if hasattr(task, "group_split") else task.split(split)
+    split = task.fairness_split(split) if hasattr(task, "fairness_split") else split
+    X, y, sensitive = task.split(split)
     if sensitive is None:
         raise MetricError(f"split {split!r} of task {task.name!r} has no sensitive feature to measure fairness on")
     y_true = y.to_numpy()
@@ -95,11 +98,11 @@ def counterfactual(model: Any, task: Any, *, examples: int = 5) -> Measurement:
     probe = getattr(task, "X_probe", None)
     if probe is None or "instance" not in probe.columns:
         raise MetricError(f"task {task.name!r} has no counterfactual probe (a TextTask has one)")
-    X, _y, sensitive = task.group_split("valid")
+    X, _y, sensitive = task.split(task.fairness_split("valid"))
     predicted = np.asarray(model.predict(X))
     scores = np.asarray(model.scores(X), dtype=float)
     groups = np.asarray(sensitive, dtype=str)
-    instance = X["instance"].to_numpy()
+    instance = pd.factorize(X["instance"])[0]  # any hashable instance ids
     order = np.argsort(instance, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(instance[order]) != 0])
     bounds = np.r_[starts, len(order)]

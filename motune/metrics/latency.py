@@ -122,8 +122,9 @@ class LatencyStats:
     max_ms: float
     total_s: float
     stopped_by: str
-    p50_ci_low_ms: float = float("nan")  # distribution-free CONFIDENCE interval of the median
+    p50_ci_low_ms: float = float("nan")  # distribution-free interval of the median (within this run)
     p50_ci_high_ms: float = float("nan")
+    p50_ci_confidence: float = float("nan")  # its coverage: CONFIDENCE or more, less with under 6 samples
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,30 +158,35 @@ def time_calls(
             break
     arr = np.asarray(samples)
     p50, p90, p95, p99 = np.percentile(arr, [50, 90, 95, 99])
-    low, high = median_ci(arr)
+    low, high, confidence = median_ci(arr)
     return LatencyStats(
         batch_size=batch_size, count=len(arr), warmup=warmup,
         p50_ms=float(p50), p90_ms=float(p90), p95_ms=float(p95), p99_ms=float(p99),
         mean_ms=float(arr.mean()), min_ms=float(arr.min()), max_ms=float(arr.max()),
         total_s=float(time.perf_counter() - began), stopped_by=stopped_by,
-        p50_ci_low_ms=low, p50_ci_high_ms=high,
+        p50_ci_low_ms=low, p50_ci_high_ms=high, p50_ci_confidence=confidence,
     )
 
 
-def median_ci(samples: Any, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """A distribution-free confidence interval of the median: the order statistics
-    ``x(l)``, ``x(n-l+1)`` with ``l`` the largest rank whose binomial(n, 1/2) tail is at most
-    ``(1 - confidence) / 2``; ``(min, max)`` when ``n`` is too small for that."""
+def median_ci(samples: Any, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """A distribution-free confidence interval of the median and its exact coverage.
+
+    The order statistics ``x(l)``, ``x(n-l+1)`` with ``l`` the largest rank whose binomial(n, 1/2)
+    tail ``P(B <= l - 1)`` is at most ``(1 - confidence) / 2``; coverage ``1 - 2 P(B <= l - 1)``.
+    With too few samples for that (n < 6 at 95 %) it is ``(min, max)`` with its lower coverage.
+    The samples are taken as independent: this is the precision of one run's median, not of
+    the host's drift between runs.
+    """
     from scipy.stats import binom
 
     x = np.sort(np.asarray(samples, dtype=float))
     n = len(x)
     if n == 0:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), float("nan")
     l = int(binom.ppf((1 - confidence) / 2, n, 0.5))  # P(B <= l - 1) <= alpha / 2 for B ~ Bin(n, 1/2)
     if l < 1:
-        return float(x[0]), float(x[-1])
-    return float(x[l - 1]), float(x[n - l])
+        return float(x[0]), float(x[-1]), float(1 - 2 * 0.5 ** n)
+    return float(x[l - 1]), float(x[n - l]), float(1 - 2 * binom.cdf(l - 1, n, 0.5))
 
 
 def lock_path() -> str:
@@ -202,7 +208,7 @@ def thread_counts() -> dict[str, Any]:
 
 
 def check_latency_options(*, batch_size: int = 256, warmup: int = 5, min_count: int = 30, min_time_s: float = 0.2,
-                          max_time_s: float = 10.0, device: str | None = None, threads: int | None = None) -> None:
+                          max_time_s: float = 10.0, device: Any = None, threads: int | None = None) -> None:
     """Raise ``ValueError`` for option values :func:`latency` cannot use."""
     if batch_size < 1 or warmup < 0 or min_count < 1 or min_time_s < 0 or max_time_s <= 0:
         raise ValueError(
@@ -247,6 +253,7 @@ def gpu_state(device: str, *, cuda: Any = None, nvml: Any = None) -> dict[str, A
         import torch
 
         cuda = torch.cuda
+    device = str(device)
     index = int(device.split(":")[1]) if ":" in device else cuda.current_device()
     state: dict[str, Any] = {"name": cuda.get_device_name(index)}
     if nvml is None:
@@ -258,10 +265,7 @@ def gpu_state(device: str, *, cuda: Any = None, nvml: Any = None) -> dict[str, A
     try:
         nvml.nvmlInit()
         try:
-            uuid = str(getattr(cuda.get_device_properties(index), "uuid", ""))
-            # torch's index counts visible devices only; the UUID names the same GPU for NVML
-            handle = (nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
-                      if uuid else nvml.nvmlDeviceGetHandleByIndex(index))
+            handle = _nvml_handle(nvml, str(getattr(cuda.get_device_properties(index), "uuid", "")))
             state["sm_clock_mhz"] = int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM))
             state["memory_clock_mhz"] = int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM))
             state["temperature_c"] = int(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
@@ -272,26 +276,66 @@ def gpu_state(device: str, *, cuda: Any = None, nvml: Any = None) -> dict[str, A
     return state
 
 
+def _nvml_handle(nvml: Any, uuid: str) -> Any:
+    """The NVML handle of the GPU torch calls ``uuid``. torch's index counts only visible devices
+    (``CUDA_VISIBLE_DEVICES``), so the UUID, not the index, names the same GPU for NVML; a MIG
+    slice's clocks and temperature are its parent GPU's."""
+    if not uuid:
+        raise LookupError("torch reports no UUID for this device, so NVML cannot be matched to it")
+    if uuid.startswith(("GPU-", "MIG-")):
+        return nvml.nvmlDeviceGetHandleByUUID(uuid)
+    try:
+        return nvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
+    except Exception:
+        mig = nvml.nvmlDeviceGetHandleByUUID(f"MIG-{uuid}")
+        return nvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(mig)
+
+
 def timed_call(model: Any, X: Any) -> tuple[Callable[[], Any], str]:
     """The zero-argument call latency times for rows ``X``, and what it is.
 
     A :class:`~motune.models.torch.TorchClassifier`: its forward pass on inputs encoded
-    here, once (fixed shapes), in ``eval()`` and ``torch.inference_mode()``. Anything else:
+    here, once (fixed shapes); run it inside :func:`serving_mode`. Anything else:
     ``model.predict(X)``.
     """
-    from motune.models.torch import TorchClassifier, evaluating
+    from motune.models.torch import TorchClassifier
 
     if isinstance(model, TorchClassifier):
-        import torch
-
         inputs = model.inputs(X)
-
-        def forward() -> Any:
-            with evaluating(model.module), torch.inference_mode():
-                return model.forward(inputs)
-
-        return forward, "forward"
+        return (lambda: model.forward(inputs)), "forward"
     return (lambda: model.predict(X)), "predict"
+
+
+@contextlib.contextmanager
+def serving_mode(model: Any) -> Iterator[None]:
+    """For a torch model: ``eval()`` and ``torch.inference_mode()`` around the whole timing run
+    (entered once, so switching modes is not in any sample); nothing for other models."""
+    from motune.models.torch import TorchClassifier, evaluating
+
+    if not isinstance(model, TorchClassifier):
+        yield
+        return
+    import torch
+
+    with evaluating(model.module), torch.inference_mode():
+        yield
+
+
+def _check_device(model: Any, device: Any) -> str:
+    """The device to time on: the model's own; ``device`` may only name it (for a model motune
+    cannot place, e.g. one with no torch parameters, it is taken as given)."""
+    actual = device_of(model)
+    if device is None:
+        return actual
+    asked = str(device)
+    torch = sys.modules.get("torch")
+    placed = torch is not None and (isinstance(model, torch.nn.Module) or isinstance(getattr(model, "module", None),
+                                                                                    torch.nn.Module))
+    same = asked == actual or (asked == "cuda" and actual == "cuda:0") or (asked == "cuda:0" and actual == "cuda")
+    if placed and not same:
+        raise ValueError(f"latency device={asked!r}, but the model is on {actual!r}: move the model, "
+                         "or leave device unset to time it where it is")
+    return asked
 
 
 @register_metric(LATENCY_METRICS, key="latency", validate=check_latency_options, static=True)
@@ -305,12 +349,12 @@ def latency(
     min_count: int = 30,
     min_time_s: float = 0.2,
     max_time_s: float = 10.0,
-    device: str | None = None,
+    device: Any = None,
     threads: int | None = None,
 ) -> Measurement:
     """Latency percentiles at batch size 1 and at ``batch_size``, and throughput."""
     raw = unwrap(model)
-    device = device or device_of(raw)
+    device = _check_device(raw, device)
     timer = timer_for(device)
     X = task.split(split)[0]
     if len(X) == 0:
@@ -324,7 +368,7 @@ def latency(
     with FileLock(lock_path()):
         waited_s = time.perf_counter() - asked
         gpu_before = gpu_state(device) if cuda else None
-        with fixed_threads(None if cuda else threads) as thread_count:
+        with fixed_threads(None if cuda else threads) as thread_count, serving_mode(raw):
             one = time_calls(single, timer=timer, batch_size=1, **options)
             many = time_calls(batch, timer=timer, batch_size=rows, **options)
             threads_seen = None if cuda else thread_counts()

@@ -160,7 +160,10 @@ def text_robustness(model: Any, task: Any, *, split: str = "valid", typo_rate: f
 
 def check_adversarial_options(*, eps: float = 0.1, steps: int = 1, seed: int = 0, batch_size: int = 1024) -> None:
     """Raise ``ValueError`` for option values :func:`adversarial` cannot use."""
-    if not eps > 0 or isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or batch_size < 1:
+    def positive_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    if not eps > 0 or not positive_int(steps) or not positive_int(batch_size):
         raise ValueError(f"need eps > 0, an int steps >= 1 and batch_size >= 1; got eps={eps}, steps={steps}, "
                          f"batch_size={batch_size}")
 
@@ -181,6 +184,8 @@ def adversarial(model: Any, task: Any, *, split: str = "valid", eps: float = 0.1
     if any("quantized" in type(m).__module__ for m in raw.module.modules()):
         raise MetricError("a quantized (int8) module has no input gradient: attack the float model")
     X, y, _ = task.split(split)
+    if len(X) == 0:
+        raise MetricError(f"split {split!r} has no rows to attack")
     labels = torch.from_numpy(np.array(y, dtype=np.int64))
     generator = torch.Generator().manual_seed(seed)
     step_size = eps if steps == 1 else 2.5 * eps / steps
@@ -190,6 +195,9 @@ def adversarial(model: Any, task: Any, *, split: str = "valid", eps: float = 0.1
             x0 = raw.inputs(X.iloc[start:start + batch_size])
             if not torch.is_tensor(x0) or not x0.is_floating_point():
                 raise MetricError("adversarial accuracy needs one floating-point input tensor")
+            if x0.ndim != 2 or x0.shape[1] != len(raw.continuous):
+                raise MetricError(f"continuous marks {len(raw.continuous)} features, but the inputs have shape "
+                                  f"{tuple(x0.shape)}; it needs one flag per input feature")
             target = labels[start:start + batch_size].to(x0.device)
             mask = torch.as_tensor(raw.continuous, dtype=x0.dtype, device=x0.device)
             delta = torch.zeros_like(x0)

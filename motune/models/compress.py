@@ -40,10 +40,7 @@ def quantize_int8(module: Any) -> Any:
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
         from torch.ao.quantization import quantize_dynamic
 
-        was_training = module.training
-        quantized = quantize_dynamic(copy.deepcopy(module).eval(), {torch.nn.Linear}, dtype=torch.qint8)
-    module.train(was_training)
-    return quantized
+        return quantize_dynamic(copy.deepcopy(module).eval(), {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def keep_layers(model: Any, n: int, *, which: str = "spread") -> Any:

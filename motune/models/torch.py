@@ -24,14 +24,15 @@ from motune.models import device_of
 
 @contextlib.contextmanager
 def evaluating(module: Any) -> Iterator[Any]:
-    """``module.eval()`` for the block, then its training mode as it was (Trainer callbacks
-    measure a model mid-training)."""
-    was_training = module.training
+    """``module.eval()`` for the block, then every submodule's mode as it was (Trainer callbacks
+    measure a model mid-training; a submodule deliberately kept in eval mode stays there)."""
+    modes = [(m, m.training) for m in module.modules()]
     module.eval()
     try:
         yield module
     finally:
-        module.train(was_training)
+        for m, training in modes:
+            m.training = training
 
 
 class TorchClassifier:
@@ -71,12 +72,20 @@ class TorchClassifier:
         return device_of(self.module)
 
     def inputs(self, X: Any) -> Any:
-        """Encoded inputs for rows ``X`` on the module's device."""
+        """Encoded inputs for rows ``X`` on the module's device; floating-point inputs in the
+        module's floating-point dtype (a module cast to half precision gets half inputs)."""
         encoded = self.encode(X)
         device = self.device
+        dtype = next((p.dtype for p in self.module.parameters() if p.is_floating_point()), None)
+
+        def place(t: Any) -> Any:
+            if dtype is not None and t.is_floating_point():
+                return t.to(device=device, dtype=dtype)
+            return t.to(device)
+
         if isinstance(encoded, dict) or hasattr(encoded, "keys"):
-            return {k: v.to(device) for k, v in encoded.items()}
-        return encoded.to(device)
+            return {k: place(v) for k, v in encoded.items()}
+        return place(encoded)
 
     def forward(self, inputs: Any) -> Any:
         """Logits for encoded ``inputs`` (no mode or grad handling: callers decide)."""
@@ -130,6 +139,9 @@ def fit(
         raise ValueError(f"need epochs >= 0 and batch_size >= 1, got epochs={epochs}, batch_size={batch_size}")
     if (ctx is None) != (model is None):
         raise ValueError("pass ctx and model together: motune measures model at each epoch's report")
+    if groups is not None and loss is None:
+        raise ValueError("groups= is for a group-aware loss such as motune.losses.FairnessPenalizedLoss; "
+                         "pass loss= too (plain cross-entropy takes no groups)")
     if len(X) != len(y) or (groups is not None and len(groups) != len(y)):
         raise ValueError(f"X, y (and groups) need the same number of rows, got {len(X)}, {len(y)}"
                          + ("" if groups is None else f", {len(groups)}"))

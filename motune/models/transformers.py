@@ -3,7 +3,8 @@
 :class:`TextClassifier` is a :class:`~motune.models.torch.TorchClassifier`
 whose rows are texts (a ``text`` column): the tokenizer pads and truncates
 every input to ``max_length`` tokens, so timed inputs have fixed shapes and
-``max_length`` is a latency knob. :func:`load_classifier` loads a backbone
+``max_length`` is a latency knob; ``dataset(X, y)`` is the tokenised training
+or evaluation set a ``Trainer`` reads. :func:`load_classifier` loads a backbone
 (a hub name or a local folder) with a fresh two-class head, offline when
 ``HF_HUB_OFFLINE=1``.
 """
@@ -26,11 +27,32 @@ class TextClassifier(TorchClassifier):
         self.max_length = max_length
         super().__init__(model, self._encode, batch_size=batch_size, continuous=None)
 
+    def dataset(self, X: Any, y: Any) -> TextDataset:
+        """Rows ``X`` tokenised once, with labels ``y``: the map-style dataset a ``Trainer`` reads."""
+        return TextDataset(self.encode(X), y)
+
     def _encode(self, X: Any) -> dict[str, Any]:
         texts = X["text"].astype(str).tolist() if hasattr(X, "columns") else [str(t) for t in X]
         encoded = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.max_length,
                                  return_tensors="pt")
         return dict(encoded)
+
+
+class TextDataset:
+    """Tokenised texts (a dict of tensors, one row per text) and their integer labels."""
+
+    def __init__(self, encoded: dict[str, Any], labels: Any) -> None:
+        self.encoded = encoded
+        self.labels = [int(v) for v in labels]
+        rows = {len(v) for v in encoded.values()}
+        if rows != {len(self.labels)}:
+            raise ValueError(f"{len(self.labels)} labels for {sorted(rows)} encoded rows")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**{k: v[i] for k, v in self.encoded.items()}, "labels": self.labels[i]}
 
 
 def load_classifier(backbone: str | Path, *, num_labels: int = 2, seed: int | None = None) -> tuple[Any, Any]:
