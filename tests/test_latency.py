@@ -151,3 +151,25 @@ def test_median_ci_reports_its_coverage():
     assert median_ci(np.arange(30.0))[2] == pytest.approx(1 - 2 * 0.021387, abs=1e-4)
     low, high, coverage = median_ci([5.0, 1.0, 3.0])
     assert (low, high) == (1.0, 5.0) and coverage == pytest.approx(0.75)
+
+
+class FakeMigNvml(FakeNvml):
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        self.calls.append(("uuid", uuid))
+        if uuid.startswith("GPU-"):
+            raise RuntimeError("NVML_ERROR_NOT_FOUND")
+        return "mig-slice"
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle):
+        assert handle == "mig-slice"
+        return "parent"
+
+    def nvmlDeviceGetTemperature(self, handle, kind):
+        assert handle == "parent"  # a MIG slice's temperature is its GPU's
+        return 55
+
+
+def test_gpu_state_under_mig_reads_the_parent_gpu():
+    nvml = FakeMigNvml()
+    state = gpu_state("cuda:0", cuda=FakeTorchCuda(), nvml=nvml)
+    assert state["temperature_c"] == 55 and ("uuid", "MIG-" + FakeProps.uuid) in nvml.calls
