@@ -11,7 +11,7 @@
 
 from importlib import metadata as _metadata
 
-from motune import data, integrations, metrics, pruning
+from motune import data, integrations, metrics, pruning, viz
 from motune.frontier import Result, TrialRecord
 from motune.metrics.registry import Measurement, MetricError, UnknownMetricError, register_metric
 from motune.runner import DEFAULT_STORAGE, StorageError, TrialContext, load_study
@@ -50,4 +50,5 @@ __all__ = [
     "minimize",
     "pruning",
     "register_metric",
+    "viz",
 ]

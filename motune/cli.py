@@ -131,16 +131,26 @@ def report(
     name: str = typer.Argument(..., help="Study name."),
     output: Path = typer.Option(Path("report.html"), "--output", "-o", help="HTML file to write."),
     storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    png: bool = typer.Option(False, "--png", help="Also write each figure as a PNG into <output stem>_figures/ "
+                                                  "(needs kaleido and a Chrome or Chromium)."),
 ) -> None:
-    """Write a self-contained HTML report of a stored study."""
-    from motune.viz.report import write_report
+    """Write a self-contained HTML report of a stored study (every figure that applies)."""
+    from motune.viz.report import PngExportError, write_report
 
     try:
         result = load_study(name, storage=storage)
     except (SpecError, StorageError) as e:
         raise _fail(str(e)) from None
-    path = write_report(result, output)
+    folder = output.with_name(f"{output.stem}_figures") if png else None
+    try:
+        path, pngs = write_report(result, output, png_dir=folder)
+    except PngExportError as e:
+        err.print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB); no PNGs: {e}", highlight=False,
+                  soft_wrap=True)
+        return
     err.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)
+    if png:
+        err.print(f"wrote {len(pngs)} PNG figure(s) to {folder}", highlight=False)
 
 
 @app.command()

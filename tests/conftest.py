@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import optuna
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -64,3 +65,47 @@ def make_study(task_, storage, **overrides) -> mt.Study:
     )
     kwargs.update(overrides)
     return mt.Study(**kwargs)
+
+
+# ---------------------------------------------------------------- a study with every record the figures read
+
+from motune.pruning import Decision, PruningPolicy  # noqa: E402
+
+EVIL = "<img src=x onerror=alert(1)>"
+
+
+class OddAtStep2(PruningPolicy):
+    name = "odd_trials"
+
+    def decide(self, ctx):
+        return Decision(self.name, "odd peers") if ctx.step == 2 and len(ctx.peers) % 2 == 1 else None
+
+
+def _reported_space(trial):
+    trial.suggest_float("C", 1e-3, 10.0, log=True)
+    trial.suggest_categorical("solver", ["lbfgs", "liblinear"])
+    trial.suggest_categorical(EVIL, ["a", "b"])
+
+
+def _reported_train(params, task, ctx):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    model = make_pipeline(task.preprocessor(), LogisticRegression(C=params["C"], solver=params["solver"]))
+    model.fit(task.X_train, task.y_train)
+    for step in (1, 2, 3):
+        ctx.report(step, model)
+    return model
+
+
+@pytest.fixture(scope="session")
+def reported_result():
+    """A finished study whose trials report (half pruned), measure latency and store per-group tables;
+    a parameter name is hostile HTML."""
+    task = mt.Task.from_frame(make_frame(), label="y", sensitive="group", seed=0, name="synthetic")
+    study = make_study(task, optuna.storages.InMemoryStorage(), space=_reported_space, train=_reported_train, pruning=OddAtStep2(),
+                       metrics=["latency_p95_ms"], metric_options=FAST_LATENCY,
+                       constraints=[mt.at_most("equalized_odds_difference", 0.2)])
+    return study.optimize(n_trials=8, show_progress=False)
+
+

@@ -1,6 +1,32 @@
-"""plotly figures from plain data gathered from a study, and the HTML report."""
+"""plotly figures from plain data gathered from a study, and the HTML report.
 
+Every figure takes a :class:`motune.Result`, an ``optuna.Study`` or a
+``motune.Study`` and returns a ``plotly.graph_objects.Figure``; each is built
+in two steps (an ``_get_..._info`` function gathering plain data, then
+drawing), so the data part is tested without pixels.
+"""
+
+from motune.viz.groups import plot_group_fairness
+from motune.viz.history import plot_hypervolume_history, reference_point
+from motune.viz.latency import plot_latency
 from motune.viz.pareto import plot_pareto_front
-from motune.viz.report import render_report, write_report
+from motune.viz.pruning import plot_pruning
+from motune.viz._common import as_result
+from motune.viz.report import PngExportError, export_pngs, render_report, report_figures, write_report
+from motune.viz.tradeoffs import plot_parallel_coordinates, plot_param_importances
 
-__all__ = ["plot_pareto_front", "render_report", "write_report"]
+__all__ = [
+    "PngExportError",
+    "export_pngs",
+    "plot_group_fairness",
+    "plot_hypervolume_history",
+    "plot_latency",
+    "plot_parallel_coordinates",
+    "plot_param_importances",
+    "plot_pareto_front",
+    "plot_pruning",
+    "reference_point",
+    "render_report",
+    "report_figures",
+    "write_report",
+]

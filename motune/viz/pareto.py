@@ -4,23 +4,26 @@ Built in two steps, as Optuna's visualization is: :func:`_get_pareto_info`
 gathers plain data from a :class:`~motune.Result` (tested without pixels),
 :func:`plot_pareto_front` draws it with plotly. One objective: value per
 trial; two: a 2-D scatter; three: 3-D; more: a scatter matrix. The feasible
-front, feasible but dominated trials and infeasible trials are told apart;
-a constraint on a plotted metric is drawn as a bound line (2-D).
+front, feasible but dominated trials, infeasible trials and pruned trials (at
+the values of their last report) are told apart; a constraint on a plotted
+metric is drawn as a bound line (2-D) or a bound plane (3-D). Hover shows the
+trial's params and metrics.
 """
 
 from __future__ import annotations
 
-import html
 from typing import Any, NamedTuple
 
 import plotly.graph_objects as go
 
 from motune.frontier import Result, TrialRecord
+from motune.viz._common import as_result, axis_title, esc, fmt, reports_of, unit_of  # noqa: F401
 
 CATEGORIES = {  # category -> (legend name, colour, marker symbol)
     "front": ("feasible front", "#d62728", "circle"),
     "dominated": ("feasible, dominated", "#1f77b4", "circle-open"),
     "infeasible": ("infeasible", "#a0a0a0", "x"),
+    "pruned": ("pruned (at its last report)", "#ff7f0e", "triangle-down-open"),
 }
 
 
@@ -31,34 +34,13 @@ class _ParetoInfo(NamedTuple):
     bounds: list[tuple[int, str, float]]  # (axis index, op, bound) for constraints on plotted metrics
 
 
-def unit_of(metric: str) -> str:
-    """The unit a metric's name ends in (``_ms`` -> ms, ``_per_s`` -> 1/s), else ''."""
-    for suffix, unit in (("_per_s", "1/s"), ("_ms", "ms"), ("_s", "s"), ("_mb", "MB")):
-        if metric.endswith(suffix):
-            return unit
-    return ""
-
-
-def axis_title(metric: str, direction: str | None = None) -> str:
-    unit = unit_of(metric)
-    parts = [unit] if unit else []
-    if direction:
-        parts.append("higher is better" if direction == "maximize" else "lower is better")
-    name = html.escape(metric)
-    return f"{name} ({', '.join(parts)})" if parts else name
-
-
-def hover_text(record: TrialRecord, metrics: list[str]) -> str:
+def hover_text(record: TrialRecord, names: list[str], *, values: dict | None = None) -> str:
+    """Trial number, the ``names`` metrics (from ``values``, default the trial's final metrics), params."""
+    values = record.metrics if values is None else values
     lines = [f"<b>trial {record.number}</b>"]
-    lines += [f"{html.escape(m)} = {_fmt(record.metrics.get(m))}" for m in metrics]
-    lines += [f"{html.escape(str(k))}: {html.escape(_fmt(v))}" for k, v in record.params.items()]
+    lines += [f"{esc(m)} = {fmt(values.get(m))}" for m in names]
+    lines += [f"{esc(str(k))}: {esc(fmt(v))}" for k, v in record.params.items()]
     return "<br>".join(lines)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "n/a" if value is None else str(value)
 
 
 def _get_pareto_info(result: Result, objectives: list[str] | None = None) -> _ParetoInfo:
@@ -69,7 +51,17 @@ def _get_pareto_info(result: Result, objectives: list[str] | None = None) -> _Pa
         raise ValueError(f"{unknown} are not objectives of study {result.name!r}; objectives: {list(by_metric)}")
     hover_metrics = list(dict.fromkeys(axes + [c.metric for c in result.constraints]))
     points: dict[str, list] = {c: [] for c in CATEGORIES}
+    reports = reports_of(result)
     for r in result.records():
+        if r.state == "PRUNED" and reports.get(r.number):
+            last = reports[r.number][max(reports[r.number])]
+            values = tuple(last.get(a) for a in axes)
+            if all(v is not None for v in values):
+                pruned = r.attrs.get("pruned", {})
+                hover = hover_text(r, hover_metrics, values=last) + (
+                    f"<br>pruned at step {esc(pruned.get('step'))} by {esc(pruned.get('rule'))}")
+                points["pruned"].append((r.number, values, hover))
+            continue
         if r.feasible is None:
             continue
         values = tuple(r.metrics.get(a) for a in axes)
@@ -82,8 +74,10 @@ def _get_pareto_info(result: Result, objectives: list[str] | None = None) -> _Pa
     return _ParetoInfo(axes, titles, points, bounds)
 
 
-def plot_pareto_front(result: Result, *, objectives: list[str] | None = None) -> go.Figure:
-    """The study's trials in objective space, front highlighted."""
+def plot_pareto_front(study: Any, *, objectives: list[str] | None = None) -> go.Figure:
+    """The study's trials in objective space, front highlighted (a Result, an optuna.Study or a
+    motune.Study)."""
+    result = as_result(study)
     info = _get_pareto_info(result, objectives)
     fig = go.Figure()
     n = len(info.axes)
@@ -100,12 +94,14 @@ def plot_pareto_front(result: Result, *, objectives: list[str] | None = None) ->
             fig.add_trace(go.Scatter(x=cols[0], y=cols[1], mode="markers", marker=marker, **common))
         elif n == 3:
             marker["size"] = 5 if category == "front" else 4
-            marker["symbol"] = {"circle-open": "circle-open", "x": "x"}.get(symbol, "circle")
+            # WebGL markers: "x" draws as a box in software GL (headless Chromium), "cross" does not
+            marker["symbol"] = {"circle-open": "circle-open", "x": "cross", "triangle-down-open": "diamond-open"}.get(
+                symbol, "circle")
             fig.add_trace(go.Scatter3d(x=cols[0], y=cols[1], z=cols[2], mode="markers", marker=marker, **common))
         else:
-            dims = [dict(label=html.escape(a), values=c) for a, c in zip(info.axes, cols)]
+            dims = [dict(label=esc(a), values=c) for a, c in zip(info.axes, cols)]
             fig.add_trace(go.Splom(dimensions=dims, marker=dict(color=colour, size=5), diagonal_visible=False, **common))
-    title = f"Pareto front: {html.escape(result.name)}"
+    title = f"Pareto front: {esc(result.name)}"
     if n == 1:
         fig.update_layout(xaxis_title="trial", yaxis_title=info.titles[0])
     elif n == 2:
@@ -114,6 +110,27 @@ def plot_pareto_front(result: Result, *, objectives: list[str] | None = None) ->
             line = dict(line_dash="dash", line_color="#555", annotation_text=f"{op} {bound:g}")
             (fig.add_vline if axis == 0 else fig.add_hline)(bound, **line)
     elif n == 3:
-        fig.update_layout(scene=dict(xaxis_title=info.titles[0], yaxis_title=info.titles[1], zaxis_title=info.titles[2]))
+        titles = [t.replace(" (", "<br>(", 1) for t in info.titles]  # shorter lines in the 3-D scene
+        fig.update_layout(scene=dict(xaxis_title=titles[0], yaxis_title=titles[1], zaxis_title=titles[2]),
+                          scene_camera=dict(eye=dict(x=1.6, y=1.6, z=0.9)))
+        _bound_planes(fig, info)
     fig.update_layout(title=title, template="plotly_white", legend_title_text="trials", height=600)
     return fig
+
+
+def _bound_planes(fig: go.Figure, info: _ParetoInfo) -> None:
+    """A translucent plane at each constraint bound on a 3-D axis, spanning the points' range."""
+    values = [v for pts in info.points.values() for _, v, _ in pts]
+    if not values or not info.bounds:
+        return
+    lows = [min(v[i] for v in values) for i in range(3)]
+    highs = [max(v[i] for v in values) for i in range(3)]
+    for axis, op, bound in info.bounds:
+        others = [i for i in range(3) if i != axis]
+        a = [lows[others[0]], highs[others[0]]]
+        b = [lows[others[1]], highs[others[1]]]
+        grid = {others[0]: [[a[0], a[1]], [a[0], a[1]]], others[1]: [[b[0], b[0]], [b[1], b[1]]],
+                axis: [[bound, bound], [bound, bound]]}
+        fig.add_trace(go.Surface(x=grid[0], y=grid[1], z=grid[2], showscale=False, opacity=0.25,
+                                 colorscale=[[0, "#555"], [1, "#555"]], hoverinfo="skip",
+                                 name=f"{esc(info.axes[axis])} {op} {bound:g}", showlegend=True))

@@ -1,6 +1,12 @@
-"""A self-contained HTML report of a study: spec, counts, the Pareto front
-figure (plotly.js inlined, so it works offline), the front as a table and
-provenance. Every text that comes from a user is HTML-escaped."""
+"""A self-contained HTML report of a study: spec, counts, every figure that
+applies (plotly.js inlined once, so it works offline), the front as a table
+and provenance. Every text that comes from a user is HTML-escaped.
+
+:func:`report_figures` lists the figures that apply to a study;
+:func:`export_pngs` writes each as a PNG with kaleido, which needs a
+Chrome / Chromium (Debian's ``chromium`` works; kaleido finds it on the
+PATH or through ``BROWSER_PATH``).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from motune.frontier import Result
+from motune.viz.groups import plot_group_fairness
+from motune.viz.history import plot_hypervolume_history
+from motune.viz.latency import plot_latency
 from motune.viz.pareto import plot_pareto_front
+from motune.viz.pruning import plot_pruning
+from motune.viz.tradeoffs import plot_param_importances, plot_parallel_coordinates
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
@@ -21,7 +32,56 @@ th, td { border: 1px solid #ddd; padding: 0.25rem 0.5rem; text-align: right; }
 th { background: #f4f4f4; } td.text, th.text { text-align: left; }
 .scroll { overflow-x: auto; max-width: 100%; }
 pre { background: #f7f7f7; padding: 0.75rem; overflow-x: auto; font-size: 0.8rem; }
+.figure { margin: 0.5rem 0 2rem; }
 """
+
+
+class PngExportError(RuntimeError):
+    """PNG export is not possible here (no kaleido, or no Chrome / Chromium for it)."""
+
+
+def report_figures(result: Result) -> list[tuple[str, str, Any]]:
+    """``(key, heading, figure)`` for every figure that applies to the study, in report order."""
+    records = result.records()
+    complete = [r for r in records if r.state == "COMPLETE"]
+    figures: list[tuple[str, str, Any]] = []
+    if not complete:
+        return figures
+    figures.append(("pareto_front", "Pareto front", plot_pareto_front(result)))
+    if any(r.feasible for r in complete):
+        figures.append(("hypervolume_history", "Hypervolume history", plot_hypervolume_history(result)))
+    if any(r.params for r in complete):
+        figures.append(("parallel_coordinates", "Parameters to objectives", plot_parallel_coordinates(result)))
+        if len(complete) >= 2:
+            figures.append(("param_importances", "Parameter importance", plot_param_importances(result)))
+    if any(r.on_front and r.attrs.get("fairness") for r in complete):
+        figures.append(("group_fairness", "Per-group fairness of the front", plot_group_fairness(result)))
+    if any(r.attrs.get("latency") for r in complete):
+        figures.append(("latency", "Latency", plot_latency(result)))
+    if any(k.startswith("motune:report:") for t in result.study.get_trials(deepcopy=False) for k in t.system_attrs):
+        figures.append(("pruning", "Pruning", plot_pruning(result)))
+    return figures
+
+
+def export_pngs(figures: list[tuple[str, str, Any]], folder: str | Path, *, width: int = 1100) -> list[Path]:
+    """Write each figure as ``<folder>/<key>.png`` (kaleido + Chrome / Chromium); returns the paths."""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        raise PngExportError("PNG export needs kaleido: pip install kaleido (and a Chrome or Chromium, e.g. "
+                             "apt-get install chromium)") from None
+    import plotly.io as pio
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{key}.png" for key, _, _ in figures]
+    try:
+        pio.write_images([f for _, _, f in figures], paths, format="png", width=width,
+                         height=[f.layout.height or 500 for _, _, f in figures])
+    except Exception as err:  # kaleido raises its own error types when no browser can be started
+        raise PngExportError(f"PNG export failed ({type(err).__name__}: {err}); kaleido needs a Chrome or "
+                             "Chromium: install one (apt-get install chromium) or set BROWSER_PATH to it") from None
+    return paths
 
 
 def _esc(value: Any) -> str:
@@ -33,8 +93,9 @@ def _table(frame) -> str:
     return f"<div class='scroll'>{html_table}</div>"
 
 
-def render_report(result: Result) -> str:
-    """The report as one HTML string."""
+def render_report(result: Result, figures: list[tuple[str, str, Any]] | None = None) -> str:
+    """The report as one HTML string (``figures``: from :func:`report_figures`, computed if not given)."""
+    figures = report_figures(result) if figures is None else figures
     info = result.info
     counts = result.summary()
     front = result.front()
@@ -56,12 +117,13 @@ def render_report(result: Result) -> str:
         f"<tr><th class='text'>metrics measured on</th><td class='text'>{_esc(info.get('split', 'valid'))} split</td></tr>",
         "<tr><th class='text'>trials</th><td class='text'>"
         + _esc(", ".join(f"{k} {v}" for k, v in counts.items())) + "</td></tr></table>",
-        "<h2>Pareto front</h2>",
     ]
-    if complete:
-        parts.append(plot_pareto_front(result).to_html(full_html=False, include_plotlyjs=True))
-    else:
-        parts.append("<p>No completed trial yet.</p>")
+    if not figures:
+        parts.append("<h2>Figures</h2><p>No completed trial yet.</p>")
+    for i, (key, heading, fig) in enumerate(figures):
+        parts.append(f"<h2 id='{key}'>{_esc(heading)}</h2><div class='figure'>")
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=i == 0, div_id=f"fig-{key}"))
+        parts.append("</div>")
     parts.append(f"<h2>Front ({len(front)} feasible non-dominated trials)</h2>")
     parts.append(_table(front) if len(front) else "<p>No feasible trial yet.</p>")
     if prov:
@@ -82,8 +144,14 @@ def _task_line(task: dict[str, Any]) -> str:
     )
 
 
-def write_report(result: Result, path: str | Path) -> Path:
-    """Write the report to ``path``; returns the path."""
+def write_report(result: Result, path: str | Path, *, png_dir: str | Path | None = None) -> tuple[Path, list[Path]]:
+    """Write the report to ``path`` and, with ``png_dir``, each figure as a PNG there.
+
+    Returns the report's path and the PNG paths. The HTML is written first, so a
+    :class:`PngExportError` (no kaleido or no browser for it) leaves a complete report.
+    """
     path = Path(path)
-    path.write_text(render_report(result), encoding="utf-8")
-    return path
+    figures = report_figures(result)
+    path.write_text(render_report(result, figures), encoding="utf-8")
+    pngs = export_pngs(figures, png_dir) if png_dir is not None and figures else []
+    return path, pngs

@@ -1,0 +1,76 @@
+"""What every figure shares: reading a study or a result, axis titles with units, escaping."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from motune.frontier import Result
+
+REPORT_ATTR_PREFIX = "motune:report:"
+
+
+def as_result(obj: Any) -> Result:
+    """A :class:`~motune.Result` from a Result, an ``optuna.Study`` or a ``motune.Study`` spec."""
+    import optuna
+
+    from motune.spec import Study
+
+    if isinstance(obj, Result):
+        return obj
+    if isinstance(obj, optuna.Study):
+        return Result(obj)
+    if isinstance(obj, Study):
+        from motune.runner import load_study
+
+        return load_study(obj.name, storage=obj.storage)
+    raise TypeError(f"expected a motune Result, an optuna.Study or a motune.Study, got {type(obj).__name__}")
+
+
+def esc(value: Any) -> str:
+    """Text from a user (study, parameter, metric, group names) as plotly shows it: HTML-escaped."""
+    return html.escape(str(value), quote=True)
+
+
+def unit_of(metric: str) -> str:
+    """The unit a metric's name ends in (``_ms`` -> ms, ``_per_s`` -> 1/s), else ''."""
+    for suffix, unit in (("_per_s", "1/s"), ("_ms", "ms"), ("_s", "s"), ("_mb", "MB")):
+        if metric.endswith(suffix):
+            return unit
+    return ""
+
+
+def axis_title(metric: str, direction: str | None = None) -> str:
+    unit = unit_of(metric)
+    parts = [unit] if unit else []
+    if direction:
+        parts.append("higher is better" if direction == "maximize" else "lower is better")
+    name = esc(metric)
+    return f"{name} ({', '.join(parts)})" if parts else name
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "n/a" if value is None else str(value)
+
+
+def reports_of(result: Result) -> dict[int, dict[int, dict[str, float]]]:
+    """Intermediate reports by trial number, then step (from the trials' system attributes)."""
+    out: dict[int, dict[int, dict[str, float]]] = {}
+    for t in result.study.get_trials(deepcopy=False):
+        for key, value in t.system_attrs.items():
+            if key.startswith(REPORT_ATTR_PREFIX):
+                number, step = key[len(REPORT_ATTR_PREFIX):].split(":")
+                if int(number) == t.number:
+                    out.setdefault(t.number, {})[int(step)] = value
+    return out
+
+
+def empty_figure(message: str) -> Any:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.add_annotation(text=esc(message), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_layout(template="plotly_white", xaxis_visible=False, yaxis_visible=False, height=250)
+    return fig

@@ -1,0 +1,95 @@
+"""Hypervolume of the feasible front after each trial.
+
+:func:`_get_hypervolume_history_info` gathers plain data, :func:`plot_hypervolume_history`
+draws it. The hypervolume is updated incrementally: the current feasible
+front is kept; a feasible completed trial that the front dominates (or
+equals) leaves it, and the hypervolume, unchanged; otherwise the trial joins
+the front, the points it dominates leave, and the hypervolume of the new
+front alone is computed (Optuna's exact algorithm). Infeasible, pruned and
+failed trials leave it unchanged.
+
+Reference point rule (:func:`reference_point`), written on the figure: per
+objective, the worst value among the feasible completed trials, moved
+outwards by 10 % of that objective's range over them (10 % of its magnitude,
+or 1, when the range is 0), so every feasible trial contributes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import plotly.graph_objects as go
+
+from motune.frontier import Result
+from motune.viz._common import as_result, empty_figure, esc, fmt
+
+RULE = "worst feasible value per objective, moved outwards by 10 % of its range"
+
+
+class _HypervolumeHistoryInfo(NamedTuple):
+    trials: list[int]  # every finished trial, in number order
+    hypervolume: list[float]  # of the feasible front after that trial
+    front_size: list[int]
+    reference: dict[str, float]  # metric -> reference value (in the metric's units)
+    rule: str
+
+
+def reference_point(result: Result) -> dict[str, float]:
+    """The reference point by :data:`RULE` (raises ``ValueError`` with no feasible trial)."""
+    feasible = [r for r in result.records() if r.feasible]
+    if not feasible:
+        raise ValueError(f"study {result.name!r} has no feasible completed trial yet")
+    reference = {}
+    for o in result.objectives:
+        values = np.array([r.metrics[o.metric] for r in feasible], dtype=float)
+        worst = values.min() if o.direction == "maximize" else values.max()
+        span = float(values.max() - values.min()) or (abs(float(worst)) or 1.0)
+        reference[o.metric] = float(worst - 0.1 * span if o.direction == "maximize" else worst + 0.1 * span)
+    return reference
+
+
+def _get_hypervolume_history_info(result: Result, reference: dict[str, float] | None = None) -> _HypervolumeHistoryInfo:
+    from optuna._hypervolume import compute_hypervolume
+
+    reference = reference or reference_point(result)
+    missing = [o.metric for o in result.objectives if o.metric not in reference]
+    if missing:
+        raise ValueError(f"reference lacks {missing}")
+    sign = np.array([-1.0 if o.direction == "maximize" else 1.0 for o in result.objectives])
+    ref = sign * np.array([reference[o.metric] for o in result.objectives], dtype=float)
+    front = np.empty((0, len(ref)))
+    hv, trials, values, sizes = 0.0, [], [], []
+    for r in result.records():
+        if r.state not in ("COMPLETE", "PRUNED", "FAIL"):
+            continue
+        if r.feasible:
+            p = sign * np.array([r.metrics[o.metric] for o in result.objectives], dtype=float)
+            covered = len(front) and bool(np.any(np.all(front <= p, axis=1)))
+            if not covered:
+                front = np.vstack([front[~np.all(p <= front, axis=1)], p])
+                inside = front[np.all(front < ref, axis=1)]
+                hv = float(compute_hypervolume(inside, ref)) if len(inside) else 0.0
+        trials.append(r.number)
+        values.append(hv)
+        sizes.append(len(front))
+    return _HypervolumeHistoryInfo(trials, values, sizes, reference, RULE)
+
+
+def plot_hypervolume_history(study: Any, *, reference: dict[str, float] | None = None) -> go.Figure:
+    """Hypervolume of the feasible front after each finished trial, with the reference point stated."""
+    result = as_result(study)
+    try:
+        info = _get_hypervolume_history_info(result, reference)
+    except ValueError as err:
+        return empty_figure(f"Hypervolume history: {err}")
+    fig = go.Figure(go.Scatter(
+        x=info.trials, y=info.hypervolume, mode="lines+markers", line_shape="hv", name="feasible hypervolume",
+        customdata=info.front_size, hovertemplate="trial %{x}<br>hypervolume %{y:.4g}<br>front %{customdata}<extra></extra>"))
+    ref_text = ", ".join(f"{esc(k)} = {fmt(v)}" for k, v in info.reference.items())
+    rule = esc(info.rule if reference is None else "given by the caller")
+    fig.add_annotation(text=f"reference point: {ref_text}<br>({rule})", xref="paper", yref="paper", x=0, y=1.12,
+                       showarrow=False, align="left", font=dict(size=11))
+    fig.update_layout(title=f"Hypervolume of the feasible front: {esc(result.name)}", xaxis_title="trial",
+                      yaxis_title="hypervolume", template="plotly_white", height=420, margin=dict(t=110))
+    return fig

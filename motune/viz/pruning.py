@@ -1,0 +1,69 @@
+"""What pruning did: how many trials each rule ended, at which step, and the compute saved.
+
+Compute is counted in steps (epochs, boosting stages: whatever the train
+function reports): a trial that reported is charged its last reported step
+(a pruned one, the step it was pruned at); the budget is the largest step a
+completed trial reported, for every trial that reported. Saved = 1 - used /
+budget.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, NamedTuple
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from motune.frontier import Result
+from motune.viz._common import as_result, empty_figure, esc, reports_of
+
+
+class _PruningInfo(NamedTuple):
+    by_rule: dict[str, int]  # rule -> trials it ended
+    steps: dict[str, list[int]]  # rule -> the step of each trial it ended
+    used_steps: int
+    budget_steps: int
+    reporting_trials: int
+    saved_fraction: float | None
+
+
+def _get_pruning_info(result: Result) -> _PruningInfo:
+    reports = reports_of(result)
+    records = result.records()
+    pruned = [r for r in records if r.state == "PRUNED"]
+    by_rule = Counter(str(r.attrs.get("pruned", {}).get("rule", "unknown")) for r in pruned)
+    steps: dict[str, list[int]] = {}
+    for r in pruned:
+        info = r.attrs.get("pruned", {})
+        steps.setdefault(str(info.get("rule", "unknown")), []).append(int(info.get("step", 0)))
+    complete_steps = [max(reports[r.number]) for r in records if r.state == "COMPLETE" and reports.get(r.number)]
+    full = max(complete_steps) if complete_steps else max((max(s) for s in reports.values()), default=0)
+    reporting = [r for r in records if reports.get(r.number) and r.state in ("COMPLETE", "PRUNED")]
+    used = sum(max(reports[r.number]) for r in reporting)
+    budget = full * len(reporting)
+    saved = (1 - used / budget) if budget else None
+    return _PruningInfo(dict(by_rule), steps, used, budget, len(reporting), saved)
+
+
+def plot_pruning(study: Any) -> go.Figure:
+    """Trials ended per rule, the steps they were ended at, and the compute saved (in steps)."""
+    result = as_result(study)
+    info = _get_pruning_info(result)
+    if not info.reporting_trials:
+        return empty_figure("Pruning: no trial reported intermediate results")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["trials ended per rule", "step at which they were ended"])
+    rules = sorted(info.by_rule)
+    fig.add_trace(go.Bar(x=[esc(r) for r in rules], y=[info.by_rule[r] for r in rules], name="trials pruned",
+                         marker_color="#ff7f0e", showlegend=False), row=1, col=1)
+    for rule in rules:
+        counts = Counter(info.steps[rule])
+        fig.add_trace(go.Bar(x=sorted(counts), y=[counts[s] for s in sorted(counts)], name=esc(rule)), row=1, col=2)
+    saved = "n/a" if info.saved_fraction is None else f"{100 * info.saved_fraction:.0f} %"
+    fig.update_layout(barmode="stack", template="plotly_white", height=400,
+                      title=f"Pruning: {sum(info.by_rule.values())} of {info.reporting_trials} reporting trials ended "
+                            f"early; compute saved {saved} ({info.used_steps} of {info.budget_steps} steps): "
+                            f"{esc(result.name)}")
+    fig.update_xaxes(title_text="step", dtick=1, row=1, col=2)
+    fig.update_yaxes(title_text="trials", row=1, col=1)
+    return fig

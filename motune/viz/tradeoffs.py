@@ -1,0 +1,117 @@
+"""Parameters to objectives: parallel coordinates and per-objective parameter importance.
+
+Each figure is gathered (``_get_..._info``, plain data) then drawn.
+Importances come from Optuna's evaluators (fANOVA by default, seeded), one
+evaluation per objective over the completed trials.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import plotly.graph_objects as go
+
+from motune.frontier import Result
+from motune.viz._common import as_result, axis_title, empty_figure, esc
+
+
+class _Dimension(NamedTuple):
+    label: str
+    values: list[float]
+    tickvals: list[float] | None
+    ticktext: list[str] | None
+
+
+class _ParallelInfo(NamedTuple):
+    dimensions: list[_Dimension]  # params first, then objectives
+    color: list[float]  # the first objective
+    color_title: str
+    trials: list[int]
+
+
+def _get_parallel_info(result: Result, params: list[str] | None = None) -> _ParallelInfo:
+    complete = [r for r in result.records() if r.state == "COMPLETE"
+                and all(r.metrics.get(o.metric) is not None for o in result.objectives)]
+    names = params if params is not None else sorted({k for r in complete for k in r.params})
+    distributions = {}
+    for t in result.study.get_trials(deepcopy=False):
+        distributions.update(t.distributions)
+    dims = []
+    for name in names:
+        rows = [r for r in complete if name in r.params]
+        if len(rows) < len(complete) or not rows:  # a conditional parameter: not on every trial
+            continue
+        raw = [r.params[name] for r in rows]
+        dist = distributions.get(name)
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw):
+            log = bool(getattr(dist, "log", False)) and all(v > 0 for v in raw)
+            values = [math.log10(v) for v in raw] if log else [float(v) for v in raw]
+            dims.append(_Dimension(esc(f"log10({name})" if log else name), values, None, None))
+        else:
+            choices = list(getattr(dist, "choices", None) or dict.fromkeys(map(str, raw)))
+            labels = [str(c) for c in choices]
+            codes = [float(labels.index(str(v))) for v in raw]
+            dims.append(_Dimension(esc(name), codes, list(map(float, range(len(labels)))), [esc(c) for c in labels]))
+    for o in result.objectives:
+        dims.append(_Dimension(axis_title(o.metric, o.direction), [float(r.metrics[o.metric]) for r in complete],
+                               None, None))
+    first = result.objectives[0]
+    return _ParallelInfo(dims, [float(r.metrics[first.metric]) for r in complete], esc(first.metric),
+                         [r.number for r in complete])
+
+
+def plot_parallel_coordinates(study: Any, *, params: list[str] | None = None) -> go.Figure:
+    """Completed trials from parameters to objectives, coloured by the first objective."""
+    result = as_result(study)
+    info = _get_parallel_info(result, params)
+    if not info.trials:
+        return empty_figure("Parallel coordinates: no completed trial yet")
+    dims = [dict(label=d.label, values=d.values, **({"tickvals": d.tickvals, "ticktext": d.ticktext}
+                                                     if d.tickvals is not None else {})) for d in info.dimensions]
+    fig = go.Figure(go.Parcoords(dimensions=dims, line=dict(color=info.color, colorscale="Viridis", showscale=True,
+                                                            colorbar=dict(title=info.color_title))))
+    fig.update_layout(title=f"Parameters to objectives: {esc(result.name)} ({len(info.trials)} completed trials)",
+                      template="plotly_white", height=480, margin=dict(l=80, r=80))
+    return fig
+
+
+class _ImportanceInfo(NamedTuple):
+    importances: dict[str, dict[str, float]]  # objective metric -> param -> importance (sums to 1)
+    evaluator: str
+    trials: int
+
+
+def _get_importance_info(result: Result, evaluator: Any = None) -> _ImportanceInfo:
+    import optuna
+
+    complete = [t for t in result.study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) < 2:
+        raise ValueError("parameter importance needs at least 2 completed trials")
+    evaluator = evaluator or optuna.importance.FanovaImportanceEvaluator(seed=0)
+    out = {}
+    for i, o in enumerate(result.objectives):
+        out[o.metric] = dict(optuna.importance.get_param_importances(
+            result.study, evaluator=evaluator, target=lambda t, i=i: t.values[i], normalize=True))
+    return _ImportanceInfo(out, type(evaluator).__name__, len(complete))
+
+
+def plot_param_importances(study: Any, *, evaluator: Any = None) -> go.Figure:
+    """Per objective, how much of its variance each parameter explains (Optuna's evaluators)."""
+    result = as_result(study)
+    try:
+        info = _get_importance_info(result, evaluator)
+    except (ValueError, RuntimeError) as err:
+        return empty_figure(f"Parameter importance: {err}")
+    params = sorted({p for imp in info.importances.values() for p in imp})
+    fig = go.Figure()
+    for metric, imp in info.importances.items():
+        fig.add_trace(go.Bar(y=[esc(p) for p in params], x=[imp.get(p, 0.0) for p in params], orientation="h",
+                             name=esc(metric)))
+    fig.update_layout(barmode="group", title=f"Parameter importance per objective: {esc(result.name)} "
+                      f"({esc(info.evaluator)}, {info.trials} completed trials)", xaxis_title="importance (share)",
+                      template="plotly_white", height=max(300, 60 + 28 * len(params) * max(1, len(info.importances))))
+    return fig
+
+
+__all__ = ["plot_parallel_coordinates", "plot_param_importances"]

@@ -1,0 +1,96 @@
+"""The figures' gathered data (no pixels), on a real study with pruning, latency and per-group tables."""
+
+import math
+
+import optuna
+import plotly.graph_objects as go
+import pytest
+
+import motune as mt
+from conftest import EVIL, make_study
+from motune.viz.groups import _get_group_info
+from motune.viz.history import RULE, _get_hypervolume_history_info, reference_point
+from motune.viz.latency import _get_latency_info
+from motune.viz.pruning import _get_pruning_info
+from motune.viz.tradeoffs import _get_importance_info, _get_parallel_info
+
+
+
+def test_hypervolume_history_is_incremental_and_matches_a_recomputation(reported_result):
+    info = _get_hypervolume_history_info(reported_result)
+    assert info.rule == RULE and set(info.reference) == {"accuracy", "demographic_parity_difference"}
+    records = [r for r in reported_result.records() if r.state in ("COMPLETE", "PRUNED")]
+    assert info.trials == [r.number for r in records]
+    assert all(b >= a for a, b in zip(info.hypervolume, info.hypervolume[1:]))  # never decreases
+    for i, number in enumerate(info.trials):  # equals the hypervolume of all feasible trials so far
+        upto = [r.number for r in records if r.number <= number]
+        assert info.hypervolume[i] == pytest.approx(reported_result.hypervolume(info.reference, trials=upto))
+    assert info.hypervolume[-1] > 0
+    ref = reference_point(reported_result)
+    feasible = [r for r in reported_result.records() if r.feasible]
+    accs = [r.metrics["accuracy"] for r in feasible]
+    assert ref["accuracy"] == pytest.approx(min(accs) - 0.1 * (max(accs) - min(accs)))
+
+
+def test_parallel_coordinates_encode_log_and_categorical_params(reported_result):
+    info = _get_parallel_info(reported_result)
+    labels = [d.label for d in info.dimensions]
+    assert labels[:3] == ["&lt;img src=x onerror=alert(1)&gt;", "log10(C)", "solver"]  # params sorted by name
+    assert labels[3:] == ["accuracy (higher is better)", "demographic_parity_difference (lower is better)"]
+    complete = [r for r in reported_result.records() if r.state == "COMPLETE"]
+    assert info.trials == [r.number for r in complete]
+    assert info.dimensions[1].values == pytest.approx([math.log10(r.params["C"]) for r in complete])
+    solver = info.dimensions[2]
+    assert solver.ticktext == ["lbfgs", "liblinear"]
+    assert solver.values == [float(["lbfgs", "liblinear"].index(r.params["solver"])) for r in complete]
+
+
+def test_importances_per_objective(reported_result):
+    info = _get_importance_info(reported_result)
+    assert set(info.importances) == {"accuracy", "demographic_parity_difference"}
+    for imp in info.importances.values():
+        assert set(imp) <= {"C", "solver", EVIL} and sum(imp.values()) == pytest.approx(1.0)
+
+
+def test_group_bars_come_from_the_stored_tables(reported_result):
+    info = _get_group_info(reported_result)
+    front = [int(t) for t in reported_result.front()["trial"]]
+    assert list(info.bars) == front[:5] and info.groups == ["a", "b"]
+    records = {r.number: r for r in reported_result.records()}
+    first = records[front[0]].attrs["fairness"]["by_group"]
+    assert info.bars[front[0]]["selection_rate"] == {row["group"]: row["selection_rate"] for row in first}
+    assert _get_group_info(reported_result, trials=[front[-1]]).bars.keys() == {front[-1]}
+    with pytest.raises(ValueError, match="no trial"):
+        _get_group_info(reported_result, trials=[999])
+
+
+def test_latency_info_and_pruning_info(reported_result):
+    info = _get_latency_info(reported_result)
+    complete = [r for r in reported_result.records() if r.state == "COMPLETE"]
+    assert info.trials == [r.number for r in complete] and info.device == "cpu"
+    assert all(s["p50_ci_low_ms"] <= s["p50_ms"] <= s["p50_ci_high_ms"] for s in info.stats)
+    pruning = _get_pruning_info(reported_result)
+    assert pruning.by_rule == {"odd_trials": 4} and pruning.steps == {"odd_trials": [2, 2, 2, 2]}
+    assert pruning.budget_steps == 8 * 3 and pruning.used_steps == 4 * 3 + 4 * 2
+    assert pruning.saved_fraction == pytest.approx(1 - 20 / 24)
+
+
+def test_every_figure_takes_a_result_or_an_optuna_study(reported_result):
+    for fn in (mt.viz.plot_pareto_front, mt.viz.plot_hypervolume_history, mt.viz.plot_parallel_coordinates,
+               mt.viz.plot_param_importances, mt.viz.plot_group_fairness, mt.viz.plot_latency, mt.viz.plot_pruning):
+        for arg in (reported_result, reported_result.study):
+            fig = fn(arg)
+            assert isinstance(fig, go.Figure) and fig.data, fn.__name__
+            assert EVIL not in fig.to_json()
+    with pytest.raises(TypeError, match="expected a motune Result"):
+        mt.viz.plot_latency("not a study")
+    pareto = mt.viz.plot_pareto_front(reported_result)
+    assert any(t.name.startswith("pruned") for t in pareto.data)  # pruned trials at their last report
+
+
+def test_a_study_without_trials_gives_messages_not_errors(task):
+    res = mt.Result(mt.runner.open_study(make_study(task, optuna.storages.InMemoryStorage())))
+    assert mt.viz.report_figures(res) == []
+    assert "no feasible completed trial" in mt.viz.plot_hypervolume_history(res).layout.annotations[0].text
+    assert "no completed trial" in mt.viz.plot_parallel_coordinates(res).layout.annotations[0].text
+    assert "at least 2 completed trials" in mt.viz.plot_param_importances(res).layout.annotations[0].text
