@@ -36,7 +36,7 @@ def test_parallel_coordinates_encode_log_and_categorical_params(reported_result)
     info = _get_parallel_info(reported_result)
     labels = [d.label for d in info.dimensions]
     assert labels[:3] == ["&lt;img src=x onerror=alert(1)&gt;", "log10(C)", "solver"]  # params sorted by name
-    assert labels[3:] == ["accuracy (higher is better)", "demographic_parity_difference (lower is better)"]
+    assert labels[3:] == ["accuracy \u2191", "demographic_parity_difference \u2193"]
     complete = [r for r in reported_result.records() if r.state == "COMPLETE"]
     assert info.trials == [r.number for r in complete]
     assert info.dimensions[1].values == pytest.approx([math.log10(r.params["C"]) for r in complete])

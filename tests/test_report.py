@@ -86,3 +86,21 @@ def test_report_of_an_empty_study(task):
 
     page = render_report(mt.Result(open_study(study)))
     assert "No completed trial yet" in page and "Plotly.newPlot" not in page
+
+
+def test_png_export_without_a_browser_says_why_and_still_writes_the_report(task, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    make_study(task, url, name="no-browser").optimize(n_trials=2, show_progress=False)
+    bin_dir = str(Path(sys.executable).parent)  # no /usr/bin: no chromium; BROWSER_PATH points nowhere
+    env = {**os.environ, "PATH": bin_dir, "BROWSER_PATH": str(tmp_path / "no-chrome")}
+    out = tmp_path / "r.html"
+    ran = subprocess.run([os.path.join(bin_dir, "motune"), "report", "no-browser", "-o", str(out), "--storage", url,
+                          "--png"], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "no PNGs" in ran.stderr and "Chrome or Chromium" in ran.stderr
+    assert out.stat().st_size > 1_000_000 and not (tmp_path / "r_figures").exists()

@@ -73,12 +73,15 @@ def export_pngs(figures: list[tuple[str, str, Any]], folder: str | Path, *, widt
     import plotly.io as pio
 
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{key}.png" for key, _, _ in figures]
     try:
         pio.write_images([f for _, _, f in figures], paths, format="png", width=width,
                          height=[f.layout.height or 500 for _, _, f in figures])
     except Exception as err:  # kaleido raises its own error types when no browser can be started
+        if created and not any(folder.iterdir()):
+            folder.rmdir()
         raise PngExportError(f"PNG export failed ({type(err).__name__}: {err}); kaleido needs a Chrome or "
                              "Chromium: install one (apt-get install chromium) or set BROWSER_PATH to it") from None
     return paths

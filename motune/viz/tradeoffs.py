@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import plotly.graph_objects as go
 
 from motune.frontier import Result
-from motune.viz._common import as_result, axis_title, empty_figure, esc
+from motune.viz._common import as_result, empty_figure, esc, unit_of
 
 
 class _Dimension(NamedTuple):
@@ -53,8 +53,10 @@ def _get_parallel_info(result: Result, params: list[str] | None = None) -> _Para
             labels = [str(c) for c in choices]
             codes = [float(labels.index(str(v))) for v in raw]
             dims.append(_Dimension(esc(name), codes, list(map(float, range(len(labels)))), [esc(c) for c in labels]))
-    for o in result.objectives:
-        dims.append(_Dimension(axis_title(o.metric, o.direction), [float(r.metrics[o.metric]) for r in complete],
+    for o in result.objectives:  # short labels (arrows for the direction): parallel axes sit close together
+        unit = f" ({unit_of(o.metric)})" if unit_of(o.metric) else ""
+        arrow = "\u2191" if o.direction == "maximize" else "\u2193"
+        dims.append(_Dimension(f"{esc(o.metric)}{unit} {arrow}", [float(r.metrics[o.metric]) for r in complete],
                                None, None))
     first = result.objectives[0]
     return _ParallelInfo(dims, [float(r.metrics[first.metric]) for r in complete], esc(first.metric),
@@ -69,10 +71,10 @@ def plot_parallel_coordinates(study: Any, *, params: list[str] | None = None) ->
         return empty_figure("Parallel coordinates: no completed trial yet")
     dims = [dict(label=d.label, values=d.values, **({"tickvals": d.tickvals, "ticktext": d.ticktext}
                                                      if d.tickvals is not None else {})) for d in info.dimensions]
-    fig = go.Figure(go.Parcoords(dimensions=dims, line=dict(color=info.color, colorscale="Viridis", showscale=True,
+    fig = go.Figure(go.Parcoords(dimensions=dims, labelangle=-15, line=dict(color=info.color, colorscale="Viridis", showscale=True,
                                                             colorbar=dict(title=info.color_title))))
     fig.update_layout(title=f"Parameters to objectives: {esc(result.name)} ({len(info.trials)} completed trials)",
-                      template="plotly_white", height=480, margin=dict(l=80, r=80))
+                      template="plotly_white", height=500, margin=dict(l=80, r=80, t=130))
     return fig
 
 
