@@ -135,21 +135,21 @@ def report(
                                                   "(needs kaleido and a Chrome or Chromium)."),
 ) -> None:
     """Write a self-contained HTML report of a stored study (every figure that applies)."""
-    from motune.viz.report import PngExportError, write_report
+    from motune.viz.report import PngExportError, export_pngs, report_figures, write_report
 
     try:
         result = load_study(name, storage=storage)
     except (SpecError, StorageError) as e:
         raise _fail(str(e)) from None
-    folder = output.with_name(f"{output.stem}_figures") if png else None
-    try:
-        path, pngs = write_report(result, output, png_dir=folder)
-    except PngExportError as e:
-        err.print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB); no PNGs: {e}", highlight=False,
-                  soft_wrap=True)
-        return
+    figures = report_figures(result)
+    path = write_report(result, output, figures=figures)
     err.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)
-    if png:
+    if png and figures:
+        folder = output.with_name(f"{output.stem}_figures")
+        try:
+            pngs = export_pngs(figures, folder)
+        except PngExportError as e:
+            raise _fail(f"no PNGs written (the HTML report is complete): {e}") from None
         err.print(f"wrote {len(pngs)} PNG figure(s) to {folder}", highlight=False)
 
 

@@ -38,8 +38,11 @@ CHECK = """<script>window.addEventListener('load', () => setTimeout(() => {
   const divs = [...document.querySelectorAll('.plotly-graph-div')];
   const drawn = divs.filter(d => d._fullLayout && d.querySelector('.main-svg') &&
                                  d.getBoundingClientRect().height > 100).map(d => d.id);
+  const rects = Object.fromEntries(divs.map(d => { const r = d.getBoundingClientRect();
+    return [d.id, [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height]]; }));
   const pre = document.createElement('pre'); pre.id = 'motune-check';
-  pre.textContent = JSON.stringify({errors: window.__errors, figures: divs.map(d => d.id), drawn: drawn});
+  pre.textContent = JSON.stringify({errors: window.__errors, figures: divs.map(d => d.id), drawn: drawn,
+                                    rects: rects, height: document.documentElement.scrollHeight});
   document.body.appendChild(pre);
 }, 1500));</script>"""
 
@@ -61,32 +64,50 @@ def report(reported_result, tmp_path_factory):
     return path
 
 
-def test_report_loads_without_errors_and_draws_every_figure(report, tmp_path):
-    page = report.read_text()
-    assert EVIL not in page  # user text is escaped
-    assert "<script src=" not in page and page.count("<script") >= 8  # plotly.js inlined, nothing fetched
+def _probe(page, tmp_path):
     probed = tmp_path / "probed.html"
     probed.write_text(page.replace("<head>", "<head>" + PROBE, 1).replace("</body>", CHECK + "</body>", 1))
-    run = chromium("--virtual-time-budget=30000", "--dump-dom", probed.as_uri())
+    run = chromium("--virtual-time-budget=30000", "--window-size=1200,900", "--dump-dom", probed.as_uri())
     found = re.search(r'<pre id="motune-check">(.*?)</pre>', run.stdout, re.S)
     assert found, run.stderr[-2000:]
-    check = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+# An annotation-only figure (no data) measures about 0.0010 coloured and 120-130 colours in its plot
+# area; the sparsest real figure here (8 overlapping Pareto points) about 0.0019 and 290.
+def _inked(image, box=None):
+    """Share of coloured pixels (data marks; grid lines, text and background are grey) and the
+    number of distinct colours in ``box`` (the whole image by default)."""
+    pixels = np.asarray(image.convert("RGB").crop(box) if box else image.convert("RGB")).reshape(-1, 3).astype(int)
+    coloured = (pixels.max(axis=1) - pixels.min(axis=1)) > 40
+    return float(coloured.mean()), len(np.unique(pixels, axis=0))
+
+
+def test_report_loads_without_errors_and_draws_every_figure(report, tmp_path):
+    page = report.read_text()
+    assert EVIL not in page and "\\u003cimg src=x" not in page  # user text escaped, in HTML and in figure JSON
+    assert "<script src=" not in page and page.count("<script") >= 8  # plotly.js inlined, nothing fetched
+    check = _probe(page, tmp_path)
     assert check["errors"] == []
     expected = [f"fig-{key}" for key, _, _ in mt.viz.report_figures(REPORTED["result"])]
     assert check["figures"] == expected and len(expected) == 7 and sorted(check["drawn"]) == sorted(expected)
 
 
-def test_report_screenshot_is_not_blank(report, tmp_path):
+def test_report_screenshot_shows_every_figure(report, tmp_path):
+    """Each figure's plot area (its box minus title and margins) in a screenshot of the page is drawn on."""
     from PIL import Image
 
+    check = _probe(report.read_text(), tmp_path)
+    height = min(int(check["height"]) + 50, 16000)
     shot = tmp_path / "shot.png"
-    run = chromium("--virtual-time-budget=30000", "--window-size=1200,2400", f"--screenshot={shot}", report.as_uri())
+    run = chromium("--virtual-time-budget=30000", f"--window-size=1200,{height}", f"--screenshot={shot}",
+                   report.as_uri())
     assert shot.exists(), run.stderr[-2000:]
-    image = Image.open(shot).convert("RGB")
-    pixels = np.asarray(image).reshape(-1, 3).astype(int)
-    non_white = float((pixels.sum(axis=1) < 720).mean())
-    colours = len(np.unique(pixels, axis=0))
-    assert image.size == (1200, 2400) and non_white > 0.03 and colours > 200
+    image = Image.open(shot)
+    for figure, (x, y, w, h) in check["rects"].items():
+        box = (int(x + 0.1 * w), int(y + 0.25 * h), int(x + 0.8 * w), int(y + 0.9 * h))
+        ink, colours = _inked(image, box)
+        assert ink > 0.0012 and colours > 150, (figure, ink, colours)
 
 
 def test_png_export_of_every_figure(reported_result, tmp_path):
@@ -96,8 +117,10 @@ def test_png_export_of_every_figure(reported_result, tmp_path):
     paths = mt.viz.export_pngs(figures, tmp_path / "figures")
     assert [p.name for p in paths] == [f"{key}.png" for key, _, _ in figures]
     for path in paths:
-        image = Image.open(path).convert("L")
-        assert image.size[0] == 1100 and image.getextrema()[0] < 100  # something dark is drawn on it
+        image = Image.open(path)
+        w, h = image.size
+        ink, colours = _inked(image, (int(0.1 * w), int(0.25 * h), int(0.8 * w), int(0.9 * h)))  # the plot area
+        assert w == 1100 and ink > 0.0012 and colours > 150, (path.name, ink, colours)
 
 
 def test_cli_report_with_png(task, tmp_path):

@@ -1,5 +1,6 @@
 """The figures' gathered data (no pixels), on a real study with pruning, latency and per-group tables."""
 
+import json
 import math
 
 import optuna
@@ -76,12 +77,19 @@ def test_latency_info_and_pruning_info(reported_result):
 
 
 def test_every_figure_takes_a_result_or_an_optuna_study(reported_result):
+    escaped = "&lt;img src=x onerror=alert(1)&gt;"
+    seen_escaped = set()
     for fn in (mt.viz.plot_pareto_front, mt.viz.plot_hypervolume_history, mt.viz.plot_parallel_coordinates,
                mt.viz.plot_param_importances, mt.viz.plot_group_fairness, mt.viz.plot_latency, mt.viz.plot_pruning):
         for arg in (reported_result, reported_result.study):
             fig = fn(arg)
             assert isinstance(fig, go.Figure) and fig.data, fn.__name__
-            assert EVIL not in fig.to_json()
+            texts = list(_strings(json.loads(fig.to_json())))  # what plotly.js will read, decoded
+            assert not [t for t in texts if EVIL in t], fn.__name__  # never as raw markup
+            if any(escaped in t for t in texts):
+                seen_escaped.add(fn.__name__)
+    # the hostile parameter name is shown (escaped) where parameters are named
+    assert {"plot_pareto_front", "plot_parallel_coordinates", "plot_param_importances"} <= seen_escaped
     with pytest.raises(TypeError, match="expected a motune Result"):
         mt.viz.plot_latency("not a study")
     pareto = mt.viz.plot_pareto_front(reported_result)
@@ -94,3 +102,56 @@ def test_a_study_without_trials_gives_messages_not_errors(task):
     assert "no feasible completed trial" in mt.viz.plot_hypervolume_history(res).layout.annotations[0].text
     assert "no completed trial" in mt.viz.plot_parallel_coordinates(res).layout.annotations[0].text
     assert "at least 2 completed trials" in mt.viz.plot_param_importances(res).layout.annotations[0].text
+
+
+def _strings(node):
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for v in node.values():
+            yield from _strings(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _strings(v)
+
+
+def test_hypervolume_is_computed_only_when_a_trial_enters_the_front(reported_result, monkeypatch):
+    import optuna._hypervolume as hv
+
+    calls = []
+    real = hv.compute_hypervolume
+    monkeypatch.setattr(hv, "compute_hypervolume", lambda *a, **k: calls.append(len(a[0])) or real(*a, **k))
+    info = _get_hypervolume_history_info(reported_result)
+    feasible = sum(1 for r in reported_result.records() if r.feasible)
+    # at most one call per feasible trial after the first, each over (a clip of) the front only,
+    # never over every feasible trial so far
+    assert len(calls) <= feasible - 1 and all(n <= max(info.front_size) for n in calls)
+    assert len(calls) < len(info.trials)
+
+
+def test_conditional_parameters_sit_at_an_na_tick(task):
+    def space(trial):
+        kind = trial.suggest_categorical("kind", ["small", "large"])
+        if kind == "large":
+            trial.suggest_float("C", 1e-2, 10.0, log=True)
+        else:
+            trial.suggest_categorical("fit_intercept", [True, False])
+
+    def train(params, task_, ctx):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+
+        model = LogisticRegression(C=params.get("C", 1.0), fit_intercept=params.get("fit_intercept", True))
+        return make_pipeline(task_.preprocessor(), model).fit(task_.X_train, task_.y_train)
+
+    result = make_study(task, optuna.storages.InMemoryStorage(), space=space, train=train).optimize(
+        n_trials=8, show_progress=False)
+    kinds = [r.params["kind"] for r in result.records()]
+    assert {"small", "large"} <= set(kinds)
+    dims = {d.label: d for d in _get_parallel_info(result).dimensions}
+    c = dims["log10(C)"]
+    assert c.ticktext[0] == "n/a" and all((v == c.tickvals[0]) == (k == "small") for v, k in zip(c.values, kinds))
+    fi = dims["fit_intercept"]
+    assert fi.ticktext == ["True", "False", "n/a"]
+    assert all((v == 2.0) == (k == "large") for v, k in zip(fi.values, kinds))
+    assert _get_importance_info(result).left_out == ["C", "fit_intercept"]

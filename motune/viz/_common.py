@@ -7,7 +7,6 @@ from typing import Any
 
 from motune.frontier import Result
 
-REPORT_ATTR_PREFIX = "motune:report:"
 
 
 def as_result(obj: Any) -> Result:
@@ -28,8 +27,10 @@ def as_result(obj: Any) -> Result:
 
 
 def esc(value: Any) -> str:
-    """Text from a user (study, parameter, metric, group names) as plotly shows it: HTML-escaped."""
-    return html.escape(str(value), quote=True)
+    """Text from a user (study, parameter, metric, group names) for a plotly label: ``& < >``
+    escaped (plotly reads labels as a small HTML subset and decodes only a few entities, so quotes
+    stay as they are)."""
+    return html.escape(str(value), quote=False)
 
 
 def unit_of(metric: str) -> str:
@@ -57,11 +58,14 @@ def fmt(value: Any) -> str:
 
 def reports_of(result: Result) -> dict[int, dict[int, dict[str, float]]]:
     """Intermediate reports by trial number, then step (from the trials' system attributes)."""
+    from motune.runner import REPORT_ATTR
+
+    prefix = REPORT_ATTR.split("{")[0]
     out: dict[int, dict[int, dict[str, float]]] = {}
     for t in result.study.get_trials(deepcopy=False):
         for key, value in t.system_attrs.items():
-            if key.startswith(REPORT_ATTR_PREFIX):
-                number, step = key[len(REPORT_ATTR_PREFIX):].split(":")
+            if key.startswith(prefix):
+                number, step = key[len(prefix):].split(":")
                 if int(number) == t.number:
                     out.setdefault(t.number, {})[int(step)] = value
     return out

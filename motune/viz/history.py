@@ -2,11 +2,13 @@
 
 :func:`_get_hypervolume_history_info` gathers plain data, :func:`plot_hypervolume_history`
 draws it. The hypervolume is updated incrementally: the current feasible
-front is kept; a feasible completed trial that the front dominates (or
-equals) leaves it, and the hypervolume, unchanged; otherwise the trial joins
-the front, the points it dominates leave, and the hypervolume of the new
-front alone is computed (Optuna's exact algorithm). Infeasible, pruned and
-failed trials leave it unchanged.
+front is kept; a feasible completed trial that the front weakly dominates
+leaves it, and the hypervolume, unchanged; otherwise the trial joins the
+front (the points it dominates leave) and the hypervolume grows by the
+trial's exclusive contribution: the volume of its box up to the reference
+point minus the part the old front already covers (the old front clipped to
+the trial, with Optuna's exact algorithm). Infeasible, pruned and failed
+trials leave it unchanged.
 
 Reference point rule (:func:`reference_point`), written on the figure: per
 objective, the worst value among the feasible completed trials, moved
@@ -24,7 +26,8 @@ import plotly.graph_objects as go
 from motune.frontier import Result
 from motune.viz._common import as_result, empty_figure, esc, fmt
 
-RULE = "worst feasible value per objective, moved outwards by 10 % of its range"
+RULE = ("worst feasible value per objective, moved outwards by 10 % of its range "
+        "(of its magnitude, or 1, when the range is 0)")
 
 
 class _HypervolumeHistoryInfo(NamedTuple):
@@ -58,18 +61,22 @@ def _get_hypervolume_history_info(result: Result, reference: dict[str, float] | 
         raise ValueError(f"reference lacks {missing}")
     sign = np.array([-1.0 if o.direction == "maximize" else 1.0 for o in result.objectives])
     ref = sign * np.array([reference[o.metric] for o in result.objectives], dtype=float)
-    front = np.empty((0, len(ref)))
+    front = np.empty((0, len(ref)))  # as losses (minimise every column)
     hv, trials, values, sizes = 0.0, [], [], []
     for r in result.records():
         if r.state not in ("COMPLETE", "PRUNED", "FAIL"):
             continue
         if r.feasible:
             p = sign * np.array([r.metrics[o.metric] for o in result.objectives], dtype=float)
-            covered = len(front) and bool(np.any(np.all(front <= p, axis=1)))
-            if not covered:
+            if not (len(front) and np.any(np.all(front <= p, axis=1))):  # p enters the front
+                if np.all(p < ref):
+                    # add p's exclusive contribution: its box up to the reference minus what the old
+                    # front already covers of that box (the front clipped to p)
+                    inside = front[np.all(front < ref, axis=1)]
+                    clipped = np.maximum(inside, p)
+                    covered = float(compute_hypervolume(clipped, ref)) if len(clipped) else 0.0
+                    hv += float(np.prod(ref - p)) - covered
                 front = np.vstack([front[~np.all(p <= front, axis=1)], p])
-                inside = front[np.all(front < ref, axis=1)]
-                hv = float(compute_hypervolume(inside, ref)) if len(inside) else 0.0
         trials.append(r.number)
         values.append(hv)
         sizes.append(len(front))

@@ -1,7 +1,8 @@
 """Latency percentiles per trial, with their spread.
 
-For each completed trial with a latency record: p50 with its 95 %
-confidence interval (order statistics, stored with the run) as an error bar,
+For each completed trial with a latency record: p50 with its confidence
+interval (order statistics, 95 %, less with under 6 samples; stored with the
+run) as an error bar,
 p90 / p95 / p99 as markers, and min-max as a thin range, at batch size 1 (or
 at the deployment batch with ``batch=True``).
 """
@@ -53,9 +54,10 @@ def plot_latency(study: Any, *, batch: bool = False) -> go.Figure:
     fig.add_trace(go.Scatter(x=x, y=[v["max_ms"] for v in s], mode="markers", marker=dict(symbol="line-ew-open",
                              size=14, color="#999"), name="max"))
     has_ci = all("p50_ci_low_ms" in v for v in s)
+    coverage = min((v.get("p50_ci_confidence", 0.95) for v in s), default=0.95) if has_ci else None
     error = dict(type="data", symmetric=False, array=[v["p50_ci_high_ms"] - v["p50_ms"] for v in s],
                  arrayminus=[v["p50_ms"] - v["p50_ci_low_ms"] for v in s]) if has_ci else None
-    fig.add_trace(go.Scatter(x=x, y=[v["p50_ms"] for v in s], mode="markers", name="p50 (95 % CI)" if has_ci else "p50",
+    fig.add_trace(go.Scatter(x=x, y=[v["p50_ms"] for v in s], mode="markers", name=f"p50 ({100 * coverage:.0f} % CI)" if has_ci else "p50",
                              marker=dict(size=10, color="#1f77b4"), error_y=error,
                              customdata=[v.get("count") for v in s], hovertemplate="%{x}: p50 %{y:.4g} ms, "
                              "%{customdata} timed calls<extra></extra>"))

@@ -99,7 +99,7 @@ def plot_pareto_front(study: Any, *, objectives: list[str] | None = None) -> go.
                 symbol, "circle")
             fig.add_trace(go.Scatter3d(x=cols[0], y=cols[1], z=cols[2], mode="markers", marker=marker, **common))
         else:
-            dims = [dict(label=esc(a), values=c) for a, c in zip(info.axes, cols)]
+            dims = [dict(label=t, values=c) for t, c in zip(info.titles, cols)]
             fig.add_trace(go.Splom(dimensions=dims, marker=dict(color=colour, size=5), diagonal_visible=False, **common))
     title = f"Pareto front: {esc(result.name)}"
     if n == 1:

@@ -3,8 +3,9 @@
 Compute is counted in steps (epochs, boosting stages: whatever the train
 function reports): a trial that reported is charged its last reported step
 (a pruned one, the step it was pruned at); the budget is the largest step a
-completed trial reported, for every trial that reported. Saved = 1 - used /
-budget.
+completed trial reported, for every trial that reported (unknown, and the
+saving n/a, while no completed trial has reported). Saved = 1 - used /
+budget. Only trials that reported are counted.
 """
 
 from __future__ import annotations
@@ -31,15 +32,15 @@ class _PruningInfo(NamedTuple):
 def _get_pruning_info(result: Result) -> _PruningInfo:
     reports = reports_of(result)
     records = result.records()
-    pruned = [r for r in records if r.state == "PRUNED"]
+    reporting = [r for r in records if reports.get(r.number) and r.state in ("COMPLETE", "PRUNED")]
+    pruned = [r for r in reporting if r.state == "PRUNED"]  # by a motune rule, at a report
     by_rule = Counter(str(r.attrs.get("pruned", {}).get("rule", "unknown")) for r in pruned)
     steps: dict[str, list[int]] = {}
     for r in pruned:
         info = r.attrs.get("pruned", {})
-        steps.setdefault(str(info.get("rule", "unknown")), []).append(int(info.get("step", 0)))
-    complete_steps = [max(reports[r.number]) for r in records if r.state == "COMPLETE" and reports.get(r.number)]
-    full = max(complete_steps) if complete_steps else max((max(s) for s in reports.values()), default=0)
-    reporting = [r for r in records if reports.get(r.number) and r.state in ("COMPLETE", "PRUNED")]
+        steps.setdefault(str(info.get("rule", "unknown")), []).append(int(info.get("step", max(reports[r.number]))))
+    complete_steps = [max(reports[r.number]) for r in reporting if r.state == "COMPLETE"]
+    full = max(complete_steps, default=0)  # no completed trial reported: the budget is unknown
     used = sum(max(reports[r.number]) for r in reporting)
     budget = full * len(reporting)
     saved = (1 - used / budget) if budget else None

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from motune.frontier import Result
+from motune.viz._common import reports_of
 from motune.viz.groups import plot_group_fairness
 from motune.viz.history import plot_hypervolume_history
 from motune.viz.latency import plot_latency
@@ -58,7 +59,7 @@ def report_figures(result: Result) -> list[tuple[str, str, Any]]:
         figures.append(("group_fairness", "Per-group fairness of the front", plot_group_fairness(result)))
     if any(r.attrs.get("latency") for r in complete):
         figures.append(("latency", "Latency", plot_latency(result)))
-    if any(k.startswith("motune:report:") for t in result.study.get_trials(deepcopy=False) for k in t.system_attrs):
+    if reports_of(result):
         figures.append(("pruning", "Pruning", plot_pruning(result)))
     return figures
 
@@ -79,7 +80,9 @@ def export_pngs(figures: list[tuple[str, str, Any]], folder: str | Path, *, widt
     try:
         pio.write_images([f for _, _, f in figures], paths, format="png", width=width,
                          height=[f.layout.height or 500 for _, _, f in figures])
-    except Exception as err:  # kaleido raises its own error types when no browser can be started
+    except (RuntimeError, OSError, *_browser_errors()) as err:  # no browser, or it could not start
+        for path in paths:  # no half-written set
+            path.unlink(missing_ok=True)
         if created and not any(folder.iterdir()):
             folder.rmdir()
         raise PngExportError(f"PNG export failed ({type(err).__name__}: {err}); kaleido needs a Chrome or "
@@ -87,7 +90,19 @@ def export_pngs(figures: list[tuple[str, str, Any]], folder: str | Path, *, widt
     return paths
 
 
-def _esc(value: Any) -> str:
+def _browser_errors() -> tuple[type[BaseException], ...]:
+    """The exception types kaleido / choreographer raise when no usable browser is found."""
+    found: list[type[BaseException]] = []
+    try:
+        from choreographer import errors
+
+        found += [e for e in vars(errors).values() if isinstance(e, type) and issubclass(e, Exception)]
+    except ImportError:
+        pass
+    return tuple(found) or (RuntimeError,)
+
+
+def _esc(value: Any) -> str:  # text in the report's own HTML (attributes included): quotes escaped too
     return html.escape(str(value), quote=True)
 
 
@@ -147,14 +162,9 @@ def _task_line(task: dict[str, Any]) -> str:
     )
 
 
-def write_report(result: Result, path: str | Path, *, png_dir: str | Path | None = None) -> tuple[Path, list[Path]]:
-    """Write the report to ``path`` and, with ``png_dir``, each figure as a PNG there.
-
-    Returns the report's path and the PNG paths. The HTML is written first, so a
-    :class:`PngExportError` (no kaleido or no browser for it) leaves a complete report.
-    """
+def write_report(result: Result, path: str | Path, *, figures: list[tuple[str, str, Any]] | None = None) -> Path:
+    """Write the report to ``path``; returns the path. ``figures``: from :func:`report_figures`
+    (computed if not given; pass them to reuse them for :func:`export_pngs`)."""
     path = Path(path)
-    figures = report_figures(result)
     path.write_text(render_report(result, figures), encoding="utf-8")
-    pngs = export_pngs(figures, png_dir) if png_dir is not None and figures else []
-    return path, pngs
+    return path

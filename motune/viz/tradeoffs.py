@@ -39,20 +39,32 @@ def _get_parallel_info(result: Result, params: list[str] | None = None) -> _Para
         distributions.update(t.distributions)
     dims = []
     for name in names:
-        rows = [r for r in complete if name in r.params]
-        if len(rows) < len(complete) or not rows:  # a conditional parameter: not on every trial
+        raw = [r.params.get(name) for r in complete]
+        present = [v for v in raw if v is not None]
+        if not present:
             continue
-        raw = [r.params[name] for r in rows]
         dist = distributions.get(name)
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw):
-            log = bool(getattr(dist, "log", False)) and all(v > 0 for v in raw)
-            values = [math.log10(v) for v in raw] if log else [float(v) for v in raw]
-            dims.append(_Dimension(esc(f"log10({name})" if log else name), values, None, None))
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
+        if numeric:
+            log = bool(getattr(dist, "log", False)) and all(v > 0 for v in present)
+            scaled = [None if v is None else (math.log10(v) if log else float(v)) for v in raw]
+            label = esc(f"log10({name})" if log else name)
+            if len(present) == len(raw):
+                dims.append(_Dimension(label, scaled, None, None))
+                continue
+            # a conditional parameter: trials without it sit at an "n/a" tick below its range
+            low, high = min(x for x in scaled if x is not None), max(x for x in scaled if x is not None)
+            span = (high - low) or 1.0
+            na = low - 0.15 * span
+            ticks = [low + k * (high - low) / 4 for k in range(5)] if high > low else [low]
+            dims.append(_Dimension(label, [na if x is None else x for x in scaled], [na, *ticks],
+                                   ["n/a", *(f"{t:.3g}" for t in ticks)]))
         else:
-            choices = list(getattr(dist, "choices", None) or dict.fromkeys(map(str, raw)))
-            labels = [str(c) for c in choices]
-            codes = [float(labels.index(str(v))) for v in raw]
-            dims.append(_Dimension(esc(name), codes, list(map(float, range(len(labels)))), [esc(c) for c in labels]))
+            choices = list(getattr(dist, "choices", None) or dict.fromkeys(map(str, present)))
+            labels = [str(c) for c in choices] + (["n/a"] if len(present) < len(raw) else [])
+            codes = [float(labels.index("n/a" if v is None else str(v))) for v in raw]
+            # tick text is set as plain text by plotly (no markup): the user's values as they are
+            dims.append(_Dimension(esc(name), codes, list(map(float, range(len(labels)))), labels))
     for o in result.objectives:  # short labels (arrows for the direction): parallel axes sit close together
         unit = f" ({unit_of(o.metric)})" if unit_of(o.metric) else ""
         arrow = "\u2191" if o.direction == "maximize" else "\u2193"
@@ -82,6 +94,7 @@ class _ImportanceInfo(NamedTuple):
     importances: dict[str, dict[str, float]]  # objective metric -> param -> importance (sums to 1)
     evaluator: str
     trials: int
+    left_out: list[str]  # conditional params (not on every completed trial): Optuna's evaluators skip them
 
 
 def _get_importance_info(result: Result, evaluator: Any = None) -> _ImportanceInfo:
@@ -95,7 +108,9 @@ def _get_importance_info(result: Result, evaluator: Any = None) -> _ImportanceIn
     for i, o in enumerate(result.objectives):
         out[o.metric] = dict(optuna.importance.get_param_importances(
             result.study, evaluator=evaluator, target=lambda t, i=i: t.values[i], normalize=True))
-    return _ImportanceInfo(out, type(evaluator).__name__, len(complete))
+    everywhere = set.intersection(*(set(t.params) for t in complete))
+    left_out = sorted(set().union(*(set(t.params) for t in complete)) - everywhere)
+    return _ImportanceInfo(out, type(evaluator).__name__, len(complete), left_out)
 
 
 def plot_param_importances(study: Any, *, evaluator: Any = None) -> go.Figure:
@@ -110,6 +125,9 @@ def plot_param_importances(study: Any, *, evaluator: Any = None) -> go.Figure:
     for metric, imp in info.importances.items():
         fig.add_trace(go.Bar(y=[esc(p) for p in params], x=[imp.get(p, 0.0) for p in params], orientation="h",
                              name=esc(metric)))
+    if info.left_out:
+        fig.add_annotation(text="left out, not set on every trial: " + ", ".join(esc(p) for p in info.left_out),
+                           xref="paper", yref="paper", x=0, y=-0.18, showarrow=False, align="left")
     fig.update_layout(barmode="group", title=f"Parameter importance per objective: {esc(result.name)} "
                       f"({esc(info.evaluator)}, {info.trials} completed trials)", xaxis_title="importance (share)",
                       template="plotly_white", height=max(300, 60 + 28 * len(params) * max(1, len(info.importances))))
