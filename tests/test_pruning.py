@@ -161,6 +161,42 @@ def test_no_pruning_and_report_errors(task):
     failed = make_study(task, optuna.storages.InMemoryStorage(), train=bad).optimize(n_trials=1, show_progress=False)
     assert "steps must increase" in failed.records()[0].error
 
+    def empty_after_static(params, task_, ctx):  # the carried step-0 latency is not a report by itself
+        from sklearn.dummy import DummyClassifier
+
+        model = DummyClassifier().fit(task_.X_train, task_.y_train)
+        ctx.report(0, model)
+        ctx.report(1)
+
+    empty = make_study(task, optuna.storages.InMemoryStorage(), train=empty_after_static, metric_options=FAST_LATENCY,
+                       objectives=[ACC, mt.minimize("latency_p95_ms")]).optimize(n_trials=1, show_progress=False)
+    assert "needs a model to measure or metrics" in empty.records()[0].error
+
+
+def test_a_caught_prune_still_ends_the_trial_pruned(task):
+    returned = []
+
+    def train(params, task_, ctx):
+        try:
+            ctx.report(1, metrics={"accuracy": 0.1, "demographic_parity_difference": 0.9})
+        except optuna.TrialPruned:  # what a training-loop callback has to do
+            pass
+        returned.append(ctx.trial_number)
+        from sklearn.dummy import DummyClassifier
+
+        return DummyClassifier().fit(task_.X_train, task_.y_train)
+
+    class Always(mt.pruning.PruningPolicy):
+        name = "always"
+
+        def decide(self, ctx):
+            return mt.pruning.Decision(self.name, "test")
+
+    result = make_study(task, optuna.storages.InMemoryStorage(), train=train, pruning=Always()).optimize(
+        n_trials=2, show_progress=False)
+    assert returned == [0, 1] and [r.state for r in result.records()] == ["PRUNED", "PRUNED"]
+    assert result.records()[0].attrs["pruned"]["rule"] == "always" and "metrics" not in result.records()[0].attrs
+
 
 def test_static_constraint_prunes_before_training(task):
     trained = []
