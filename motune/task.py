@@ -335,7 +335,8 @@ def _fingerprint(frame: pd.DataFrame, *settings: Any) -> str:
     return "sha256:" + digest.hexdigest()[:16]
 
 
-PROBE = "counterfactual"
+PROBE = "counterfactual"  # the probe measured with the validation split
+PROBE_TEST = "counterfactual_test"  # held-out probe instances, measured with the test split
 
 
 @dataclass(frozen=True, eq=False)
@@ -343,9 +344,11 @@ class TextTask:
     """Text classification with group fairness measured on a counterfactual probe set.
 
     The labelled texts (``X_*`` frames with a ``text`` column) carry no group; fairness is
-    measured on the probe (split ``"counterfactual"``): sentences made from templates in
-    which only a group term (a name, an identity term) changes, each row with its label,
-    its group and its ``instance`` (rows of one instance differ only in the group term).
+    measured on the probe: sentences made from templates in which only a group term (a
+    name, an identity term) changes, each row with its label, its group and its
+    ``instance`` (rows of one instance differ only in the group term). The probe's
+    instances are split like the texts: ``"counterfactual"`` goes with the validation split
+    (model selection), ``"counterfactual_test"`` with the test split (held out).
     Build one with :meth:`TextTask.from_frames` or :func:`motune.data.sentiment_task`.
     """
 
@@ -362,12 +365,15 @@ class TextTask:
     X_probe: pd.DataFrame
     y_probe: pd.Series
     sensitive_probe: pd.Series
+    X_probe_test: pd.DataFrame
+    y_probe_test: pd.Series
+    sensitive_probe_test: pd.Series
     seed: int
     fingerprint: str
     description: str = ""
     citation: str = ""
     label: str = "label"
-    splits = (*SPLITS, PROBE)
+    splits = (*SPLITS, PROBE, PROBE_TEST)
 
     @classmethod
     def from_frames(
@@ -380,12 +386,14 @@ class TextTask:
         classes: tuple[Any, ...] = ("negative", "positive"),
         validation_fraction: float = 0.2,
         test_fraction: float = 0.2,
+        probe_test_fraction: float = 0.5,
         seed: int = 0,
         description: str = "",
         citation: str = "",
     ) -> TextTask:
         """``texts``: columns ``text`` and ``label`` (0 / 1); ``probe``: ``text``, ``label``,
-        ``group`` and ``instance``. Texts are split stratified by label, seeded."""
+        ``group`` and ``instance``. Texts are split stratified by label, seeded; the probe's
+        instances are split seeded, ``probe_test_fraction`` of them held out for the test split."""
         for frame, what, columns in ((texts, "texts", ("text", "label")),
                                      (probe, "probe", ("text", "label", "group", "instance"))):
             if not isinstance(frame, pd.DataFrame):
@@ -409,6 +417,14 @@ class TextTask:
         train, valid = train_test_split(rest, test_size=validation_fraction / (1 - test_fraction),
                                         stratify=rest["label"], random_state=seed)
         probe = probe.reset_index(drop=True)
+        instances = pd.unique(probe["instance"])
+        n_test = int(round(probe_test_fraction * len(instances)))
+        if not 0 < probe_test_fraction < 1 or not 1 <= n_test < len(instances):
+            raise ValueError(f"probe_test_fraction={probe_test_fraction} must leave at least one of the probe's "
+                             f"{len(instances)} instances on each side")
+        held_out = set(np.random.default_rng(seed).choice(instances, size=n_test, replace=False).tolist())
+        in_test = probe["instance"].isin(held_out)
+        probe_valid, probe_test = probe[~in_test].reset_index(drop=True), probe[in_test].reset_index(drop=True)
 
         def xy(frame):
             return frame[["text"]].reset_index(drop=True), frame["label"].astype("int64").reset_index(drop=True)
@@ -417,10 +433,12 @@ class TextTask:
         return cls(
             name=name, sensitive=sensitive, classes=tuple(classes), positive_label=classes[1],
             X_train=X_train, y_train=y_train, X_valid=X_valid, y_valid=y_valid, X_test=X_test, y_test=y_test,
-            X_probe=probe[["text", "instance"]], y_probe=probe["label"].astype("int64"),
-            sensitive_probe=probe["group"].astype(str).rename(sensitive),
+            X_probe=probe_valid[["text", "instance"]], y_probe=probe_valid["label"].astype("int64"),
+            sensitive_probe=probe_valid["group"].astype(str).rename(sensitive),
+            X_probe_test=probe_test[["text", "instance"]], y_probe_test=probe_test["label"].astype("int64"),
+            sensitive_probe_test=probe_test["group"].astype(str).rename(sensitive),
             seed=seed, fingerprint=_fingerprint(pd.concat([texts, probe], ignore_index=True),
-                                                validation_fraction, test_fraction, seed),
+                                                validation_fraction, test_fraction, probe_test_fraction, seed),
             description=description, citation=citation,
         )
 
@@ -434,20 +452,23 @@ class TextTask:
 
     @property
     def groups(self) -> list[str]:
-        return sorted(set(self.sensitive_probe))
+        return sorted(set(self.sensitive_probe) | set(self.sensitive_probe_test))
 
     def split(self, name: str) -> tuple[pd.DataFrame, pd.Series, pd.Series | None]:
-        """``(X, y, sensitive)``: ``"train"``, ``"valid"``, ``"test"`` (no groups: ``None``) or
-        ``"counterfactual"`` (the probe, with its groups)."""
+        """``(X, y, sensitive)``: ``"train"``, ``"valid"``, ``"test"`` (no groups: ``None``),
+        ``"counterfactual"`` or ``"counterfactual_test"`` (the probe's halves, with groups)."""
         if name == PROBE:
             return self.X_probe, self.y_probe, self.sensitive_probe
+        if name == PROBE_TEST:
+            return self.X_probe_test, self.y_probe_test, self.sensitive_probe_test
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}; expected one of {list(self.splits)}")
         return getattr(self, f"X_{name}"), getattr(self, f"y_{name}"), None
 
     def fairness_split(self, name: str) -> str:
-        """Where group fairness is measured: always the counterfactual probe (the texts have no groups)."""
-        return PROBE
+        """Where group fairness is measured (the texts have no groups): the held-out probe for the
+        test split, the other probe instances for any other."""
+        return PROBE_TEST if name == "test" else PROBE
 
     def texts(self, name: str) -> list[str]:
         return self.split(name)[0]["text"].astype(str).tolist()
@@ -461,7 +482,8 @@ class TextTask:
             "positive_label": str(self.positive_label),
             "rows": {s: len(self.split(s)[1]) for s in self.splits},
             "groups": self.groups,
-            "instances": int(self.X_probe["instance"].nunique()),
+            "instances": {PROBE: int(self.X_probe["instance"].nunique()),
+                          PROBE_TEST: int(self.X_probe_test["instance"].nunique())},
             "seed": self.seed,
             "fingerprint": self.fingerprint,
         }
@@ -469,4 +491,4 @@ class TextTask:
     def __repr__(self) -> str:
         rows = "/".join(str(len(self.split(s)[1])) for s in self.splits)
         return (f"TextTask(name={self.name!r}, sensitive={self.sensitive!r}, groups={self.groups!r}, "
-                f"rows train/valid/test/counterfactual={rows})")
+                f"rows train/valid/test/counterfactual/counterfactual_test={rows})")

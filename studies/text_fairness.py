@@ -60,7 +60,7 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def make_study(*, backbone=None, name="text-fairness", n_texts=1200, probe_instances=200, max_epochs=3,
+def make_study(*, backbone=None, name="text-fairness", n_texts=1200, probe_instances=300, max_epochs=3,
                layers=(2, 6), max_lengths=(32, 48, 64), storage=None, seed=0, pruning="default"):
     """The text-fairness study for ``backbone`` (a hub name or a folder; default :func:`default_backbone`).
 

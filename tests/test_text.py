@@ -55,7 +55,10 @@ def test_reviews_come_from_the_installed_package_or_a_copy(tmp_path):
 
 def test_sentiment_task_splits_and_probe(text_task):
     rows = text_task.summary()["rows"]
-    assert rows == {"train": 144, "valid": 48, "test": 48, "counterfactual": 80}
+    assert rows == {"train": 144, "valid": 48, "test": 48, "counterfactual": 40, "counterfactual_test": 40}
+    valid_ids = set(text_task.X_probe["instance"])
+    assert valid_ids.isdisjoint(text_task.X_probe_test["instance"]) and len(valid_ids) == 20  # held-out instances
+    assert text_task.fairness_split("test") == "counterfactual_test"
     assert text_task.y_train.mean() == pytest.approx(0.5, abs=0.02)
     X, y, sensitive = text_task.split("counterfactual")
     assert list(X.columns) == ["text", "instance"] and set(sensitive) == {"female", "male"}
@@ -109,7 +112,12 @@ def test_counterfactual_flip_rate_counts_swaps_that_change_the_label(text_task):
     assert biased.values["counterfactual_score_gap"] == pytest.approx(expected * 0.7 + (1 - expected) * 0.1)
     assert biased.values["demographic_parity_difference"] == pytest.approx(expected)
     details = biased.details["counterfactual"]
-    assert details["pairs"] == 40 and details["flip_rate_by_pair"] == {"female / male": pytest.approx(expected)}
+    assert details["pairs"] == 20 and details["flip_rate_by_pair"] == {"female / male": pytest.approx(expected)}
+    assert details["split"] == "counterfactual"
+    held_out = measure(KeywordModel(males), text_task, ["counterfactual_flip_rate"], split="test")
+    _, y_test, groups_test = text_task.split("counterfactual_test")
+    assert held_out.details["counterfactual"]["split"] == "counterfactual_test"
+    assert held_out.values["counterfactual_flip_rate"] == pytest.approx(float(y_test[groups_test == "female"].mean()))
     assert details["examples"] and details["examples"][0]["predicted"] == [1, 0]
 
 

@@ -136,7 +136,7 @@ def sentiment_task(
     n_texts: int = 1500,
     source: str = "rotten_tomatoes",
     attribute: str = "gender",
-    probe_instances: int | None = 200,
+    probe_instances: int | None = 300,
     validation_fraction: float = 0.2,
     test_fraction: float = 0.2,
     seed: int = 0,
@@ -145,7 +145,8 @@ def sentiment_task(
     """Sentiment of movie reviews, with a counterfactual ``attribute`` probe for fairness.
 
     ``n_texts`` reviews are sampled (seeded, half positive) and split stratified into
-    train / valid / test; the probe keeps ``probe_instances`` instances (``None``: all).
+    train / valid / test; the probe keeps ``probe_instances`` instances (``None``: all), half of
+    them measured with the validation split and half held out for the test split.
     """
     reviews = movie_reviews_frame(source=source, path=path)
     if not 10 <= n_texts <= len(reviews):

@@ -93,12 +93,13 @@ COUNTERFACTUAL_METRICS = ("counterfactual_flip_rate", "counterfactual_score_gap"
 
 
 @register_metric(COUNTERFACTUAL_METRICS, key="counterfactual", binary_only=("counterfactual_score_gap",))
-def counterfactual(model: Any, task: Any, *, examples: int = 5) -> Measurement:
+def counterfactual(model: Any, task: Any, *, split: str = "valid", examples: int = 5) -> Measurement:
     """Prediction flips and score gaps when only the group term of a probe sentence changes."""
     probe = getattr(task, "X_probe", None)
     if probe is None or "instance" not in probe.columns:
         raise MetricError(f"task {task.name!r} has no counterfactual probe (a TextTask has one)")
-    X, _y, sensitive = task.split(task.fairness_split("valid"))
+    split = task.fairness_split(split)
+    X, _y, sensitive = task.split(split)
     predicted = np.asarray(model.predict(X))
     scores = np.asarray(model.scores(X), dtype=float)
     groups = np.asarray(sensitive, dtype=str)
@@ -122,6 +123,6 @@ def counterfactual(model: Any, task: Any, *, examples: int = 5) -> Measurement:
         raise MetricError("the probe has no pair of rows from different groups within one instance")
     return Measurement(
         {"counterfactual_flip_rate": float(np.mean(flips)), "counterfactual_score_gap": float(np.mean(gaps))},
-        {"pairs": len(flips), "instances": len(starts),
+        {"split": split, "pairs": len(flips), "instances": len(starts),
          "flip_rate_by_pair": {k: float(np.mean(v)) for k, v in sorted(by_pair.items())}, "examples": shown},
     )
