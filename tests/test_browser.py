@@ -53,12 +53,8 @@ def chromium(*args, timeout=120):
                               text=True, timeout=timeout)
 
 
-REPORTED = {}
-
-
 @pytest.fixture(scope="module")
 def report(reported_result, tmp_path_factory):
-    REPORTED["result"] = reported_result
     path = tmp_path_factory.mktemp("report") / "report.html"
     mt.viz.write_report(reported_result, path)
     return path
@@ -83,13 +79,13 @@ def _inked(image, box=None):
     return float(coloured.mean()), len(np.unique(pixels, axis=0))
 
 
-def test_report_loads_without_errors_and_draws_every_figure(report, tmp_path):
+def test_report_loads_without_errors_and_draws_every_figure(report, reported_result, tmp_path):
     page = report.read_text()
     assert EVIL not in page and "\\u003cimg src=x" not in page  # user text escaped, in HTML and in figure JSON
     assert "<script src=" not in page and page.count("<script") >= 8  # plotly.js inlined, nothing fetched
     check = _probe(page, tmp_path)
     assert check["errors"] == []
-    expected = [f"fig-{key}" for key, _, _ in mt.viz.report_figures(REPORTED["result"])]
+    expected = [f"fig-{key}" for key, _, _ in mt.viz.report_figures(reported_result)]
     assert check["figures"] == expected and len(expected) == 7 and sorted(check["drawn"]) == sorted(expected)
 
 

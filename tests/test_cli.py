@@ -31,7 +31,7 @@ def test_run_front_report_studies(study_file, sqlite_url, tmp_path):
     assert {"trial", "accuracy", "latency_p95_ms", "params_C"} <= set(rows[0])
 
     table = runner.invoke(app, ["front", "cli-study", "--storage", sqlite_url])
-    assert table.exit_code == 0 and f"of 4 trials" in table.output
+    assert table.exit_code == 0 and "of 4 trials" in table.output
 
     csv = runner.invoke(app, ["front", "cli-study", "--storage", sqlite_url, "-f", "csv"])
     assert csv.output.splitlines()[0].startswith("trial,accuracy,latency_p95_ms")

@@ -4,7 +4,7 @@ import optuna
 import pytest
 
 import motune as mt
-from conftest import make_study, train
+from conftest import make_study
 from motune.viz.pareto import _get_pareto_info, axis_title, plot_pareto_front
 from motune.viz.report import render_report
 

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 import motune as mt
-from conftest import FAST_LATENCY, make_study, space, train
+from conftest import FAST_LATENCY, make_study, train
 from motune.progress import TrialProgress
 
 

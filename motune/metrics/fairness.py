@@ -43,7 +43,7 @@ FAIRNESS_METRICS = ("demographic_parity_difference", "equalized_odds_difference"
 )
 def fairness(model: Any, task: Any, *, split: str = "valid") -> Measurement:
     """Group gaps (fairlearn) and the per-group table on one split."""
-    split = task.fairness_split(split) if hasattr(task, "fairness_split") else split
+    split = task.fairness_split(split)
     X, y, sensitive = task.split(split)
     if sensitive is None:
         raise MetricError(f"split {split!r} of task {task.name!r} has no sensitive feature to measure fairness on")

@@ -34,7 +34,7 @@ class Predictor:
                 f"train() must return a fitted model with a predict(X) method, got {type(model).__name__}"
             )
         self.model = model
-        self._splits = {id(task.split(s)[0]): s for s in getattr(task, "splits", ("train", "valid", "test"))}
+        self._splits = {id(task.split(s)[0]): s for s in task.splits}
         self._memo: dict[tuple[str, str], np.ndarray] = {}
 
     def __getattr__(self, name: str) -> Any:  # anything else: the model's own attribute

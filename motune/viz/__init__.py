@@ -11,7 +11,6 @@ from motune.viz.history import plot_hypervolume_history, reference_point
 from motune.viz.latency import plot_latency
 from motune.viz.pareto import plot_pareto_front
 from motune.viz.pruning import plot_pruning
-from motune.viz._common import as_result
 from motune.viz.report import PngExportError, export_pngs, render_report, report_figures, write_report
 from motune.viz.tradeoffs import plot_parallel_coordinates, plot_param_importances
 
