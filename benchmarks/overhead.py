@@ -35,7 +35,7 @@ import pandas as pd
 
 import motune as mt
 from motune.metrics.registry import measure
-from motune.runner import open_storage
+from motune.run import open_storage
 
 BOUND = 0.8
 

@@ -11,11 +11,39 @@
 
 from importlib import metadata as _metadata
 
-from motune import data, integrations, metrics, pruning, viz
-from motune.frontier import Result, TrialRecord
-from motune.metrics.registry import Measurement, MetricError, UnknownMetricError, register_metric
-from motune.runner import DEFAULT_STORAGE, StorageError, TrialContext, load_study
-from motune.spec import Constraint, Objective, SpecError, Study, at_least, at_most, maximize, minimize
+from motune import data, errors, integrations, metrics, pruning, viz
+from motune.errors import (
+    MetricError,
+    MotuneError,
+    OutputError,
+    SpecError,
+    SpecTypeError,
+    StorageError,
+    StudyFileError,
+    StudyNotFoundError,
+    TaskError,
+    UnknownMetricError,
+)
+from motune.metrics.registry import Measurement, register_metric
+from motune.results import Result, TrialRecord
+from motune.run import (
+    DEFAULT_STORAGE,
+    Callback,
+    ReportRecord,
+    StudyStart,
+    TrialContext,
+    TrialStart,
+    load_study,
+)
+from motune.spec import (
+    Constraint,
+    Objective,
+    Study,
+    at_least,
+    at_most,
+    maximize,
+    minimize,
+)
 from motune.task import NumericSplits, Task, TextTask
 
 try:
@@ -25,24 +53,35 @@ except _metadata.PackageNotFoundError:  # running from a source tree that is not
 
 __all__ = [
     "DEFAULT_STORAGE",
+    "Callback",
     "Constraint",
     "Measurement",
     "MetricError",
+    "MotuneError",
     "NumericSplits",
     "Objective",
+    "OutputError",
+    "ReportRecord",
     "Result",
     "SpecError",
+    "SpecTypeError",
     "StorageError",
     "Study",
+    "StudyFileError",
+    "StudyNotFoundError",
+    "StudyStart",
     "Task",
+    "TaskError",
     "TextTask",
     "TrialContext",
     "TrialRecord",
+    "TrialStart",
     "UnknownMetricError",
     "__version__",
     "at_least",
     "at_most",
     "data",
+    "errors",
     "integrations",
     "load_study",
     "maximize",

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from motune.errors import SpecError
+
 PENALTIES = ("demographic_parity", "equalized_odds")
 
 
@@ -62,9 +64,9 @@ class FairnessPenalizedLoss:
 
     def __init__(self, weight: float, *, penalty: str = "demographic_parity", task_loss: Any = None) -> None:
         if not weight >= 0:
-            raise ValueError(f"weight must be >= 0, got {weight!r}")
+            raise SpecError(f"weight must be >= 0, got {weight!r}")
         if penalty not in PENALTIES:
-            raise ValueError(f"penalty must be one of {list(PENALTIES)}, got {penalty!r}")
+            raise SpecError(f"penalty must be one of {list(PENALTIES)}, got {penalty!r}")
         self.weight = float(weight)
         self.penalty = penalty
         self.task_loss = task_loss

@@ -1,8 +1,11 @@
 """What a study is: objectives, constraints, search space, train function, task.
 
 Everything here is checked when a :class:`Study` is built, before any trial
-runs; a mistake raises :class:`SpecError` (a ``ValueError``) or ``TypeError``
-saying what was wrong and what would be right.
+runs; a mistake raises :class:`~motune.errors.SpecError` (a ``ValueError``)
+or :class:`~motune.errors.SpecTypeError` (a ``TypeError``) saying what was
+wrong and what would be right. Running a study lives in :mod:`motune.run`,
+reached through a lazy import behind :meth:`Study.optimize` (the one place
+a lower room calls a higher one).
 """
 
 from __future__ import annotations
@@ -15,16 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from motune import metrics as _metrics  # noqa: F401  (registers the built-in metrics)
-from motune.metrics.registry import UnknownMetricError, group_for, groups_for
+from motune.errors import SpecError, SpecTypeError, UnknownMetricError
+from motune.metrics.registry import group_for, groups_for
 from motune.task import SPLITS, Task, TextTask
 
 # Measured on every trial whatever the objectives: quality and the per-group table.
 ALWAYS_MEASURED = ("accuracy", "balanced_accuracy", "worst_group_accuracy",
                    "demographic_parity_difference", "equalized_odds_difference")
-
-
-class SpecError(ValueError):
-    """A study definition that cannot run, or that does not match the stored study."""
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,9 @@ class Objective:
 
     def __post_init__(self) -> None:
         if not isinstance(self.metric, str) or not self.metric:
-            raise TypeError(f"an objective's metric must be a metric name, got {self.metric!r}")
+            raise SpecTypeError(f"an objective's metric must be a metric name, got {self.metric!r}")
         if self.direction not in ("maximize", "minimize"):
-            raise ValueError(f"direction must be 'maximize' or 'minimize', got {self.direction!r}")
+            raise SpecError(f"direction must be 'maximize' or 'minimize', got {self.direction!r}")
 
     def to_record(self) -> dict[str, Any]:
         return {"metric": self.metric, "direction": self.direction}
@@ -58,11 +58,11 @@ class Constraint:
 
     def __post_init__(self) -> None:
         if not isinstance(self.metric, str) or not self.metric:
-            raise TypeError(f"a constraint's metric must be a metric name, got {self.metric!r}")
+            raise SpecTypeError(f"a constraint's metric must be a metric name, got {self.metric!r}")
         if self.op not in ("<=", ">="):
-            raise ValueError(f"op must be '<=' or '>=', got {self.op!r}")
+            raise SpecError(f"op must be '<=' or '>=', got {self.op!r}")
         if isinstance(self.bound, bool) or not isinstance(self.bound, (int, float)) or not math.isfinite(self.bound):
-            raise ValueError(f"the bound of a constraint on {self.metric!r} must be a finite number, got {self.bound!r}")
+            raise SpecError(f"the bound of a constraint on {self.metric!r} must be a finite number, got {self.bound!r}")
         object.__setattr__(self, "bound", float(self.bound))
 
     @property
@@ -109,15 +109,19 @@ class Study:
     space: ``space(trial) -> dict`` suggesting hyperparameters with ``trial.suggest_*``
         (returning ``None`` means "use ``trial.params``").
     train: ``train(params, task, ctx) -> model``; the model needs ``predict(X)``.
-        ``ctx`` is a :class:`~motune.runner.TrialContext` (``ctx.seed``, ``ctx.trial_number``).
+        ``ctx`` is a :class:`~motune.run.TrialContext` (``ctx.seed``, ``ctx.trial_number``,
+        ``ctx.report``). Python's, numpy's and torch's global random generators are seeded
+        with ``ctx.seed`` before each trial.
     objectives: one or more :func:`maximize` / :func:`minimize`.
     constraints: :func:`at_most` / :func:`at_least`; infeasible trials never reach the front.
     metrics: more metric names to measure and record on every trial.
     metric_options: keyword options per metric function, e.g. ``{"latency": {"batch_size": 512}}``.
     storage: an Optuna storage URL or object; default ``sqlite:///motune.db``
         (or the ``MOTUNE_STORAGE`` environment variable).
-    sampler: an Optuna sampler; default a seeded multi-objective TPE sampler, which reads the
-        constraints Optuna stores.
+    sampler: an Optuna sampler; default Optuna's multi-objective TPE sampler (which reads the
+        constraints Optuna stores) seeded per trial from ``seed`` and the trial number
+        (:mod:`motune.run.sampling`): a fresh run is reproducible, and workers sharing a study
+        never share a random stream.
     seed: the sampler's seed; trial ``n`` gets ``ctx.seed = seed + n``.
     split: the split metrics are measured on (``"valid"``; the test split stays held out).
     measure_by_group: measure accuracy and the fairness metrics with their per-group table on
@@ -131,6 +135,10 @@ class Study:
     pruning: a :mod:`motune.pruning` policy deciding from ``ctx.report(step, ...)`` calls in
         ``train``; ``None`` never prunes; the default is
         ``ConstraintAware() | SuccessiveHalving()``. A train function that never reports is never pruned.
+    heartbeat_s, heartbeat_grace_s: on an RDB storage, how often a running trial records that its
+        process is alive, and after how long without one it is failed ("worker died") and retried
+        (default 10 s and 30 s, or ``$MOTUNE_HEARTBEAT_S`` with a grace of 3 intervals; see
+        :mod:`motune.run.storage`).
     """
 
     name: str
@@ -149,6 +157,8 @@ class Study:
     measure_by_group: bool = True
     dashboard_constraints: bool | None = None
     pruning: Any = "default"
+    heartbeat_s: float | None = None
+    heartbeat_grace_s: float | None = None
 
     def __post_init__(self) -> None:
         self.objectives = _as_tuple(self.objectives, (Objective, str))
@@ -166,6 +176,16 @@ class Study:
         names = [o.metric for o in self.objectives] + [c.metric for c in self.constraints]
         names += list(self.metrics) + (list(ALWAYS_MEASURED) if self.measure_by_group else [])
         return list(dict.fromkeys(names))
+
+    @property
+    def legacy_constraints(self) -> bool:
+        """Whether constraint values are also stored as the legacy list optuna-dashboard 0.21 reads."""
+        if self.dashboard_constraints is not None:
+            return self.dashboard_constraints
+        import optuna
+
+        # GPSampler models each constraint value separately: the legacy copy would count each twice.
+        return not isinstance(self.sampler, getattr(optuna.samplers, "GPSampler", ()))
 
     @property
     def static_metrics(self) -> list[str]:
@@ -198,15 +218,29 @@ class Study:
         timeout: float | None = None,
         n_jobs: int = 1,
         show_progress: bool | None = None,
+        callbacks: Sequence[Any] | None = None,
     ):
         """Run ``n_trials`` trials (and/or until ``timeout`` seconds); returns a :class:`~motune.Result`.
 
-        Resumes the stored study of the same name when it exists (its objectives
-        and constraints must match). ``show_progress`` defaults to on.
+        Resumes the stored study of the same name when it exists (its objectives and constraints
+        must match). ``show_progress`` defaults to on. ``callbacks``: :class:`motune.Callback`
+        objects (plain-record hooks) and Optuna callbacks ``(study, frozen_trial)``, see
+        :mod:`motune.run.callbacks`. Ctrl-C stops the run with no trial left RUNNING and returns
+        what is stored (``result.interrupted`` says why); SIGTERM does the same, then exits with
+        status 143.
         """
-        from motune.runner import optimize
+        from motune.run import (
+            optimize,  # the documented lazy import: spec sits below run/
+        )
 
-        return optimize(self, n_trials=n_trials, timeout=timeout, n_jobs=n_jobs, show_progress=show_progress)
+        return optimize(self, n_trials=n_trials, timeout=timeout, n_jobs=n_jobs, show_progress=show_progress,
+                        callbacks=callbacks)
+
+    def result(self):
+        """This study's :class:`~motune.Result` read back from its storage."""
+        from motune.run import load_study
+
+        return load_study(self.name, storage=self.storage)
 
 
 def _as_tuple(value: Any, single: tuple[type, ...]) -> tuple:
@@ -218,7 +252,7 @@ def _check_arity(fn: Callable[..., Any], what: str, args: int, shape: str) -> No
     try:
         inspect.signature(fn).bind(*([None] * args))
     except TypeError:
-        raise TypeError(f"{what} must take {args} positional argument(s): {shape}") from None
+        raise SpecTypeError(f"{what} must take {args} positional argument(s): {shape}") from None
     except ValueError:  # a builtin without a signature: let it run
         pass
 
@@ -228,13 +262,13 @@ def validate(study: Study) -> None:
     if not isinstance(study.name, str) or not study.name.strip():
         raise SpecError(f"a study needs a non-empty name, got {study.name!r}")
     if not isinstance(study.task, (Task, TextTask)):
-        raise TypeError(
+        raise SpecTypeError(
             "task must be a motune.Task or motune.TextTask (see Task.from_frame or motune.data), "
             f"got {type(study.task).__name__}"
         )
     for what in ("space", "train"):
         if not callable(getattr(study, what)):
-            raise TypeError(f"{what} must be a function, got {type(getattr(study, what)).__name__}")
+            raise SpecTypeError(f"{what} must be a function, got {type(getattr(study, what)).__name__}")
     _check_arity(study.space, "space", 1, "space(trial) -> dict of params")
     _check_arity(study.train, "train", 3, "train(params, task, ctx) -> fitted model")
     if not study.objectives:
@@ -245,7 +279,7 @@ def validate(study: Study) -> None:
     ):
         for item in items:
             if not isinstance(item, cls):
-                raise TypeError(f"{kind} must hold {cls.__name__} values such as {hint}; got {item!r}")
+                raise SpecTypeError(f"{kind} must hold {cls.__name__} values such as {hint}; got {item!r}")
     seen: set[str] = set()
     for o in study.objectives:
         if o.metric in seen:
@@ -280,9 +314,13 @@ def validate(study: Study) -> None:
     from motune.pruning import PruningPolicy
 
     if not (study.pruning is None or study.pruning == "default" or isinstance(study.pruning, PruningPolicy)):
-        raise TypeError(f"pruning must be a motune.pruning policy, None or 'default'; got {study.pruning!r}")
+        raise SpecTypeError(f"pruning must be a motune.pruning policy, None or 'default'; got {study.pruning!r}")
     if isinstance(study.seed, bool) or not isinstance(study.seed, int):
-        raise TypeError(f"seed must be an int, got {study.seed!r}")
+        raise SpecTypeError(f"seed must be an int, got {study.seed!r}")
+    for what in ("heartbeat_s", "heartbeat_grace_s"):
+        value = getattr(study, what)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1):
+            raise SpecError(f"{what} must be a number of seconds >= 1, got {value!r}")
 
 
 def _validate_metric_options(study: Study) -> None:
@@ -294,7 +332,7 @@ def _validate_metric_options(study: Study) -> None:
                 f"measured ones are {sorted(groups)}"
             )
         if not isinstance(options, Mapping):
-            raise TypeError(f"metric_options[{key!r}] must be a dict of keyword options, got {options!r}")
+            raise SpecTypeError(f"metric_options[{key!r}] must be a dict of keyword options, got {options!r}")
         if "split" in options:
             raise SpecError(f"metric_options[{key!r}] sets 'split'; set Study(split=...) so every metric "
                             "is measured on the same split")

@@ -27,6 +27,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from motune.errors import SpecTypeError, TaskError
+
 SPLITS = ("train", "valid", "test")
 
 
@@ -102,35 +104,35 @@ class Task:
         booleans.
         """
         if not isinstance(frame, pd.DataFrame):
-            raise TypeError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
+            raise SpecTypeError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
         for what, column in (("label", label), ("sensitive", sensitive)):
             if column not in frame.columns:
-                raise ValueError(
+                raise TaskError(
                     f"{what} column {column!r} is not in the frame; columns are {list(frame.columns)}"
                 )
         if label == sensitive:
-            raise ValueError("the label column cannot also be the sensitive column")
+            raise TaskError("the label column cannot also be the sensitive column")
         for what, fraction in (("test_fraction", test_fraction), ("validation_fraction", validation_fraction)):
             if not 0.0 < fraction < 1.0:
-                raise ValueError(f"{what} must be between 0 and 1 (exclusive), got {fraction!r}")
+                raise TaskError(f"{what} must be between 0 and 1 (exclusive), got {fraction!r}")
         if test_fraction + validation_fraction >= 0.9:
-            raise ValueError(
+            raise TaskError(
                 "test_fraction + validation_fraction must leave at least 10% of rows for training, "
                 f"got {test_fraction} + {validation_fraction}"
             )
         if frame[label].isna().any():
-            raise ValueError(
+            raise TaskError(
                 f"label column {label!r} has {int(frame[label].isna().sum())} missing values; "
                 "drop those rows first"
             )
         if frame[sensitive].isna().any():
-            raise ValueError(
+            raise TaskError(
                 f"sensitive column {sensitive!r} has {int(frame[sensitive].isna().sum())} missing values; "
                 "drop those rows or fill them with an explicit group such as 'unknown'"
             )
         groups = frame[sensitive].unique()
         if len(groups) < 2:
-            raise ValueError(
+            raise TaskError(
                 f"sensitive column {sensitive!r} has a single group ({groups[0]!r}); "
                 "fairness metrics need at least two groups"
             )
@@ -140,7 +142,7 @@ class Task:
         s = frame[sensitive].astype(str).rename(sensitive)
         n = len(frame)
         if n < 20:
-            raise ValueError(f"frame has {n} rows; a task needs at least 20 to split three ways")
+            raise TaskError(f"frame has {n} rows; a task needs at least 20 to split three ways")
 
         strata = _strata(y, s, test_fraction, validation_fraction, n)
         idx = np.arange(n)
@@ -203,7 +205,7 @@ class Task:
     def split(self, name: str) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
         """``(X, y, sensitive)`` of split ``"train"``, ``"valid"`` or ``"test"``."""
         if name not in SPLITS:
-            raise ValueError(f"unknown split {name!r}; expected one of {list(SPLITS)}")
+            raise TaskError(f"unknown split {name!r}; expected one of {list(SPLITS)}")
         return (
             getattr(self, f"X_{name}"),
             getattr(self, f"y_{name}"),
@@ -289,10 +291,10 @@ class Task:
 def _encode_label(y: pd.Series, label: str, positive_label: Any) -> tuple[np.ndarray, tuple, Any]:
     values = pd.unique(y)
     if len(values) < 2:
-        raise ValueError(f"label column {label!r} has a single class ({values[0]!r}); nothing to learn")
+        raise TaskError(f"label column {label!r} has a single class ({values[0]!r}); nothing to learn")
     if len(values) > 2:
         if positive_label is not None:
-            raise ValueError(
+            raise TaskError(
                 f"positive_label={positive_label!r} given but label column {label!r} has "
                 f"{len(values)} classes; positive_label is for binary labels only"
             )
@@ -304,12 +306,12 @@ def _encode_label(y: pd.Series, label: str, positive_label: Any) -> tuple[np.nda
         if as_set <= {0, 1}:  # 0/1, 0.0/1.0, False/True
             positive_label = next(v for v in values if v == 1)
         else:
-            raise ValueError(
+            raise TaskError(
                 f"label column {label!r} has classes {sorted(map(str, values))}; "
                 "pass positive_label= naming the positive one"
             )
     if positive_label not in set(values):
-        raise ValueError(
+        raise TaskError(
             f"positive_label={positive_label!r} is not a value of label column {label!r}; "
             f"its values are {sorted(map(str, values))}"
         )
@@ -397,19 +399,19 @@ class TextTask:
         for frame, what, columns in ((texts, "texts", ("text", "label")),
                                      (probe, "probe", ("text", "label", "group", "instance"))):
             if not isinstance(frame, pd.DataFrame):
-                raise TypeError(f"{what} must be a pandas DataFrame, got {type(frame).__name__}")
+                raise SpecTypeError(f"{what} must be a pandas DataFrame, got {type(frame).__name__}")
             missing = [c for c in columns if c not in frame.columns]
             if missing:
-                raise ValueError(f"{what} lacks column(s) {missing}; it needs {list(columns)}")
+                raise TaskError(f"{what} lacks column(s) {missing}; it needs {list(columns)}")
             labels = set(pd.unique(frame["label"]))
             if not labels <= {0, 1}:
-                raise ValueError(f"{what} labels must be 0 / 1, got {sorted(map(str, labels))[:5]}")
+                raise TaskError(f"{what} labels must be 0 / 1, got {sorted(map(str, labels))[:5]}")
         if len(classes) != 2:
-            raise ValueError(f"classes names the two labels 0 and 1, got {classes!r}")
+            raise TaskError(f"classes names the two labels 0 and 1, got {classes!r}")
         if probe["group"].nunique() < 2:
-            raise ValueError("the probe needs at least two groups to compare")
+            raise TaskError("the probe needs at least two groups to compare")
         if not (0 < validation_fraction < 1 and 0 <= test_fraction < 1 and validation_fraction + test_fraction < 1):
-            raise ValueError("need 0 < validation_fraction, 0 <= test_fraction, and their sum < 1; got "
+            raise TaskError("need 0 < validation_fraction, 0 <= test_fraction, and their sum < 1; got "
                              f"{validation_fraction}, {test_fraction}")
         texts = texts[["text", "label"]].reset_index(drop=True)
         rest, test = (train_test_split(texts, test_size=test_fraction, stratify=texts["label"], random_state=seed)
@@ -420,7 +422,7 @@ class TextTask:
         instances = pd.unique(probe["instance"])
         n_test = int(round(probe_test_fraction * len(instances)))
         if not 0 < probe_test_fraction < 1 or not 1 <= n_test < len(instances):
-            raise ValueError(f"probe_test_fraction={probe_test_fraction} must leave at least one of the probe's "
+            raise TaskError(f"probe_test_fraction={probe_test_fraction} must leave at least one of the probe's "
                              f"{len(instances)} instances on each side")
         held_out = set(np.random.default_rng(seed).choice(instances, size=n_test, replace=False).tolist())
         in_test = probe["instance"].isin(held_out)
@@ -462,7 +464,7 @@ class TextTask:
         if name == PROBE_TEST:
             return self.X_probe_test, self.y_probe_test, self.sensitive_probe_test
         if name not in SPLITS:
-            raise ValueError(f"unknown split {name!r}; expected one of {list(self.splits)}")
+            raise TaskError(f"unknown split {name!r}; expected one of {list(self.splits)}")
         return getattr(self, f"X_{name}"), getattr(self, f"y_{name}"), None
 
     def fairness_split(self, name: str) -> str:

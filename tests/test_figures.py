@@ -97,7 +97,7 @@ def test_every_figure_takes_a_result_or_an_optuna_study(reported_result):
 
 
 def test_a_study_without_trials_gives_messages_not_errors(task):
-    res = mt.Result(mt.runner.open_study(make_study(task, optuna.storages.InMemoryStorage())))
+    res = mt.Result(mt.run.open_study(make_study(task, optuna.storages.InMemoryStorage())))
     assert mt.viz.report_figures(res) == []
     assert "no feasible completed trial" in mt.viz.plot_hypervolume_history(res).layout.annotations[0].text
     assert "no completed trial" in mt.viz.plot_parallel_coordinates(res).layout.annotations[0].text

@@ -12,7 +12,8 @@ from sklearn.linear_model import SGDClassifier
 import motune as mt
 from conftest import FAST_LATENCY, make_study
 from motune.pruning import ConstraintAware, PeerReport, ReportContext, SuccessiveHalving
-from motune.pruning.halving import crowding_distance, rank_order
+from motune._pareto import crowding_distance
+from motune.pruning.halving import rank_order
 
 HERE = Path(__file__).parent
 ACC = mt.maximize("accuracy")
@@ -256,7 +257,7 @@ def test_a_retried_trial_does_not_inherit_constraints_or_reports(task, tmp_path)
         heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
     )
     study = make_study(task, storage, constraints=[mt.at_most("equalized_odds_difference", 0.5)], pruning=None)
-    ostudy = mt.runner.open_study(study)
+    ostudy = mt.run.open_study(study)
     crashed = ostudy.ask()  # a worker that dies mid-trial, after writing a violating constraint and a report
     crashed.set_constraint("equalized_odds_difference <= 0.5", 9.0)
     storage.set_trial_system_attr(crashed._trial_id, "constraints", [9.0])

@@ -82,7 +82,7 @@ def test_report_is_self_contained_and_escapes_user_text(result):
 
 def test_report_of_an_empty_study(task):
     study = make_study(task, optuna.storages.InMemoryStorage())
-    from motune.runner import open_study
+    from motune.run import open_study
 
     page = render_report(mt.Result(open_study(study)))
     assert "No completed trial yet" in page and "Plotly.newPlot" not in page

@@ -10,7 +10,7 @@ from rich.console import Console
 
 import motune as mt
 from conftest import FAST_LATENCY, make_study, train
-from motune.progress import TrialProgress
+from motune.run.progress import TrialProgress
 
 
 def test_a_study_runs_and_every_trial_carries_its_record(task, sqlite_url):
@@ -219,19 +219,27 @@ def test_context_gives_seed_and_records_user_values(task, sqlite_url):
 
 
 def test_progress_lines_when_not_a_terminal(task):
+    from motune.results import record_of
+
     buffer = io.StringIO()
     study = make_study(task, optuna.storages.InMemoryStorage())
     progress = TrialProgress(study, total=3, console=Console(file=buffer, width=300))
     ostudy = optuna.create_study(directions=study.directions)
+    keys = [c.key for c in study.constraints]
 
     def objective(trial):
         if trial.number == 1:
             raise ValueError("broken")
-        trial.set_constraint("c", -1.0)
-        return 0.8 + 0.01 * trial.number, 0.1
+        for key in keys:
+            trial.set_constraint(key, -1.0)
+        values = (0.8 + 0.01 * trial.number, 0.1)
+        trial.set_user_attr("metrics", {"accuracy": values[0], "demographic_parity_difference": values[1]})
+        return values
 
-    with progress:
-        ostudy.optimize(objective, n_trials=3, catch=(ValueError,), callbacks=[progress.on_trial_end])
+    progress.on_study_start(None)
+    ostudy.optimize(objective, n_trials=3, catch=(ValueError,),
+                    callbacks=[lambda _s, t: progress.on_trial_end(record_of(t, keys))])
+    progress.on_study_end(None)
     lines = buffer.getvalue().strip().splitlines()
     assert lines[0].startswith("trial 0 complete") and "done 1/3" in lines[0]
     assert lines[1].startswith("trial 1 fail") and "failed 1" in lines[1]

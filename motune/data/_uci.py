@@ -7,6 +7,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from motune.errors import TaskError
 from motune.task import Task
 
 ADULT_COLUMNS = [
@@ -52,7 +53,7 @@ def adult_frame(
     """
     if source == "openml":
         if path is not None:
-            raise ValueError("pass either path= or source='openml', not both")
+            raise TaskError("pass either path= or source='openml', not both")
         from fairlearn.datasets import fetch_adult
 
         frame = fetch_adult(as_frame=True).frame.rename(columns={"class": "income"})
@@ -67,7 +68,7 @@ def adult_frame(
             )
         frame = pd.concat(parts, ignore_index=True)
     else:
-        raise ValueError(f"source must be 'packaged' or 'openml', got {source!r}")
+        raise TaskError(f"source must be 'packaged' or 'openml', got {source!r}")
     frame = frame.dropna(subset=["income"])
     frame["income"] = frame["income"].astype(str).str.strip().str.rstrip(".")
     return frame.drop(columns=["fnlwgt"]).reset_index(drop=True)
@@ -89,7 +90,7 @@ def adult(
     """
     frame = adult_frame(path=path, source=source)
     if sensitive not in ("sex", "race"):
-        raise ValueError(f"sensitive must be 'sex' or 'race' for Adult, got {sensitive!r}")
+        raise TaskError(f"sensitive must be 'sex' or 'race' for Adult, got {sensitive!r}")
     frame = _subsample(frame, max_rows, seed)
     return Task.from_frame(
         frame, label="income", sensitive=sensitive, positive_label=">50K",
@@ -111,7 +112,7 @@ def german_credit_frame(*, path: str | Path | None = None) -> pd.DataFrame:
     )
     frame["credit"] = frame["credit"].map({1: "good", 2: "bad"})
     if frame["credit"].isna().any():
-        raise ValueError("german.data: the last column must be 1 (good) or 2 (bad)")
+        raise TaskError("german.data: the last column must be 1 (good) or 2 (bad)")
     frame["sex"] = frame["personal_status_sex"].map(_GERMAN_SEX)
     frame["age_group"] = np.where(frame["age"] < 25, "under_25", "25_and_over")
     return frame
@@ -130,7 +131,7 @@ def german_credit(
     The other derived group column is dropped so it does not duplicate the raw one.
     """
     if sensitive not in ("sex", "age_group"):
-        raise ValueError(f"sensitive must be 'sex' or 'age_group' for German Credit, got {sensitive!r}")
+        raise TaskError(f"sensitive must be 'sex' or 'age_group' for German Credit, got {sensitive!r}")
     frame = german_credit_frame(path=path)
     frame = frame.drop(columns=["age_group" if sensitive == "sex" else "sex"])
     return Task.from_frame(
@@ -145,5 +146,5 @@ def _subsample(frame: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataF
     if max_rows is None or max_rows >= len(frame):
         return frame
     if max_rows < 100:
-        raise ValueError(f"max_rows must be at least 100, got {max_rows}")
+        raise TaskError(f"max_rows must be at least 100, got {max_rows}")
     return frame.sample(n=max_rows, random_state=seed).reset_index(drop=True)

@@ -33,6 +33,8 @@ from typing import Any
 import optuna
 from transformers import TrainerCallback
 
+from motune.errors import SpecError, SpecTypeError
+
 STEPS = ("epoch", "global_step")
 
 
@@ -47,9 +49,9 @@ class MotuneCallback(TrainerCallback):
     def __init__(self, ctx: Any, wrap: Callable[[Any], Any] | None = None, *, step: str = "epoch",
                  prefix: str = "trainer_") -> None:
         if step not in STEPS:
-            raise ValueError(f"step must be one of {list(STEPS)}, got {step!r}")
+            raise SpecError(f"step must be one of {list(STEPS)}, got {step!r}")
         if wrap is not None and not callable(wrap):
-            raise TypeError(f"wrap must be a function model -> motune model, got {type(wrap).__name__}")
+            raise SpecTypeError(f"wrap must be a function model -> motune model, got {type(wrap).__name__}")
         self.ctx = ctx
         self.wrap = wrap
         self.step = step

@@ -19,13 +19,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-
-class MetricError(RuntimeError):
-    """A metric could not be measured on a trained model (the trial fails with this reason)."""
-
-
-class UnknownMetricError(ValueError):
-    """A study named a metric that nothing measures."""
+from motune._schema import RESERVED_KEYS
+from motune.errors import MetricError, SpecError, SpecTypeError, UnknownMetricError
 
 
 class Measurement(NamedTuple):
@@ -68,9 +63,6 @@ class MetricGroup:
         return Measurement(values, dict(measurement.details))
 
 
-# Trial attribute names the runner uses itself; a metric function's key (under
-# which its details are stored on the trial) cannot be one of them.
-RESERVED_KEYS = ("metrics", "provenance", "timing", "error", "traceback", "pruned")
 
 @functools.lru_cache(maxsize=256)
 def _accepts(fn: Callable[..., Any], option: str) -> bool:
@@ -112,23 +104,23 @@ def register_metric(
     """
     names = (produces,) if isinstance(produces, str) else tuple(produces)
     if not names or not all(isinstance(n, str) and n for n in names):
-        raise ValueError(f"produces must be a non-empty metric name or names, got {produces!r}")
+        raise SpecError(f"produces must be a non-empty metric name or names, got {produces!r}")
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         if not callable(func):
-            raise TypeError(f"a metric must be callable, got {type(func).__name__}")
+            raise SpecTypeError(f"a metric must be callable, got {type(func).__name__}")
         group_key = key or getattr(func, "__name__", names[0])
         if group_key in RESERVED_KEYS or group_key.startswith("user:"):
-            raise ValueError(f"metric key {group_key!r} is reserved; pass key= with another name")
+            raise SpecError(f"metric key {group_key!r} is reserved; pass key= with another name")
         if not replace:
             taken = [n for n in names if n in _BY_METRIC and _BY_METRIC[n].fn is not func]
             if taken:
-                raise ValueError(
+                raise SpecError(
                     f"metric name(s) {taken} already registered by {_BY_METRIC[taken[0]].key!r}; "
                     "pass replace=True to override"
                 )
             if group_key in _GROUPS and _GROUPS[group_key].fn is not func:
-                raise ValueError(
+                raise SpecError(
                     f"metric key {group_key!r} is already used by the function producing "
                     f"{list(_GROUPS[group_key].produces)}; pass key= with another name"
                 )

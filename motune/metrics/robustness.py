@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score
 
+from motune.errors import SpecError
 from motune.metrics.registry import Measurement, MetricError, register_metric
 from motune.models import unwrap
 
@@ -43,7 +44,7 @@ def check_robustness_options(*, noise: float = 0.1, corruption: float | None = N
     """Raise ``ValueError`` for option values :func:`robustness` cannot use."""
     corruption = noise if corruption is None else corruption
     if not noise >= 0 or not 0 <= corruption <= 1:
-        raise ValueError(f"need noise >= 0 and corruption in [0, 1]; got noise={noise}, corruption={corruption}")
+        raise SpecError(f"need noise >= 0 and corruption in [0, 1]; got noise={noise}, corruption={corruption}")
 
 
 @register_metric(("robust_accuracy", "robustness_drop"), key="robustness", validate=check_robustness_options)
@@ -100,7 +101,7 @@ _NEIGHBOURS = {
 def check_text_robustness_options(*, typo_rate: float = 0.05, word_drop: float = 0.1, seed: int = 0) -> None:
     """Raise ``ValueError`` for option values :func:`text_robustness` cannot use."""
     if not (0 <= typo_rate <= 1 and 0 <= word_drop < 1):
-        raise ValueError(f"need typo_rate in [0, 1] and word_drop in [0, 1); got {typo_rate}, {word_drop}")
+        raise SpecError(f"need typo_rate in [0, 1] and word_drop in [0, 1); got {typo_rate}, {word_drop}")
 
 
 def perturb_texts(texts: list[str], *, typo_rate: float, word_drop: float, seed: int) -> list[str]:
@@ -164,7 +165,7 @@ def check_adversarial_options(*, eps: float = 0.1, steps: int = 1, seed: int = 0
         return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
     if not eps > 0 or not positive_int(steps) or not positive_int(batch_size):
-        raise ValueError(f"need eps > 0, an int steps >= 1 and batch_size >= 1; got eps={eps}, steps={steps}, "
+        raise SpecError(f"need eps > 0, an int steps >= 1 and batch_size >= 1; got eps={eps}, steps={steps}, "
                          f"batch_size={batch_size}")
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from motune.metrics.registry import MetricError
+from motune.errors import MetricError, SpecTypeError
 
 
 class Predictor:
@@ -30,7 +30,7 @@ class Predictor:
 
     def __init__(self, model: Any, task: Any) -> None:
         if not callable(getattr(model, "predict", None)):
-            raise TypeError(
+            raise SpecTypeError(
                 f"train() must return a fitted model with a predict(X) method, got {type(model).__name__}"
             )
         self.model = model

@@ -21,6 +21,7 @@ import copy
 import warnings
 from typing import Any
 
+from motune.errors import SpecError, SpecTypeError
 from motune.models import device_of
 
 PRECISIONS = ("float32", "float16", "bfloat16")
@@ -32,7 +33,7 @@ def quantize_int8(module: Any) -> Any:
 
     device = device_of(module)
     if device != "cpu":
-        raise ValueError(f"dynamic int8 quantization runs on the CPU; this module is on {device}. "
+        raise SpecError(f"dynamic int8 quantization runs on the CPU; this module is on {device}. "
                          "On a GPU use cast(module, 'float16') or 'bfloat16' instead")
     with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao; it still works
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -59,11 +60,11 @@ def keep_layers(model: Any, n: int, *, which: str = "spread") -> Any:
     encoder = getattr(base, "encoder", None)
     layers = getattr(encoder, "layer", None)
     if layers is None:
-        raise TypeError(f"{type(model).__name__} has no encoder.layer list to truncate")
+        raise SpecTypeError(f"{type(model).__name__} has no encoder.layer list to truncate")
     if which not in ("spread", "first"):
-        raise ValueError(f"which must be 'spread' or 'first', got {which!r}")
+        raise SpecError(f"which must be 'spread' or 'first', got {which!r}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(layers):
-        raise ValueError(f"can keep 1 to {len(layers)} layers of this model, got {n!r}")
+        raise SpecError(f"can keep 1 to {len(layers)} layers of this model, got {n!r}")
     total = len(layers)
     if which == "first":
         keep = list(range(n))
@@ -83,8 +84,8 @@ def cast(module: Any, precision: str) -> Any:
     import torch
 
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        raise SpecError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     device = device_of(module)
     if precision != "float32" and not device.startswith("cuda"):
-        raise ValueError(f"{precision} is a GPU serving option; this module is on {device}")
+        raise SpecError(f"{precision} is a GPU serving option; this module is on {device}")
     return module.to(getattr(torch, precision))

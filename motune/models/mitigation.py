@@ -18,11 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from motune.errors import SpecError
+
 
 def reweighing_weights(y: Any, sensitive: Any, *, strength: float = 1.0) -> np.ndarray:
     """Per-row weights ``(P(g) P(y) / P(g, y)) ** strength``, normalised to mean 1."""
     if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength must be in [0, 1], got {strength!r}")
+        raise SpecError(f"strength must be in [0, 1], got {strength!r}")
     frame = pd.DataFrame({"y": np.asarray(y), "g": np.asarray(sensitive)})
     n = len(frame)
     p_y = frame["y"].map(frame["y"].value_counts() / n)
@@ -48,7 +50,7 @@ class SensitivePostprocessed:
 
     def _groups(self, X: pd.DataFrame) -> pd.Series:
         if self.sensitive not in X.columns:
-            raise ValueError(
+            raise SpecError(
                 f"post-processing needs the sensitive column {self.sensitive!r} in X at prediction time; "
                 "build the task without drop_sensitive=True"
             )

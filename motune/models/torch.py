@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from motune.errors import SpecError
 from motune.models import device_of
 
 
@@ -49,7 +50,7 @@ class TorchClassifier:
     def __init__(self, module: Any, encode: Callable[[Any], Any], *, batch_size: int = 512,
                  continuous: np.ndarray | None = None) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise SpecError(f"batch_size must be >= 1, got {batch_size}")
         self.module = module
         self.encode = encode
         self.batch_size = batch_size
@@ -136,14 +137,14 @@ def fit(
     import torch
 
     if epochs < 0 or batch_size < 1:
-        raise ValueError(f"need epochs >= 0 and batch_size >= 1, got epochs={epochs}, batch_size={batch_size}")
+        raise SpecError(f"need epochs >= 0 and batch_size >= 1, got epochs={epochs}, batch_size={batch_size}")
     if (ctx is None) != (model is None):
-        raise ValueError("pass ctx and model together: motune measures model at each epoch's report")
+        raise SpecError("pass ctx and model together: motune measures model at each epoch's report")
     if groups is not None and loss is None:
-        raise ValueError("groups= is for a group-aware loss such as motune.losses.FairnessPenalizedLoss; "
+        raise SpecError("groups= is for a group-aware loss such as motune.losses.FairnessPenalizedLoss; "
                          "pass loss= too (plain cross-entropy takes no groups)")
     if len(X) != len(y) or (groups is not None and len(groups) != len(y)):
-        raise ValueError(f"X, y (and groups) need the same number of rows, got {len(X)}, {len(y)}"
+        raise SpecError(f"X, y (and groups) need the same number of rows, got {len(X)}, {len(y)}"
                          + ("" if groups is None else f", {len(groups)}"))
     device = device_of(module)
     X, y = X.to(device), y.to(device)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from motune.errors import SpecError
 from motune.models.torch import TorchClassifier
 
 
@@ -22,7 +23,7 @@ class TextClassifier(TorchClassifier):
 
     def __init__(self, model: Any, tokenizer: Any, *, max_length: int = 64, batch_size: int = 64) -> None:
         if max_length < 2:
-            raise ValueError(f"max_length must be at least 2 tokens, got {max_length}")
+            raise SpecError(f"max_length must be at least 2 tokens, got {max_length}")
         self.tokenizer = tokenizer
         self.max_length = max_length
         super().__init__(model, self._encode, batch_size=batch_size, continuous=None)
@@ -46,7 +47,7 @@ class TextDataset:
         self.labels = [int(v) for v in labels]
         rows = {len(v) for v in encoded.values()}
         if rows != {len(self.labels)}:
-            raise ValueError(f"{len(self.labels)} labels for {sorted(rows)} encoded rows")
+            raise SpecError(f"{len(self.labels)} labels for {sorted(rows)} encoded rows")
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -3,18 +3,17 @@
 Rungs sit at steps ``min_resource * eta**k``. A trial reporting at a rung
 continues only if it ranks in the top ``1/eta`` (at least one) of all trials
 that reached that rung, itself included: constrained non-dominated sorting
-(feasible before infeasible, smaller total violation before larger; Optuna's
-own sort) with crowding distance breaking ties inside a front. No trial waits
+(feasible before infeasible, smaller total violation before larger;
+:func:`motune._pareto.rank_order`) with crowding distance breaking ties inside a front. No trial waits
 for others: with fewer than ``min_peers`` trials at the rung it continues.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from optuna.study._multi_objective import _fast_non_domination_rank
 
+from motune import _pareto
+from motune.errors import SpecError
 from motune.pruning.base import Decision, PruningPolicy, ReportContext
 
 
@@ -23,7 +22,7 @@ class SuccessiveHalving(PruningPolicy):
 
     def __init__(self, *, min_resource: int = 1, eta: int = 3, min_peers: int | None = None) -> None:
         if min_resource < 1 or eta < 2:
-            raise ValueError(f"need min_resource >= 1 and eta >= 2, got {min_resource}, {eta}")
+            raise SpecError(f"need min_resource >= 1 and eta >= 2, got {min_resource}, {eta}")
         self.min_resource = min_resource
         self.eta = eta
         self.min_peers = eta if min_peers is None else min_peers
@@ -58,28 +57,8 @@ class SuccessiveHalving(PruningPolicy):
 def rank_order(entries, objectives, constraints) -> list[int]:
     """Indices of ``entries`` (metric dicts) best first: constrained non-domination rank, then
     crowding distance (larger first). A constraint whose metric an entry lacks is not counted."""
-    losses = np.array([[-e[o.metric] if o.direction == "maximize" else e[o.metric] for o in objectives]
-                       for e in entries], dtype=float)
+    losses = _pareto.to_losses([[e[o.metric] for o in objectives] for e in entries], [o.direction for o in objectives])
     penalty = np.array([sum(max(0.0, c.violation(e[c.metric])) for c in constraints if c.metric in e)
                         for e in entries], dtype=float)
-    ranks = _fast_non_domination_rank(losses, penalty=penalty)
-    crowding = np.zeros(len(entries))
-    for r in np.unique(ranks):
-        members = np.flatnonzero(ranks == r)
-        crowding[members] = crowding_distance(losses[members])
-    return sorted(range(len(entries)), key=lambda i: (ranks[i], -crowding[i], i))
+    return _pareto.rank_order(losses, penalty)
 
-
-def crowding_distance(losses: np.ndarray) -> np.ndarray:
-    """NSGA-II crowding distance of each row among the rows (boundary points get infinity)."""
-    n, m = losses.shape
-    distance = np.zeros(n)
-    if n <= 2:
-        return np.full(n, math.inf)
-    for j in range(m):
-        order = np.argsort(losses[:, j], kind="stable")
-        span = losses[order[-1], j] - losses[order[0], j]
-        distance[order[0]] = distance[order[-1]] = math.inf
-        if span > 0:
-            distance[order[1:-1]] += (losses[order[2:], j] - losses[order[:-2], j]) / span
-    return distance

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+from motune.errors import SpecError
 from motune.pruning.base import Decision, PruningPolicy, ReportContext
 
 
@@ -33,7 +34,7 @@ class ConstraintAware(PruningPolicy):
         max_feasible_rate: float = 0.05,
     ) -> None:
         if warmup_steps < 0 or patience < 1 or margin < 0 or min_calibration < 1 or not 0 <= max_feasible_rate < 1:
-            raise ValueError(
+            raise SpecError(
                 "need warmup_steps >= 0, patience >= 1, margin >= 0, min_calibration >= 1 and "
                 f"0 <= max_feasible_rate < 1; got {warmup_steps}, {patience}, {margin}, {min_calibration}, "
                 f"{max_feasible_rate}"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from motune.frontier import Result
-
+from motune.errors import SpecTypeError
+from motune.results import Result
 
 
 def as_result(obj: Any) -> Result:
@@ -20,10 +20,8 @@ def as_result(obj: Any) -> Result:
     if isinstance(obj, optuna.Study):
         return Result(obj)
     if isinstance(obj, Study):
-        from motune.runner import load_study
-
-        return load_study(obj.name, storage=obj.storage)
-    raise TypeError(f"expected a motune Result, an optuna.Study or a motune.Study, got {type(obj).__name__}")
+        return obj.result()
+    raise SpecTypeError(f"expected a motune Result, an optuna.Study or a motune.Study, got {type(obj).__name__}")
 
 
 def esc(value: Any) -> str:
@@ -57,18 +55,8 @@ def fmt(value: Any) -> str:
 
 
 def reports_of(result: Result) -> dict[int, dict[int, dict[str, float]]]:
-    """Intermediate reports by trial number, then step (from the trials' system attributes)."""
-    from motune.runner import REPORT_ATTR
-
-    prefix = REPORT_ATTR.split("{")[0]
-    out: dict[int, dict[int, dict[str, float]]] = {}
-    for t in result.study.get_trials(deepcopy=False):
-        for key, value in t.system_attrs.items():
-            if key.startswith(prefix):
-                number, step = key[len(prefix):].split(":")
-                if int(number) == t.number:
-                    out.setdefault(t.number, {})[int(step)] = value
-    return out
+    """Intermediate reports by trial number, then step (trials that reported)."""
+    return {r.number: r.reports for r in result.records() if r.reports}
 
 
 def empty_figure(message: str) -> Any:

@@ -12,7 +12,8 @@ from typing import Any, NamedTuple
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from motune.frontier import Result
+from motune.errors import SpecError
+from motune.results import Result
 from motune.viz._common import as_result, empty_figure, esc
 
 METRICS = ("selection_rate", "true_positive_rate", "false_positive_rate", "accuracy")
@@ -38,7 +39,7 @@ def _get_group_info(result: Result, trials: list[int] | None = None, *, limit: i
     chosen = _chosen(result, trials, limit)
     unknown = [t for t in chosen if t not in records]
     if unknown:
-        raise ValueError(f"no trial(s) {unknown} in study {result.name!r}")
+        raise SpecError(f"no trial(s) {unknown} in study {result.name!r}")
     bars, groups, counts, split, metrics = {}, [], {}, None, []
     for number in chosen:
         fairness = records[number].attrs.get("fairness")

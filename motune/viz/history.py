@@ -7,7 +7,7 @@ leaves it, and the hypervolume, unchanged; otherwise the trial joins the
 front (the points it dominates leave) and the hypervolume grows by the
 trial's exclusive contribution: the volume of its box up to the reference
 point minus the part the old front already covers (the old front clipped to
-the trial, with Optuna's exact algorithm). Infeasible, pruned and failed
+the trial, with :func:`motune._pareto.hypervolume`). Infeasible, pruned and failed
 trials leave it unchanged.
 
 Reference point rule (:func:`reference_point`), written on the figure: per
@@ -23,11 +23,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import plotly.graph_objects as go
 
-from motune.frontier import Result
+from motune import _pareto
+from motune.errors import SpecError
+from motune.results import FINISHED, Result
 from motune.viz._common import as_result, empty_figure, esc, fmt
 
-RULE = ("worst feasible value per objective, moved outwards by 10 % of its range "
-        "(of its magnitude, or 1, when the range is 0)")
+RULE = _pareto.REFERENCE_RULE
 
 
 class _HypervolumeHistoryInfo(NamedTuple):
@@ -40,43 +41,25 @@ class _HypervolumeHistoryInfo(NamedTuple):
 
 def reference_point(result: Result) -> dict[str, float]:
     """The reference point by :data:`RULE` (raises ``ValueError`` with no feasible trial)."""
-    feasible = [r for r in result.records() if r.feasible]
-    if not feasible:
-        raise ValueError(f"study {result.name!r} has no feasible completed trial yet")
-    reference = {}
-    for o in result.objectives:
-        values = np.array([r.metrics[o.metric] for r in feasible], dtype=float)
-        worst = values.min() if o.direction == "maximize" else values.max()
-        span = float(values.max() - values.min()) or (abs(float(worst)) or 1.0)
-        reference[o.metric] = float(worst - 0.1 * span if o.direction == "maximize" else worst + 0.1 * span)
-    return reference
+    return result.reference_point()
 
 
 def _get_hypervolume_history_info(result: Result, reference: dict[str, float] | None = None) -> _HypervolumeHistoryInfo:
-    from optuna._hypervolume import compute_hypervolume
-
-    reference = reference or reference_point(result)
+    reference = reference or result.reference_point()
     missing = [o.metric for o in result.objectives if o.metric not in reference]
     if missing:
-        raise ValueError(f"reference lacks {missing}")
-    sign = np.array([-1.0 if o.direction == "maximize" else 1.0 for o in result.objectives])
-    ref = sign * np.array([reference[o.metric] for o in result.objectives], dtype=float)
-    front = np.empty((0, len(ref)))  # as losses (minimise every column)
+        raise SpecError(f"reference lacks {missing}")
+    ref = _pareto.to_losses([[reference[o.metric] for o in result.objectives]], result.directions)[0]
+    front = np.empty((0, len(ref)))  # losses
     hv, trials, values, sizes = 0.0, [], [], []
     for r in result.records():
-        if r.state not in ("COMPLETE", "PRUNED", "FAIL"):
+        if r.state not in FINISHED:
             continue
         if r.feasible:
-            p = sign * np.array([r.metrics[o.metric] for o in result.objectives], dtype=float)
-            if not (len(front) and np.any(np.all(front <= p, axis=1))):  # p enters the front
-                if np.all(p < ref):
-                    # add p's exclusive contribution: its box up to the reference minus what the old
-                    # front already covers of that box (the front clipped to p)
-                    inside = front[np.all(front < ref, axis=1)]
-                    clipped = np.maximum(inside, p)
-                    covered = float(compute_hypervolume(clipped, ref)) if len(clipped) else 0.0
-                    hv += float(np.prod(ref - p)) - covered
-                front = np.vstack([front[~np.all(p <= front, axis=1)], p])
+            p = result.losses([r])[0]
+            if not any(_pareto.weakly_dominates(f, p) for f in front):  # p enters the front
+                hv += _pareto.hypervolume_gain(front, p, ref)
+                front = np.vstack([front[[not _pareto.weakly_dominates(p, f) for f in front]], p])
         trials.append(r.number)
         values.append(hv)
         sizes.append(len(front))

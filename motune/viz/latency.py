@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import plotly.graph_objects as go
 
-from motune.frontier import Result
+from motune.results import Result
 from motune.viz._common import as_result, empty_figure, esc
 
 

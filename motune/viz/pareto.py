@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 
 import plotly.graph_objects as go
 
-from motune.frontier import Result, TrialRecord
+from motune.errors import SpecError
+from motune.results import Result, TrialRecord
 from motune.viz._common import as_result, axis_title, esc, fmt, reports_of, unit_of  # noqa: F401
 
 CATEGORIES = {  # category -> (legend name, colour, marker symbol)
@@ -48,7 +49,7 @@ def _get_pareto_info(result: Result, objectives: list[str] | None = None) -> _Pa
     axes = objectives or list(by_metric)
     unknown = [a for a in axes if a not in by_metric]
     if unknown:
-        raise ValueError(f"{unknown} are not objectives of study {result.name!r}; objectives: {list(by_metric)}")
+        raise SpecError(f"{unknown} are not objectives of study {result.name!r}; objectives: {list(by_metric)}")
     hover_metrics = list(dict.fromkeys(axes + [c.metric for c in result.constraints]))
     points: dict[str, list] = {c: [] for c in CATEGORIES}
     reports = reports_of(result)

@@ -16,14 +16,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from motune.frontier import Result
+from motune.results import Result
 from motune.viz._common import reports_of
 from motune.viz.groups import plot_group_fairness
 from motune.viz.history import plot_hypervolume_history
 from motune.viz.latency import plot_latency
 from motune.viz.pareto import plot_pareto_front
 from motune.viz.pruning import plot_pruning
-from motune.viz.tradeoffs import plot_param_importances, plot_parallel_coordinates
+from motune.viz.tradeoffs import plot_parallel_coordinates, plot_param_importances
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }

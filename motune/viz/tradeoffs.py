@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import plotly.graph_objects as go
 
-from motune.frontier import Result
+from motune.results import Result
 from motune.viz._common import as_result, empty_figure, esc, unit_of
 
 
@@ -34,9 +34,7 @@ def _get_parallel_info(result: Result, params: list[str] | None = None) -> _Para
     complete = [r for r in result.records() if r.state == "COMPLETE"
                 and all(r.metrics.get(o.metric) is not None for o in result.objectives)]
     names = params if params is not None else sorted({k for r in complete for k in r.params})
-    distributions = {}
-    for t in result.study.get_trials(deepcopy=False):
-        distributions.update(t.distributions)
+    distributions = result.distributions
     dims = []
     for name in names:
         raw = [r.params.get(name) for r in complete]
@@ -100,7 +98,7 @@ class _ImportanceInfo(NamedTuple):
 def _get_importance_info(result: Result, evaluator: Any = None) -> _ImportanceInfo:
     import optuna
 
-    complete = [t for t in result.study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    complete = [r for r in result.records() if r.state == "COMPLETE"]
     if len(complete) < 2:
         raise ValueError("parameter importance needs at least 2 completed trials")
     evaluator = evaluator or optuna.importance.FanovaImportanceEvaluator(seed=0)
@@ -108,8 +106,9 @@ def _get_importance_info(result: Result, evaluator: Any = None) -> _ImportanceIn
     for i, o in enumerate(result.objectives):
         out[o.metric] = dict(optuna.importance.get_param_importances(
             result.study, evaluator=evaluator, target=lambda t, i=i: t.values[i], normalize=True))
-    everywhere = set.intersection(*(set(t.params) for t in complete))
-    left_out = sorted(set().union(*(set(t.params) for t in complete)) - everywhere)
+    suggested = [set(r.params) & set(result.distributions) for r in complete]  # Optuna's params only
+    everywhere = set.intersection(*suggested)
+    left_out = sorted(set().union(*suggested) - everywhere)
     return _ImportanceInfo(out, type(evaluator).__name__, len(complete), left_out)
 
 

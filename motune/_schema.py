@@ -1,0 +1,213 @@
+"""Every key motune stores in an Optuna storage, each writer beside its reader.
+
+Writers return plain ``{key: JSON value}`` dicts that ``run/`` hands to the
+storage; readers take the attribute dicts of a stored study or trial (an
+Optuna ``FrozenTrial``'s ``user_attrs`` / ``system_attrs``) and return plain
+values. Nothing here talks to Optuna objects, so a key's format lives in one
+place and the two sides cannot drift.
+
+Study (user attribute)
+    ``motune``: the study record (spec, task summary, measured and extra
+    metrics, options, split, seed, version) -- :func:`study_record_attrs` /
+    :func:`read_study_record`.
+
+Trial (system attributes)
+    ``constraints:<metric> <op> <bound>``: ``value - bound`` for ``<=``,
+    ``bound - value`` for ``>=`` (positive = violated), Optuna's own
+    ``Trial.set_constraint`` format -- :func:`constraint_key` /
+    :func:`read_violations`.
+    ``constraints``: the same values as a list in constraint order, the only
+    form optuna-dashboard 0.21 reads -- :func:`legacy_constraint_attrs`.
+    ``motune:report:<trial number>:<step>``: one intermediate report
+    ``{metric: value}`` -- :func:`report_key` / :func:`read_reports`.
+    ``fail_reason``: why a trial failed without raising (a dead worker) --
+    :func:`stale_reason_attrs` / :func:`read_error`.
+
+Trial (user attributes)
+    ``metrics`` (every measured value), one entry per metric function key
+    with its details (``fairness``, ``latency``, ``robustness`` ...),
+    ``timing``, ``provenance``, ``params`` (what ``train`` received, derived
+    values included), ``worker`` (host and pid of the process that ran it),
+    ``pruned`` (rule, step, reason), ``pruning_warning``, and on failure
+    ``error`` and ``traceback`` -- :func:`start_attrs`,
+    :func:`outcome_attrs`, :func:`pruned_attrs`, :func:`failure_attrs`,
+    :func:`read_metrics`, :func:`read_params`.
+    ``user:<key>``: a value a train function recorded with ``ctx.set_attr``.
+
+Feasibility has one rule (:func:`is_feasible`): a completed trial is
+feasible when every constraint of its study has a stored value and none is
+positive; a missing value is not feasible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# ---------------------------------------------------------------- the study record
+
+STUDY_ATTR = "motune"
+
+
+def study_record_attrs(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The study's user attributes holding its record."""
+    return {STUDY_ATTR: jsonable(dict(record))}
+
+
+def read_study_record(user_attrs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The stored study record, or ``None`` for a study motune did not create."""
+    record = user_attrs.get(STUDY_ATTR)
+    return dict(record) if isinstance(record, Mapping) else None
+
+
+# ---------------------------------------------------------------- constraints
+
+CONSTRAINT_PREFIX = "constraints:"  # Optuna's Trial.set_constraint key prefix
+LEGACY_CONSTRAINTS_ATTR = "constraints"  # what optuna-dashboard 0.21 reads
+
+
+def constraint_key(constraint_name: str) -> str:
+    """The system attribute ``Trial.set_constraint(constraint_name, v)`` writes."""
+    return f"{CONSTRAINT_PREFIX}{constraint_name}"
+
+
+def legacy_constraint_attrs(violations: Sequence[float]) -> dict[str, Any]:
+    """The legacy list of constraint values (empty when there are none)."""
+    return {LEGACY_CONSTRAINTS_ATTR: [float(v) for v in violations]} if violations else {}
+
+
+def read_violations(system_attrs: Mapping[str, Any], names: Sequence[str] | None = None) -> dict[str, float]:
+    """Constraint values by name: ``names`` (a study's constraint keys) or every ``constraints:*`` stored."""
+    if names is None:
+        names = [k[len(CONSTRAINT_PREFIX):] for k in system_attrs if k.startswith(CONSTRAINT_PREFIX)]
+    out = {}
+    for name in names:
+        value = system_attrs.get(constraint_key(name))
+        if value is not None:
+            out[name] = float(value)
+    return out
+
+
+def is_feasible(violations: Mapping[str, float], names: Sequence[str]) -> bool:
+    """The one feasibility rule: every constraint in ``names`` has a value, and none is positive."""
+    return all(n in violations and violations[n] is not None and violations[n] <= 0 for n in names)
+
+
+# ---------------------------------------------------------------- reports
+
+REPORT_PREFIX = "motune:report:"
+
+
+def report_key(number: int, step: int) -> str:
+    """The system attribute holding trial ``number``'s report at ``step``."""
+    return f"{REPORT_PREFIX}{int(number)}:{int(step)}"
+
+
+def read_reports(system_attrs: Mapping[str, Any], number: int) -> dict[int, dict[str, float]]:
+    """Trial ``number``'s reports by step. A retried trial inherits its predecessor's system
+    attributes; those are keyed by the predecessor's number and so are not read as its own."""
+    out: dict[int, dict[str, float]] = {}
+    for key, value in system_attrs.items():
+        if key.startswith(REPORT_PREFIX):
+            owner, _, step = key[len(REPORT_PREFIX):].partition(":")
+            if owner.isdigit() and int(owner) == number and step.isdigit():
+                out[int(step)] = dict(value)
+    return dict(sorted(out.items()))
+
+
+# ---------------------------------------------------------------- outcome of a trial
+
+METRICS_ATTR = "metrics"
+PARAMS_ATTR = "params"
+WORKER_ATTR = "worker"
+PRUNED_ATTR = "pruned"
+PRUNING_WARNING_ATTR = "pruning_warning"
+ERROR_ATTR = "error"
+TRACEBACK_ATTR = "traceback"
+FAIL_REASON_ATTR = "fail_reason"  # system attribute (Optuna writes it too)
+USER_PREFIX = "user:"
+
+# user attribute names motune writes itself: a metric function's key (under which its details are
+# stored on the trial) cannot be one of them
+RESERVED_KEYS = (METRICS_ATTR, "provenance", "timing", ERROR_ATTR, TRACEBACK_ATTR, PRUNED_ATTR, PARAMS_ATTR,
+                 WORKER_ATTR, PRUNING_WARNING_ATTR)
+
+
+def start_attrs(*, host: str, pid: int, params: Mapping[str, Any]) -> dict[str, Any]:
+    """What a trial stores when it starts: which process runs it (host, pid) and the params ``train``
+    receives (derived and fixed values included)."""
+    return jsonable({WORKER_ATTR: {"host": host, "pid": int(pid)}, PARAMS_ATTR: dict(params)})
+
+
+def outcome_attrs(*, values: Mapping[str, float], details: Mapping[str, Any], timing: Mapping[str, float],
+                  provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """A completed trial's user attributes: metrics, each metric function's details under its key,
+    timing and provenance."""
+    return jsonable({METRICS_ATTR: dict(values), **dict(details), "timing": dict(timing),
+                     "provenance": dict(provenance)})
+
+
+def pruned_attrs(*, rule: str, reason: str, step: int, reports: int) -> dict[str, Any]:
+    return {PRUNED_ATTR: {"rule": rule, "reason": reason, "step": int(step), "reports": int(reports)}}
+
+
+def failure_attrs(error: str, traceback_text: str) -> dict[str, Any]:
+    return {ERROR_ATTR: error, TRACEBACK_ATTR: traceback_text[-4000:]}
+
+
+def stale_reason_attrs(grace_s: float) -> dict[str, Any]:
+    """The system attribute a trial gets when its worker stopped sending heartbeats."""
+    return {FAIL_REASON_ATTR: f"worker died (heartbeat stale: none for more than {grace_s:g} s)"}
+
+
+def read_metrics(user_attrs: Mapping[str, Any]) -> dict[str, float | None]:
+    return dict(user_attrs.get(METRICS_ATTR) or {})
+
+
+def read_params(user_attrs: Mapping[str, Any], trial_params: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``train`` received (derived and fixed values included), else Optuna's params."""
+    received = user_attrs.get(PARAMS_ATTR)
+    return {**dict(trial_params), **dict(received)} if isinstance(received, Mapping) else dict(trial_params)
+
+
+def read_error(state: str, user_attrs: Mapping[str, Any], system_attrs: Mapping[str, Any]) -> str | None:
+    """Why a failed trial failed (``None`` for any other state)."""
+    if state != "FAIL":
+        return None
+    return user_attrs.get(ERROR_ATTR) or system_attrs.get(FAIL_REASON_ATTR) or "no reason recorded"
+
+
+# attributes a retried trial must not inherit from the trial it retries
+PER_TRIAL_USER_KEYS = (METRICS_ATTR, "timing", "provenance", ERROR_ATTR, TRACEBACK_ATTR, PRUNED_ATTR,
+                       WORKER_ATTR, PRUNING_WARNING_ATTR)
+
+
+def retry_user_attrs(user_attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """What a retry keeps of the failed trial's user attributes: the user's own (``user:*``) and
+    the params it received; measured outcomes and failure records are its own to write."""
+    return {k: v for k, v in user_attrs.items() if k not in PER_TRIAL_USER_KEYS}
+
+
+def retry_system_attrs(system_attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """What a retry keeps of the failed trial's system attributes: Optuna's retry bookkeeping and
+    anything not motune's; constraint values, reports and the failure reason are dropped."""
+    return {k: v for k, v in system_attrs.items()
+            if k not in (FAIL_REASON_ATTR, LEGACY_CONSTRAINTS_ATTR) and not k.startswith((CONSTRAINT_PREFIX, REPORT_PREFIX))}
+
+
+# ---------------------------------------------------------------- JSON
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON values: numpy scalars to Python, NaN / inf to None, tuples to lists, keys to str."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if type(value).__module__ == "numpy" and callable(getattr(value, "tolist", None)):
+        return jsonable(value.tolist())  # numpy scalars and arrays
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)

@@ -1,0 +1,192 @@
+"""The one place that touches Optuna's private parts.
+
+Each helper has a public fallback that runs when the private path fails in
+any way (an Optuna release that moved a name, changed a table, renamed an
+attribute), not only on ``ImportError``; ``tests/test_optuna_compat.py`` runs
+both paths. What is private, and why:
+
+- :func:`trial_id`: the storage id of a ``Trial`` (``_trial_id``), so that
+  motune can write system attributes (reports, a retry's own constraint
+  values) that ``Trial`` has no public setter for. Fallback: look the id up
+  by study name and trial number through the storage's public methods.
+- :func:`storage_of` / :func:`backend`: a study's storage (``_storage``) and
+  the RDB storage behind Optuna's ``_CachedStorage`` wrapper (``_backend``).
+- :func:`insert_trial_attrs`: one transaction for all of a trial's new
+  attributes through the RDB storage's own tables (Optuna writes one
+  attribute per transaction, about a millisecond each). Fallback: the public
+  one-by-one setters.
+- :func:`frozen_system_attrs`: the system attributes a running trial was
+  created with, from ``Trial``'s cached frozen trial. Fallback: the storage.
+- :func:`request_stop`: ``Study.stop`` from a signal handler or a thread
+  outside the optimize loop (``_stop_flag``). Fallback: ``Study.stop()``.
+- :class:`HeartbeatRDBStorage`: an ``RDBStorage`` whose stale-trial lookup
+  (``_get_stale_trial_ids``, called by Optuna's public ``fail_stale_trials``)
+  first records why the trial failed (``fail_reason``). If a release renames
+  the method, stale trials are still failed and retried, only without the
+  reason (``tests/test_faults.py`` would then fail).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any
+
+import optuna
+
+from motune import _schema
+
+
+def trial_id(trial: Any) -> int:
+    """The storage id of a ``Trial``."""
+    try:
+        return int(trial._trial_id)
+    except Exception:  # noqa: BLE001
+        storage = trial.storage
+        return storage.get_trial_id_from_study_id_trial_number(
+            storage.get_study_id_from_name(trial.study.study_name), trial.number)
+
+
+def storage_of(study: optuna.Study) -> Any:
+    """The storage a ``Study`` reads and writes (``None`` if it cannot be found)."""
+    try:
+        return study._storage
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def backend(storage: Any) -> Any:
+    """The storage behind Optuna's cache wrapper (the RDBStorage), or the storage itself."""
+    return getattr(storage, "_backend", storage)
+
+
+def frozen_system_attrs(trial: optuna.Trial) -> dict[str, Any]:
+    """The system attributes a running trial carries (a retry inherits its predecessor's)."""
+    try:
+        return dict(trial._cached_frozen_trial.system_attrs)
+    except Exception:  # noqa: BLE001
+        return dict(trial.storage.get_trial_system_attrs(trial_id(trial)))
+
+
+def request_stop(study: optuna.Study) -> None:
+    """Ask ``study.optimize`` to start no further trial (safe from a signal handler)."""
+    try:
+        study._stop_flag = True
+    except Exception:  # noqa: BLE001
+        try:
+            study.stop()
+        except RuntimeError:  # outside the optimize loop: nothing to stop
+            pass
+
+
+def set_system_attr(trial: Any, key: str, value: Any) -> None:
+    """Set a system attribute of a running trial (Optuna's ``Trial`` has no public setter)."""
+    trial.storage.set_trial_system_attr(trial_id(trial), key, value)
+
+
+def write_trial_attrs(trial: optuna.Trial, user_attrs: dict[str, Any], system_attrs: dict[str, Any]) -> None:
+    """Store a trial's attributes, new ones in one transaction on an RDB storage.
+
+    An attribute the trial already has (a retried trial inherits its predecessor's), any other
+    storage, and any failure of the private path go through the public one-by-one setters.
+    """
+    rdb = backend(trial.storage)
+    if isinstance(rdb, optuna.storages.RDBStorage) and _PRIVATE_INSERT[0]:
+        try:
+            existing = insert_trial_attrs(rdb, trial_id(trial), user_attrs, system_attrs)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            raise
+        except Exception:  # noqa: BLE001  (a moved table or name: the public path still works)
+            existing = (set(user_attrs), set(system_attrs))
+        user_attrs = {k: v for k, v in user_attrs.items() if k in existing[0]}
+        system_attrs = {k: v for k, v in system_attrs.items() if k in existing[1]}
+    for key, value in system_attrs.items():
+        set_system_attr(trial, key, value)
+    for key, value in user_attrs.items():
+        trial.set_user_attr(key, value)
+
+
+_PRIVATE_INSERT = [True]  # tests switch this off to run the public path
+
+
+def insert_trial_attrs(rdb: Any, trial_id_: int, user_attrs: dict[str, Any],
+                       system_attrs: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """Insert the attributes the trial does not have yet in one transaction; return the keys
+    (user, system) that already existed, for the caller to update one by one."""
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from sqlalchemy import insert, select
+
+    existing: list[set[str]] = []
+    with _create_scoped_session(rdb.scoped_session) as session:
+        state = session.execute(
+            select(models.TrialModel.state).where(models.TrialModel.trial_id == trial_id_)
+        ).scalar_one()
+        rdb.check_trial_is_updatable(trial_id_, state)
+        for model, attrs in ((models.TrialUserAttributeModel, user_attrs),
+                             (models.TrialSystemAttributeModel, system_attrs)):
+            if not attrs:
+                existing.append(set())
+                continue
+            there = set(session.execute(
+                select(model.key).where(model.trial_id == trial_id_, model.key.in_(list(attrs)))
+            ).scalars())
+            rows = [{"trial_id": trial_id_, "key": k, "value_json": json.dumps(v)}
+                    for k, v in attrs.items() if k not in there]
+            if rows:
+                session.execute(insert(model), rows)
+            existing.append(there)
+    return existing[0], existing[1]
+
+
+class HeartbeatRDBStorage(optuna.storages.RDBStorage):
+    """An RDBStorage that records why a heartbeat-stale trial failed before Optuna fails it."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = super()._get_stale_trial_ids(study_id)
+        grace = self.grace_period if self.grace_period is not None else 2 * (self.heartbeat_interval or 0)
+        for tid in stale:
+            for key, value in _schema.stale_reason_attrs(grace).items():
+                try:
+                    self.set_trial_system_attr(tid, key, value)
+                except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first
+                    pass
+        return stale
+
+
+class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a heartbeat-stale trial, without the failed trial's measurements.
+
+    Optuna's callback copies every attribute of the failed trial to the retry; motune keeps the
+    params and the user's own attributes and drops the constraint values, reports, failure
+    reason and outcome records, which the retry writes for itself.
+    """
+
+    def __init__(self, max_retry: int | None = 3) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            super().__init__(max_retry=max_retry)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        clean = optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs=_schema.retry_user_attrs(trial.user_attrs),
+            system_attrs=_schema.retry_system_attrs(trial.system_attrs),
+        )
+        clean.number = trial.number  # Optuna's callback records the number it retries
+        super().__call__(study, clean)
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Optuna's public stale-trial check (fails dead workers' trials and runs the retry callback)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def heartbeat_interval_s(storage: Any) -> int | None:
+    """The storage's heartbeat interval in seconds, or ``None`` when it has none."""
+    getter = getattr(storage, "get_heartbeat_interval", None)
+    return getter() if callable(getter) else None

@@ -1,0 +1,116 @@
+"""Callbacks: plain-record hooks on a study's run, and Optuna's own callbacks beside them.
+
+``Study.optimize(..., callbacks=[...])`` takes both kinds:
+
+- a :class:`Callback` (subclass it and override what you need) gets plain
+  records, never Optuna objects: :meth:`~Callback.on_study_start`
+  (:class:`StudyStart`), :meth:`~Callback.on_trial_start`
+  (:class:`TrialStart`, after the params are suggested, before ``train``),
+  :meth:`~Callback.on_report` (:class:`ReportRecord`, each ``ctx.report``,
+  with the pruning decision), :meth:`~Callback.on_trial_end`
+  (a :class:`motune.TrialRecord` once the trial is stored: complete, pruned
+  or failed) and :meth:`~Callback.on_study_end` (the :class:`motune.Result`).
+  Progress output is one of these.
+- any other callable is an Optuna callback ``(optuna.Study, FrozenTrial)``,
+  passed to ``optuna.Study.optimize`` as it is (``optuna-integration``'s
+  MLflow and Weights & Biases callbacks attach this way).
+
+Hooks run in the worker thread that ran the trial (``n_jobs > 1`` runs
+several); an exception in a callback stops the run, as in Optuna.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StudyStart:
+    name: str
+    objectives: list[str]  # "maximize accuracy", ...
+    constraints: list[str]  # "equalized_odds_difference <= 0.1", ...
+    n_trials: int | None
+    timeout_s: float | None
+    storage: str  # the storage, its password hidden
+    stored_trials: int  # trials already in storage (a resumed study)
+
+
+@dataclass(frozen=True)
+class TrialStart:
+    number: int
+    params: dict[str, Any]  # what train receives
+    seed: int
+    retry_of: int | None = None
+
+
+@dataclass(frozen=True)
+class ReportRecord:
+    number: int
+    step: int
+    values: dict[str, float]
+    pruned: dict[str, str] | None = None  # {"rule": ..., "reason": ...} when this report pruned the trial
+    warnings: list[str] = field(default_factory=list)
+
+
+class Callback:
+    """Base class of motune callbacks: override any of the hooks (each does nothing here)."""
+
+    def on_study_start(self, info: StudyStart) -> None:
+        pass
+
+    def on_trial_start(self, trial: TrialStart) -> None:
+        pass
+
+    def on_report(self, report: ReportRecord) -> None:
+        pass
+
+    def on_trial_end(self, record: Any) -> None:  # a motune.TrialRecord
+        pass
+
+    def on_study_end(self, result: Any) -> None:  # a motune.Result
+        pass
+
+
+def split_callbacks(callbacks: Iterable[Any] | None) -> tuple[list[Callback], list[Any]]:
+    """``(motune callbacks, Optuna callbacks)``; anything else is a clear ``SpecTypeError``."""
+    from motune.errors import SpecTypeError
+
+    ours, theirs = [], []
+    for cb in callbacks or ():
+        if isinstance(cb, Callback):
+            ours.append(cb)
+        elif callable(cb):
+            theirs.append(cb)
+        else:
+            raise SpecTypeError(f"a callback must be a motune.Callback or an Optuna callback "
+                                f"callable(study, frozen_trial), got {type(cb).__name__}")
+    return ours, theirs
+
+
+class Hooks:
+    """Calls every motune callback's hook in order."""
+
+    def __init__(self, callbacks: Sequence[Callback]) -> None:
+        self.callbacks = list(callbacks)
+
+    def study_start(self, info: StudyStart) -> None:
+        for cb in self.callbacks:
+            cb.on_study_start(info)
+
+    def trial_start(self, trial: TrialStart) -> None:
+        for cb in self.callbacks:
+            cb.on_trial_start(trial)
+
+    def report(self, report: ReportRecord) -> None:
+        for cb in self.callbacks:
+            cb.on_report(report)
+
+    def trial_end(self, record: Any) -> None:
+        for cb in self.callbacks:
+            cb.on_trial_end(record)
+
+    def study_end(self, result: Any) -> None:
+        for cb in self.callbacks:
+            cb.on_study_end(result)

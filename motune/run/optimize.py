@@ -1,0 +1,134 @@
+"""Running a study: check the arguments, open the study, run trials with Optuna, read the result back.
+
+Everything the arguments can get wrong is checked before the study is
+created or resumed. Trials run through ``optuna.Study.optimize`` (its
+heartbeat thread, its ``n_jobs`` threads, its callbacks). On an RDB storage
+with a heartbeat a watch thread fails heartbeat-stale trials of dead workers
+every heartbeat interval, with the reason, and Optuna retries them
+(:mod:`motune.run.storage`). Signals are handled as
+:mod:`motune.run.interrupt` describes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import optuna
+
+from motune.errors import SpecError
+from motune.results import Result, record_of
+from motune.run import _optuna_compat as compat
+from motune.run.callbacks import Hooks, StudyStart, split_callbacks
+from motune.run.interrupt import Interrupts, TrialInterrupted
+from motune.run.progress import TrialProgress
+from motune.run.storage import storage_name
+from motune.run.study import open_study
+from motune.run.trial import run_trial
+from motune.spec import Study
+
+
+def check_run_arguments(n_trials: Any, timeout: Any, n_jobs: Any) -> None:
+    """Raise :class:`~motune.errors.SpecError` for arguments ``optimize`` cannot use."""
+    if n_trials is None and timeout is None:
+        raise SpecError("give n_trials or timeout (or both); otherwise the study would run forever")
+    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
+        raise SpecError(f"n_trials must be a positive integer, got {n_trials!r}")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not timeout > 0):
+        raise SpecError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or not (n_jobs >= 1 or n_jobs == -1):
+        raise SpecError(f"n_jobs must be a positive integer (or -1 for one thread per CPU), got {n_jobs!r}")
+
+
+def optimize(
+    study: Study,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    n_jobs: int = 1,
+    show_progress: bool | None = None,
+    callbacks: Sequence[Any] | None = None,
+) -> Result:
+    """Run trials of ``study``; see :meth:`motune.Study.optimize`."""
+    check_run_arguments(n_trials, timeout, n_jobs)
+    ours, theirs = split_callbacks(callbacks)
+    progress = TrialProgress(study, total=n_trials, enabled=True if show_progress is None else show_progress)
+    hooks = Hooks([progress, *ours])
+    with _quiet_optuna(progress.enabled):
+        ostudy = open_study(study)
+    interrupts = Interrupts(ostudy)
+    keys = [c.key for c in study.constraints]
+
+    def trial_ended(_study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        hooks.trial_end(record_of(frozen, keys))
+
+    hooks.study_start(StudyStart(study.name, [str(o) for o in study.objectives], [str(c) for c in study.constraints],
+                                 n_trials, timeout, storage_name(study.storage), len(ostudy.get_trials(deepcopy=False))))
+    stopped: TrialInterrupted | None = None
+    try:
+        with _quiet_optuna(progress.enabled), interrupts.installed(), _stale_trial_watch(ostudy):
+            ostudy.optimize(lambda trial: run_trial(study, trial, hooks, interrupts), n_trials=n_trials,
+                            timeout=timeout, n_jobs=n_jobs, catch=(Exception,), callbacks=[trial_ended, *theirs])
+    except TrialInterrupted as err:  # Optuna stored the trial FAIL, then re-raised
+        stopped = err
+        if err.trial is not None:
+            frozen = [t for t in ostudy.get_trials(deepcopy=False) if t.number == err.trial]
+            if frozen:
+                hooks.trial_end(record_of(frozen[0], keys))
+    result = Result(ostudy)
+    result.interrupted = interrupts.signal or (stopped.reason if stopped is not None else None)
+    hooks.study_end(result)
+    if result.interrupted is not None and progress.enabled:
+        progress.print(f"{result.interrupted}: finished trials are stored and the interrupted one failed with "
+                       "its reason; run the same study again to resume")
+    if stopped is not None and stopped.exit_code is not None:
+        raise SystemExit(stopped.exit_code)
+    if interrupts.signal == "SIGTERM":
+        raise SystemExit(143)
+    return result
+
+
+@contextlib.contextmanager
+def _quiet_optuna(quiet: bool) -> Iterator[None]:
+    """While motune shows its own progress, Optuna's per-trial log lines are hushed."""
+    if not quiet:
+        yield
+        return
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
+@contextlib.contextmanager
+def _stale_trial_watch(ostudy: optuna.Study) -> Iterator[None]:
+    """Every heartbeat interval, fail (and so retry) the trials of workers that died, even while this
+    worker's own trial runs (Optuna itself looks only when a trial starts)."""
+    interval = compat.heartbeat_interval_s(compat.storage_of(ostudy))
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(interval):
+            try:
+                compat.fail_stale_trials(ostudy)
+            except Exception:  # noqa: BLE001  (a storage hiccup: the next round or the next trial start retries)
+                pass
+
+    thread = threading.Thread(target=watch, name="motune-stale-trial-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+__all__ = ["check_run_arguments", "optimize"]

@@ -1,0 +1,116 @@
+"""Progress of a running study, as a motune callback: trials done, the feasible front so far, the best
+feasible value per objective, infeasible, pruned and failed counts.
+
+On a terminal it is a live rich progress bar (failures and interruptions are
+printed above it); elsewhere (CI logs, pipes) one plain line per finished
+trial. It counts the trials this process ran. User text (study names,
+params, error messages) is printed as it is, never read as rich markup.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
+
+from motune import _pareto
+from motune.run.callbacks import Callback, StudyStart
+
+
+class TrialProgress(Callback):
+    def __init__(self, study: Any, *, total: int | None, enabled: bool = True, console: Console | None = None):
+        self.study = study  # the motune.Study (its name and objectives)
+        self.total = total
+        self.enabled = enabled
+        self.console = console or Console(stderr=True)
+        self.counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
+        self.infeasible = 0
+        self._front: list[Any] = []  # feasible non-dominated so far, as losses
+        self._best: dict[str, float] = {}
+        self._bar: Progress | None = None
+        self._lock = threading.Lock()
+        self._task_id: Any = None
+
+    # -------------------------------------------------------------- lifecycle
+    def on_study_start(self, info: StudyStart) -> None:
+        if self.enabled and self.console.is_terminal:
+            self._bar = Progress(
+                TextColumn(self.study.name, style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TextColumn("{task.description}", markup=False), console=self.console,
+            )
+            self._bar.start()
+            self._task_id = self._bar.add_task(self.status(), total=self.total)
+
+    def on_study_end(self, result: Any) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+        if self.enabled:
+            self.print(Text.assemble((self.study.name, "bold"), f": {self.status()}"))
+
+    def print(self, text: str | Text) -> None:
+        """A line above the bar (or in the log), never read as markup."""
+        console = self._bar.console if self._bar is not None else self.console
+        console.print(text if isinstance(text, Text) else Text(text), highlight=False, soft_wrap=True)
+
+    # -------------------------------------------------------------- updates
+    def on_trial_end(self, record: Any) -> None:
+        with self._lock:  # Optuna calls back from its worker threads when n_jobs > 1
+            self.counts[record.state] = self.counts.get(record.state, 0) + 1
+            if record.state == "COMPLETE":
+                if record.feasible:
+                    self._add_feasible(record)
+                else:
+                    self.infeasible += 1
+            if not self.enabled:
+                return
+            if self._bar is not None:
+                self._bar.update(self._task_id, advance=1, description=self.status())
+                if record.state == "FAIL":  # above the bar, so the reason is not lost
+                    self.print(self.line(record))
+            else:
+                self.print(self.line(record))
+
+    def _add_feasible(self, record: Any) -> None:
+        objectives = self.study.objectives
+        values = [record.metrics[o.metric] for o in objectives]
+        for o, v in zip(objectives, values):
+            best = self._best.get(o.metric)
+            if best is None or (v > best if o.direction == "maximize" else v < best):
+                self._best[o.metric] = v
+        loss = _pareto.to_losses([values], [o.direction for o in objectives])[0]
+        if any(_pareto.weakly_dominates(f, loss) for f in self._front):
+            return
+        self._front = [f for f in self._front if not _pareto.weakly_dominates(loss, f)] + [loss]
+
+    # -------------------------------------------------------------- text
+    @property
+    def done(self) -> int:
+        return sum(self.counts.values())
+
+    def status(self) -> str:
+        best = ", ".join(f"{k} {v:.4g}" for k, v in self._best.items()) or "no feasible trial yet"
+        return (
+            f"done {self.done}{'/' + str(self.total) if self.total else ''} | front {len(self._front)} | "
+            f"infeasible {self.infeasible} | pruned {self.counts.get('PRUNED', 0)} | "
+            f"failed {self.counts.get('FAIL', 0)} | best feasible: {best}"
+        )
+
+    def line(self, record: Any) -> str:
+        seconds = f" in {record.duration_s:.1f}s" if record.duration_s is not None else ""
+        why = ""
+        if record.state == "FAIL":
+            why = f" ({record.error})"
+        elif record.state == "PRUNED" and record.pruned:
+            pruned = record.pruned
+            why = f" at step {pruned['step']} by {pruned['rule']} ({pruned['reason']})"
+        return f"trial {record.number} {record.state.lower()}{seconds}{why} | {self.status()}"

@@ -1,0 +1,113 @@
+"""Creating, resuming and reopening a stored study.
+
+:func:`open_study` creates the Optuna study for a :class:`motune.Study`, or
+resumes the stored one of the same name when its spec (objectives,
+constraints, data, split, metric options) matches; anything else would mix
+incomparable trials and is refused. The study's record (``motune`` user
+attribute, :mod:`motune._schema`) lets :func:`load_study`, the figures and
+the CLI reopen it from storage alone.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import optuna
+
+from motune import _schema, provenance
+from motune.errors import SpecError, StudyNotFoundError
+from motune.results import Result
+from motune.run.sampling import TrialSeededSampler
+from motune.run.storage import (
+    heartbeat_settings,
+    open_storage,
+    redact_url,
+    storage_name,
+)
+from motune.spec import Study
+
+
+def open_study(study: Study) -> optuna.Study:
+    """Create the Optuna study, or resume it when its stored spec matches this one."""
+    storage = open_storage(study.storage, heartbeat=heartbeat_settings(study.heartbeat_s, study.heartbeat_grace_s))
+    try:
+        study_id = storage.get_study_id_from_name(study.name)
+    except KeyError:
+        study_id = None
+    if study_id is not None:
+        _check_resumable(study, storage, study_id)
+    sampler = study.sampler if study.sampler is not None else TrialSeededSampler(study.seed)
+    ostudy = optuna.create_study(
+        study_name=study.name, storage=storage, directions=study.directions, sampler=sampler, load_if_exists=True
+    )
+    if _schema.read_study_record(ostudy.user_attrs) is None:
+        for key, value in _schema.study_record_attrs(study_record(study)).items():
+            ostudy.set_user_attr(key, value)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            ostudy.set_metric_names([o.metric for o in study.objectives])
+    return ostudy
+
+
+def study_record(study: Study) -> dict[str, Any]:
+    """What is stored about a study, so that it can be reopened and reported on from storage alone."""
+    return {
+        **study.spec_record(),
+        "description": study.description,
+        "task": study.task.summary(),
+        "measured_metrics": study.measured_metrics,
+        "extra_metrics": list(study.metrics),
+        "metric_options": {k: dict(v) for k, v in study.metric_options.items()},
+        "split": study.split,
+        "seed": study.seed,
+        "motune_version": provenance.environment()["versions"].get("motune"),
+    }
+
+
+def _check_resumable(study: Study, storage: optuna.storages.BaseStorage, study_id: int) -> None:
+    stored = _schema.read_study_record(storage.get_study_user_attrs(study_id))
+    where = storage_name(storage)
+    if stored is None:
+        if storage.get_n_trials(study_id) > 0:
+            raise SpecError(
+                f"study {study.name!r} in {where} exists but was not created by motune; choose another name"
+            )
+        return
+    ours = study.spec_record()
+    theirs = {key: stored.get(key) for key in ours}
+    if theirs != ours:
+        if (theirs["objectives"], theirs["constraints"]) != (ours["objectives"], ours["constraints"]):
+            what = f"was created with {_describe(theirs)}, but this definition has {_describe(ours)}"
+        else:
+            what = "was created with other " + " and ".join(
+                {"data_fingerprint": "data (the task's rows, label, sensitive feature or splits)",
+                 "split": f"a split to measure on ({theirs['split']!r}, now {ours['split']!r})",
+                 "metric_options": f"metric options ({theirs['metric_options']}, now {ours['metric_options']})"}[k]
+                for k in ("data_fingerprint", "split", "metric_options") if theirs[k] != ours[k]
+            )
+        raise SpecError(
+            f"study {study.name!r} in {where} {what}. Resuming would mix incomparable trials: "
+            "use a new study name, or delete the stored study "
+            f"(optuna delete-study --study-name {study.name!r} --storage URL) to start over."
+        )
+
+
+def _describe(record: dict[str, Any]) -> str:
+    objectives = ", ".join(f"{o['direction']} {o['metric']}" for o in record["objectives"] or [])
+    constraints = ", ".join(f"{c['metric']} {c['op']} {c['bound']:g}" for c in record["constraints"] or []) or "none"
+    return f"objectives [{objectives}] and constraints [{constraints}]"
+
+
+def load_study(name: str, *, storage: Any = None) -> Result:
+    """Reopen a finished or running study from its storage alone (a snapshot: ``refresh()`` re-reads)."""
+    opened = open_storage(storage, must_exist=True)
+    try:
+        opened.get_study_id_from_name(name)
+    except KeyError:
+        names = [s.study_name for s in opened.get_all_studies()]
+        raise StudyNotFoundError(
+            f"no study named {name!r} in {redact_url(str(getattr(opened, 'url', 'storage')))}; "
+            f"studies there: {names or 'none'}"
+        ) from None
+    return Result(optuna.load_study(study_name=name, storage=opened))

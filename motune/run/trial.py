@@ -1,0 +1,118 @@
+"""One trial: suggest, train, measure, store.
+
+``space(trial) -> params``; the global random generators (Python's, numpy's,
+torch's when it is loaded) are seeded with ``ctx.seed``, so the same params
+and seed give the same model in any study; which process runs the trial and
+the params ``train`` receives (derived and fixed values included) are stored
+before training; ``train(params, task, ctx) -> model``; the study's metrics
+are measured on the model; constraint values (Optuna's ``constraints:*``
+keys, and the legacy list optuna-dashboard 0.21 reads), metrics, details and
+provenance are stored in one transaction; the objective values go back to
+Optuna. A trial that raises (or whose objective or constraint metric is not
+a finite number) fails with its reason under ``error`` and the study goes
+on; an interrupted one fails with the reason and the run stops
+(:mod:`motune.run.interrupt`).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import sys
+import time
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import optuna
+
+from motune import _schema, provenance
+from motune.errors import MetricError, SpecTypeError
+from motune.metrics.registry import measure, non_finite
+from motune.run import _optuna_compat as compat
+from motune.run.callbacks import Hooks, TrialStart
+from motune.run.context import TrialContext
+from motune.run.interrupt import Interrupts, TrialInterrupted
+from motune.spec import Study
+
+
+def run_trial(study: Study, trial: optuna.Trial, hooks: Hooks, interrupts: Interrupts) -> tuple[float, ...]:
+    """One trial of ``study``: train, measure, record; returns the objective values."""
+    inherited = compat.frozen_system_attrs(trial)
+    try:
+        with interrupts.trial_scope():
+            params = suggested_params(study, trial)
+            seed = study.seed + trial.number
+            seed_everything(seed)
+            compat.write_trial_attrs(trial, _schema.start_attrs(host=platform.node(), pid=os.getpid(), params=params),
+                                     {})
+            ctx = TrialContext(trial.number, seed, params, study.name, trial, study, hooks, interrupts)
+            hooks.trial_start(TrialStart(trial.number, dict(params), seed, inherited.get("failed_trial")))
+            began = time.perf_counter()
+            model = study.train(params, study.task, ctx)
+            trained = time.perf_counter()
+            if ctx.pruned is not None:  # a report pruned the trial and its TrialPruned was caught (a Trainer callback)
+                raise optuna.TrialPruned(ctx.pruned)
+            if model is None:
+                raise SpecTypeError("train() returned None; it must return the fitted model")
+            measured = measure(model, study.task, study.measured_metrics, options=study.metric_options,
+                               split=study.split)
+            done = time.perf_counter()
+            values = measured.values
+            needed = [o.metric for o in study.objectives] + [c.metric for c in study.constraints]
+            bad = non_finite(values, needed)
+            if bad:
+                raise MetricError("not a finite number: " + ", ".join(f"{n}={values[n]}" for n in bad))
+            violations = [c.violation(values[c.metric]) for c in study.constraints]
+            system = {_schema.constraint_key(c.key): v for c, v in zip(study.constraints, violations)}
+            if violations and study.legacy_constraints:
+                system |= _schema.legacy_constraint_attrs(violations)
+            user = _schema.outcome_attrs(values=values, details=measured.details,
+                                         timing={"train_s": trained - began, "measure_s": done - trained},
+                                         provenance=provenance.collect(task=study.task, seed=seed))
+            compat.write_trial_attrs(trial, user, system)
+            return tuple(values[o.metric] for o in study.objectives)
+    except optuna.TrialPruned:
+        raise
+    except TrialInterrupted as err:
+        _record_failure(trial, err.reason)
+        err.trial = trial.number
+        raise
+    except SystemExit as err:
+        reason = f"train() called sys.exit({err.code!r})"
+        _record_failure(trial, reason)
+        raise TrialInterrupted(reason, exit_code=err.code, trial=trial.number) from None
+    except KeyboardInterrupt:  # a KeyboardInterrupt raised by the user's own code
+        _record_failure(trial, "interrupted (KeyboardInterrupt)")
+        raise TrialInterrupted("interrupted (KeyboardInterrupt)", trial=trial.number) from None
+    except Exception as err:
+        _record_failure(trial, f"{type(err).__name__}: {err}", traceback.format_exc())
+        raise
+
+
+def suggested_params(study: Study, trial: optuna.Trial) -> dict[str, Any]:
+    """``space(trial)``'s params (``None``: Optuna's suggested ``trial.params``)."""
+    params = study.space(trial)
+    if params is not None and not isinstance(params, Mapping):
+        raise SpecTypeError(f"space(trial) must return a dict of params or None (to use trial.params), "
+                            f"got {type(params).__name__}")
+    return dict(trial.params) if params is None else dict(params)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and (when loaded) torch's global random generators with ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch = sys.modules.get("torch")  # never import torch just to seed it
+    if torch is not None:
+        torch.manual_seed(seed)  # CPU and every CUDA device
+
+
+def _record_failure(trial: optuna.Trial, error: str, traceback_text: str | None = None) -> None:
+    """Store why the trial failed; a storage that fails now must not hide the original error."""
+    try:
+        compat.write_trial_attrs(trial, _schema.failure_attrs(error, traceback_text or error), {})
+    except Exception:  # noqa: BLE001
+        pass
