@@ -18,9 +18,13 @@ encoded once with fixed shapes (tokenised and padded to ``max_length`` for
 text), so encoding is not counted; for any other model, ``model.predict`` on
 a fixed frame.
 
-On a CPU each call is timed with :func:`time.perf_counter_ns`, with the
-thread count fixed for the run (``threads``, default: torch's current count)
-and recorded. On a CUDA device each call is timed with CUDA events on the
+Every thread pool that decides the number (torch's intra-op threads, the
+BLAS / OpenMP pools through threadpoolctl) is fixed to ``threads`` (default
+1) for the run and the counts are recorded, with the host's load average
+before and after. A run whose median's confidence interval is wider than
+``max_ci_width`` (default 10 %) of the median is flagged (``noisy`` and a
+sentence in ``flags``), not silently used. On a CPU each call is timed with
+:func:`time.perf_counter_ns`. On a CUDA device each call is timed with CUDA events on the
 current stream and a synchronisation before reading them; the device name
 and, when nvidia-ml-py is installed, SM / memory clocks and temperature
 before and after the run are recorded. Timing runs hold a host-wide file
@@ -42,6 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 from filelock import FileLock
 
+from motune.errors import SpecError
 from motune.metrics.registry import Measurement, register_metric
 from motune.models import device_of, unwrap
 
@@ -208,38 +213,69 @@ def thread_counts() -> dict[str, Any]:
 
 
 def check_latency_options(*, batch_size: int = 256, warmup: int = 5, min_count: int = 30, min_time_s: float = 0.2,
-                          max_time_s: float = 10.0, device: Any = None, threads: int | None = None) -> None:
+                          max_time_s: float = 10.0, device: Any = None, threads: int | None = None,
+                          max_ci_width: float = 0.10) -> None:
     """Raise ``ValueError`` for option values :func:`latency` cannot use."""
     if batch_size < 1 or warmup < 0 or min_count < 1 or min_time_s < 0 or max_time_s <= 0:
-        raise ValueError(
+        raise SpecError(
             "need batch_size >= 1, warmup >= 0, min_count >= 1, min_time_s >= 0 and max_time_s > 0; got "
             f"batch_size={batch_size}, warmup={warmup}, min_count={min_count}, "
             f"min_time_s={min_time_s}, max_time_s={max_time_s}"
         )
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+        raise SpecError(f"threads must be a positive int or None, got {threads!r}")
+    if isinstance(max_ci_width, bool) or not isinstance(max_ci_width, (int, float)) or not max_ci_width > 0:
+        raise SpecError(f"max_ci_width must be a positive fraction of the median, got {max_ci_width!r}")
+
+
+DEFAULT_THREADS = 1  # CPU threads a latency run uses unless the study says otherwise
+DEFAULT_MAX_CI_WIDTH = 0.10  # a run whose median's interval is wider than this share of the median is flagged
 
 
 @contextlib.contextmanager
-def fixed_threads(threads: int | None) -> Iterator[int | None]:
-    """Fix torch's intra-op threads and the BLAS / OpenMP pools to ``threads`` for the block
-    (``None``: torch's current count); restored afterwards. Yields the count in force."""
+def fixed_threads(threads: int | None) -> Iterator[int]:
+    """Fix torch's intra-op threads (when torch is loaded) and every BLAS / OpenMP pool
+    (threadpoolctl) to ``threads`` for the block (``None``: torch's current count, or 1 without
+    torch); restored afterwards. Yields the count.
+
+    Unfixed pools are what made CPU latency noise under load: an OpenMP pool of every core
+    spin-waits at each barrier, and with another process on the machine one of its threads is
+    descheduled, so a 49 ms prediction took up to 1.5 s."""
     from threadpoolctl import threadpool_limits
 
     torch = sys.modules.get("torch")
     before = torch.get_num_threads() if torch is not None else None
-    count = threads if threads is not None else before
-    if count is None:
-        yield None
-        return
+    threads = threads if threads is not None else (before or DEFAULT_THREADS)
     try:
-        if torch is not None and count != before:
-            torch.set_num_threads(count)
-        with threadpool_limits(limits=count):
-            yield count
+        if torch is not None and threads != before:
+            torch.set_num_threads(threads)
+        with threadpool_limits(limits=threads):
+            yield threads
     finally:
         if torch is not None and before is not None and torch.get_num_threads() != before:
             torch.set_num_threads(before)
+
+
+def load_average() -> list[float] | None:
+    """The host's 1, 5 and 15 minute load averages (``None`` where the OS has none)."""
+    try:
+        return [round(v, 3) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def wide_intervals(runs: dict[str, LatencyStats], max_ci_width: float) -> list[str]:
+    """A sentence for each run whose median's confidence interval spans more than ``max_ci_width``
+    of the median (a noisy measurement; it is flagged, not silently used)."""
+    flags = []
+    for name, run in runs.items():
+        if not run.p50_ms > 0:
+            continue
+        width = (run.p50_ci_high_ms - run.p50_ci_low_ms) / run.p50_ms
+        if width > max_ci_width:
+            flags.append(f"{name}: the median's {100 * run.p50_ci_confidence:.0f} % interval spans "
+                         f"{100 * width:.0f} % of the median (limit {100 * max_ci_width:.0f} %)")
+    return flags
 
 
 def gpu_state(device: str, *, cuda: Any = None, nvml: Any = None) -> dict[str, Any]:
@@ -333,7 +369,7 @@ def _check_device(model: Any, device: Any) -> str:
                                                                                     torch.nn.Module))
     same = asked == actual or (asked == "cuda" and actual == "cuda:0") or (asked == "cuda:0" and actual == "cuda")
     if placed and not same:
-        raise ValueError(f"latency device={asked!r}, but the model is on {actual!r}: move the model, "
+        raise SpecError(f"latency device={asked!r}, but the model is on {actual!r}: move the model, "
                          "or leave device unset to time it where it is")
     return asked
 
@@ -351,14 +387,17 @@ def latency(
     max_time_s: float = 10.0,
     device: Any = None,
     threads: int | None = None,
+    max_ci_width: float = DEFAULT_MAX_CI_WIDTH,
 ) -> Measurement:
     """Latency percentiles at batch size 1 and at ``batch_size``, and throughput."""
+    check_latency_options(batch_size=batch_size, warmup=warmup, min_count=min_count, min_time_s=min_time_s,
+                          max_time_s=max_time_s, device=device, threads=threads, max_ci_width=max_ci_width)
     raw = unwrap(model)
     device = _check_device(raw, device)
     timer = timer_for(device)
     X = task.split(split)[0]
     if len(X) == 0:
-        raise ValueError(f"split {split!r} has no rows to time")
+        raise SpecError(f"split {split!r} has no rows to time")
     single, what = timed_call(raw, X.iloc[:1])
     batch, _ = timed_call(raw, X.iloc[:batch_size])
     rows = min(batch_size, len(X))
@@ -368,11 +407,14 @@ def latency(
     with FileLock(lock_path()):
         waited_s = time.perf_counter() - asked
         gpu_before = gpu_state(device) if cuda else None
-        with fixed_threads(None if cuda else threads) as thread_count, serving_mode(raw):
+        load_before = load_average()
+        with fixed_threads(DEFAULT_THREADS if threads is None else threads) as thread_count, serving_mode(raw):
             one = time_calls(single, timer=timer, batch_size=1, **options)
             many = time_calls(batch, timer=timer, batch_size=rows, **options)
-            threads_seen = None if cuda else thread_counts()
+            threads_seen = thread_counts()
+        load_after = load_average()
         gpu_after = gpu_state(device) if cuda else None
+    flags = wide_intervals({"batch_1": one, "batch": many}, max_ci_width)
     values = {
         "latency_p50_ms": one.p50_ms,
         "latency_p90_ms": one.p90_ms,
@@ -388,6 +430,10 @@ def latency(
         "timed": what,
         "threads": threads_seen,
         "threads_fixed": thread_count,
+        "load_average_before": load_before,  # 1, 5, 15 minutes
+        "load_average_after": load_after,
+        "noisy": bool(flags),
+        "flags": flags,
         "gpu": None if not cuda else {"before": gpu_before, "after": gpu_after},
         "lock_wait_s": waited_s,
         "batch_1": one.to_dict(),
