@@ -112,6 +112,8 @@ class Task:
                 )
         if label == sensitive:
             raise TaskError("the label column cannot also be the sensitive column")
+        if len(frame) == 0:
+            raise TaskError("the frame has no rows; a task needs at least 20 to split three ways")
         for what, fraction in (("test_fraction", test_fraction), ("validation_fraction", validation_fraction)):
             if not 0.0 < fraction < 1.0:
                 raise TaskError(f"{what} must be between 0 and 1 (exclusive), got {fraction!r}")
@@ -161,6 +163,8 @@ class Task:
         def take(obj, rows):
             return obj.iloc[np.sort(rows)]
 
+        for split_name, rows in (("train", train_idx), ("valid", valid_idx), ("test", test_idx)):
+            check_split_groups(take(s, rows), split_name, sensitive, sizes=s.value_counts())
         fingerprint = _fingerprint(frame, label, sensitive, seed, test_fraction, validation_fraction, drop_sensitive)
         return cls(
             name=name,
@@ -286,6 +290,20 @@ class Task:
             f"Task(name={self.name!r}, label={self.label!r}, sensitive={self.sensitive!r}, "
             f"classes={list(self.classes)!r}, rows train/valid/test={rows})"
         )
+
+
+def check_split_groups(sensitive: pd.Series, split: str, column: str, *, sizes: pd.Series | None = None) -> None:
+    """Every split needs at least two groups: with one, group gaps are 0 by definition and every trial
+    would look fair (equalized odds 0.0 and "feasible"). Raises :class:`~motune.errors.TaskError`."""
+    present = sorted(set(map(str, sensitive)))
+    if len(present) >= 2:
+        return
+    counts = "" if sizes is None else "; rows per group: " + ", ".join(f"{g} {n}" for g, n in sizes.items())
+    raise TaskError(
+        f"split {split!r} has a single group ({present[0] if present else 'none'!r}) of sensitive feature "
+        f"{column!r}{counts}. Fairness needs at least two groups in every split: give the smaller groups more "
+        "rows, merge groups, or change test_fraction / validation_fraction"
+    )
 
 
 def _encode_label(y: pd.Series, label: str, positive_label: Any) -> tuple[np.ndarray, tuple, Any]:
@@ -427,6 +445,8 @@ class TextTask:
         held_out = set(np.random.default_rng(seed).choice(instances, size=n_test, replace=False).tolist())
         in_test = probe["instance"].isin(held_out)
         probe_valid, probe_test = probe[~in_test].reset_index(drop=True), probe[in_test].reset_index(drop=True)
+        for split_name, part in ((PROBE, probe_valid), (PROBE_TEST, probe_test)):
+            check_split_groups(part["group"], split_name, sensitive, sizes=probe["group"].value_counts())
 
         def xy(frame):
             return frame[["text"]].reset_index(drop=True), frame["label"].astype("int64").reset_index(drop=True)

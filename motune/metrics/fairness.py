@@ -47,6 +47,10 @@ def fairness(model: Any, task: Any, *, split: str = "valid") -> Measurement:
     X, y, sensitive = task.split(split)
     if sensitive is None:
         raise MetricError(f"split {split!r} of task {task.name!r} has no sensitive feature to measure fairness on")
+    groups = sorted(set(map(str, sensitive)))
+    if len(groups) < 2:
+        raise MetricError(f"split {split!r} of task {task.name!r} has a single group ({groups}) of "
+                          f"{task.sensitive!r}: group gaps need at least two groups (with one they would be 0)")
     y_true = y.to_numpy()
     y_pred = model.predict(X)
     table = group_table(y_true, y_pred, sensitive, binary=task.is_binary)
