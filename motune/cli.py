@@ -118,7 +118,6 @@ def run(
         if heartbeat is not None:
             changes |= {"heartbeat_s": heartbeat, "heartbeat_grace_s": None}
         study = dataclasses.replace(study, **changes) if changes else study
-        _say("study ", (study.name, "bold"), f" in {storage_name(study.storage)}")
         result = study.optimize(trials, timeout=timeout, n_jobs=n_jobs, show_progress=not quiet)
     except MotuneError as e:
         raise _fail(str(e)) from None

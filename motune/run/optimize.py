@@ -12,6 +12,7 @@ every heartbeat interval, with the reason, and Optuna retries them
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -69,7 +70,8 @@ def optimize(
                                  n_trials, timeout, storage_name(study.storage), len(ostudy.get_trials(deepcopy=False))))
     stopped: TrialInterrupted | None = None
     try:
-        with _quiet_optuna(progress.enabled), interrupts.installed(), _stale_trial_watch(ostudy):
+        with _quiet_optuna(progress.enabled), _no_interrupt_tracebacks(), interrupts.installed(), \
+                _stale_trial_watch(ostudy):
             ostudy.optimize(lambda trial: run_trial(study, trial, hooks, interrupts), n_trials=n_trials,
                             timeout=timeout, n_jobs=n_jobs, catch=(Exception,), callbacks=[trial_ended, *theirs])
     except TrialInterrupted as err:  # Optuna stored the trial FAIL, then re-raised
@@ -103,6 +105,28 @@ def _quiet_optuna(quiet: bool) -> Iterator[None]:
         yield
     finally:
         optuna.logging.set_verbosity(before)
+
+
+class _DropInterruptTraceback(logging.Filter):
+    """An interrupted trial is logged by Optuna as failed; its traceback (the signal handler's frame) is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], TrialInterrupted):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+@contextlib.contextmanager
+def _no_interrupt_tracebacks() -> Iterator[None]:
+    handlers = logging.getLogger("optuna").handlers
+    dropper = _DropInterruptTraceback()
+    for handler in handlers:
+        handler.addFilter(dropper)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(dropper)
 
 
 @contextlib.contextmanager

@@ -41,7 +41,11 @@ class TrialProgress(Callback):
         self._task_id: Any = None
 
     # -------------------------------------------------------------- lifecycle
-    def on_study_start(self, info: StudyStart) -> None:
+    def on_study_start(self, info: StudyStart | None) -> None:
+        if self.enabled and info is not None:
+            what = f"{info.n_trials} trials" if info.n_trials else f"trials for {info.timeout_s:g} s"
+            resumed = f", resuming after {info.stored_trials} stored" if info.stored_trials else ""
+            self.print(Text.assemble(f"running {what} of study ", (info.name, "bold"), f" in {info.storage}{resumed}"))
         if self.enabled and self.console.is_terminal:
             self._bar = Progress(
                 TextColumn(self.study.name, style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
@@ -113,4 +117,6 @@ class TrialProgress(Callback):
         elif record.state == "PRUNED" and record.pruned:
             pruned = record.pruned
             why = f" at step {pruned['step']} by {pruned['rule']} ({pruned['reason']})"
-        return f"trial {record.number} {record.state.lower()}{seconds}{why} | {self.status()}"
+        latency = record.attrs.get("latency") or {}
+        noisy = f" | latency noisy: {'; '.join(latency['flags'])}" if latency.get("noisy") else ""
+        return f"trial {record.number} {record.state.lower()}{seconds}{why}{noisy} | {self.status()}"

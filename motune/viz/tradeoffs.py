@@ -103,9 +103,10 @@ def _get_importance_info(result: Result, evaluator: Any = None) -> _ImportanceIn
         raise ValueError("parameter importance needs at least 2 completed trials")
     evaluator = evaluator or optuna.importance.FanovaImportanceEvaluator(seed=0)
     out = {}
+    study = result.completed_study()
     for i, o in enumerate(result.objectives):
         out[o.metric] = dict(optuna.importance.get_param_importances(
-            result.study, evaluator=evaluator, target=lambda t, i=i: t.values[i], normalize=True))
+            study, evaluator=evaluator, target=lambda t, i=i: t.values[i], normalize=True))
     suggested = [set(r.params) & set(result.distributions) for r in complete]  # Optuna's params only
     everywhere = set.intersection(*suggested)
     left_out = sorted(set().union(*suggested) - everywhere)
