@@ -1,0 +1,53 @@
+"""A study file for the fault tests, steered by environment variables (synthetic data, real models):
+
+- ``MOTUNE_TEST_STUDY``: the study's name;
+- ``MOTUNE_TEST_LABEL``: the one value of a categorical parameter;
+- ``MOTUNE_TEST_SLEEP_S``: seconds ``train`` sleeps (in steps of 0.1 s) before fitting;
+- ``MOTUNE_TEST_EXIT``: ``train`` calls ``sys.exit`` with this code;
+- ``MOTUNE_TEST_FAIL``: ``train`` of trial 1 raises ``RuntimeError`` with this message;
+- ``MOTUNE_TEST_OBJECTIVE``: the second objective (default ``latency_p95_ms``).
+"""
+
+import os
+import sys
+import time
+
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+
+import motune as mt
+from conftest import make_frame
+
+task = mt.Task.from_frame(make_frame(), label="y", sensitive="group", name="synthetic")
+
+
+def space(trial):
+    trial.suggest_float("C", 1e-3, 10.0, log=True)
+    trial.suggest_float("tol", 1e-5, 1e-2, log=True)
+    trial.suggest_categorical("label", [os.environ.get("MOTUNE_TEST_LABEL", "plain")])
+
+
+def train(params, task, ctx):
+    deadline = time.monotonic() + float(os.environ.get("MOTUNE_TEST_SLEEP_S", "0"))
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+    if os.environ.get("MOTUNE_TEST_EXIT"):
+        sys.exit(int(os.environ["MOTUNE_TEST_EXIT"]))
+    if os.environ.get("MOTUNE_TEST_FAIL") and ctx.trial_number == 1:
+        raise RuntimeError(os.environ["MOTUNE_TEST_FAIL"])
+    model = make_pipeline(task.preprocessor(), LogisticRegression(C=params["C"], tol=params["tol"]))
+    return model.fit(task.X_train, task.y_train)
+
+
+SECOND = os.environ.get("MOTUNE_TEST_OBJECTIVE", "latency_p95_ms")
+FAST_LATENCY = {"latency": {"warmup": 1, "min_count": 5, "min_time_s": 0.0, "batch_size": 16}}
+
+study = mt.Study(
+    name=os.environ.get("MOTUNE_TEST_STUDY", "fault-study"),
+    task=task,
+    space=space,
+    train=train,
+    objectives=[mt.maximize("accuracy"), mt.minimize(SECOND)],
+    constraints=[mt.at_most("equalized_odds_difference", 0.3)],
+    metric_options=FAST_LATENCY if SECOND.startswith("latency") else {},
+)

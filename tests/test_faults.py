@@ -1,0 +1,414 @@
+"""The reliability audit's faults, one test (or a few) per point, on real processes, real storage
+and real signals. Each test failed before its fix (checked against the code before the change)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import motune as mt
+from conftest import FAST_LATENCY, make_frame, make_study
+from motune.cli import app
+
+HERE = Path(__file__).parent
+runner = CliRunner()
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """``motune ARGS`` in a new process (its own process group) with the test folder importable."""
+    full = {**os.environ, "PYTHONPATH": str(HERE), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "motune.cli", *args], env=full, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def trials_of(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    except KeyError:
+        return []
+
+
+def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def running_trial(url: str, name: str):
+    return next((t for t in trials_of(url, name) if t.state.name == "RUNNING" and "worker" in t.user_attrs), None)
+
+
+# ---------------------------------------------------------------- 1. workers racing to create the tables
+
+def test_01_workers_starting_together_on_a_new_sqlite_file_all_open_it(tmp_path):
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    start_at = time.time() + 4.0  # every process opens the new file at the same instant
+    code = textwrap.dedent(f"""
+        import time, optuna
+        from motune.run import open_storage
+        time.sleep(max(0.0, {start_at} - time.time()))
+        storage = open_storage({url!r})
+        optuna.create_study(study_name="race", storage=storage, directions=["maximize"], load_if_exists=True)
+        print("opened")
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(8)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, [err[-600:] for _, err in outputs]
+    assert len(optuna.get_all_study_summaries(url)) == 1
+
+
+# ---------------------------------------------------------------- 2. user text is never rich markup
+
+def test_02_user_text_with_brackets_is_printed_as_it_is(tmp_path):
+    url = f"sqlite:///{tmp_path / 'markup.db'}"
+    env = {"MOTUNE_TEST_STUDY": "odd[/]name [bold]x", "MOTUNE_TEST_LABEL": "[/]",
+           "MOTUNE_TEST_FAIL": "bad [/] value [red]here"}
+    ran = cli("run", str(HERE / "fault_study.py"), "--trials", "3", "--storage", url, env=env)
+    out, err = ran.communicate(timeout=180)
+    assert ran.returncode == 0, err
+    assert "odd[/]name [bold]x" in err and "bad [/] value [red]here" in err  # the trial's error, as it is
+    assert "[/]" in out  # the categorical value in the front table
+    front = cli("front", "odd[/]name [bold]x", "--storage", url)
+    out, err = front.communicate(timeout=120)
+    assert front.returncode == 0, err
+    assert "odd[/]name [bold]x" in out and "[/]" in out
+    # a resume-mismatch message keeps its bracketed parts
+    other = cli("run", str(HERE / "fault_study.py"), "--trials", "1", "--storage", url,
+                env={**env, "MOTUNE_TEST_OBJECTIVE": "demographic_parity_difference"})
+    out, err = other.communicate(timeout=120)
+    assert other.returncode == 2
+    text = " ".join(err.split())
+    assert "objectives [maximize accuracy, minimize latency_p95_ms] and constraints [equalized_odds_difference <= 0.3]" in text
+
+
+# ---------------------------------------------------------------- 3. a URL sqlalchemy cannot parse
+
+def test_03_a_storage_url_that_cannot_be_parsed_does_not_print_its_password():
+    url = "postgresql+psycopg2://me:hunter2@127.0.0.1:notaport/db"
+    for args in (["run", str(HERE / "fault_study.py"), "--trials", "1", "--storage", url],
+                 ["front", "x", "--storage", url], ["studies", "--storage", url]):
+        result = cli(*args)
+        out, err = result.communicate(timeout=120)
+        assert result.returncode == 2, err
+        assert "hunter2" not in out + err and "me:***@" in err, err
+    with pytest.raises(mt.StorageError) as info:
+        mt.load_study("x", storage=url)
+    assert "hunter2" not in str(info.value)
+    assert mt.run.redact_url("postgresql://me:p@ss@host:x/db") == "postgresql://me:***@host:x/db"
+
+
+# ---------------------------------------------------------------- 4. signals and sys.exit leave no trial RUNNING
+
+def test_04_sigterm_fails_the_running_trial_with_its_reason_then_exits(tmp_path):
+    url = f"sqlite:///{tmp_path / 'term.db'}"
+    env = {"MOTUNE_TEST_STUDY": "term", "MOTUNE_TEST_SLEEP_S": "60"}
+    worker = cli("run", str(HERE / "fault_study.py"), "--trials", "3", "--storage", url, env=env)
+    wait_until(lambda: running_trial(url, "term"), what="a running trial")
+    worker.send_signal(signal.SIGTERM)
+    out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 143, err
+    assert "Traceback" not in err and "SIGTERM" in err
+    trials = trials_of(url, "term")
+    assert [t.state.name for t in trials] == ["FAIL"]
+    assert trials[0].user_attrs["error"] == "interrupted by SIGTERM"
+    # resuming runs new trials; nothing is left RUNNING
+    again = cli("run", str(HERE / "fault_study.py"), "--trials", "1", "--storage", url,
+                env={**env, "MOTUNE_TEST_SLEEP_S": "0"})
+    assert again.wait(timeout=120) == 0
+    assert [t.state.name for t in trials_of(url, "term")] == ["FAIL", "COMPLETE"]
+
+
+def test_04_sys_exit_in_train_fails_the_trial_and_exits_with_its_code(tmp_path):
+    url = f"sqlite:///{tmp_path / 'exit.db'}"
+    worker = cli("run", str(HERE / "fault_study.py"), "--trials", "2", "--storage", url,
+                 env={"MOTUNE_TEST_STUDY": "exit", "MOTUNE_TEST_EXIT": "3"})
+    out, err = worker.communicate(timeout=120)
+    assert worker.returncode == 3, err
+    trials = trials_of(url, "exit")
+    assert [t.state.name for t in trials] == ["FAIL"]
+    assert trials[0].user_attrs["error"] == "train() called sys.exit(3)"
+
+
+def test_04_ctrl_c_in_a_python_script_returns_the_result_without_a_traceback(tmp_path):
+    script = tmp_path / "script.py"
+    url = f"sqlite:///{tmp_path / 'int.db'}"
+    script.write_text(textwrap.dedent(f"""
+        import dataclasses, os
+        os.environ["MOTUNE_TEST_SLEEP_S"] = "60"
+        from fault_study import study
+        result = dataclasses.replace(study, name="int", storage={url!r}).optimize(3, show_progress=False)
+        print("interrupted:", result.interrupted, [r.state for r in result.records()])
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "PYTHONPATH": str(HERE)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: running_trial(url, "int"), what="a running trial")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "interrupted: SIGINT ['FAIL']" in out
+    assert trials_of(url, "int")[0].user_attrs["error"] == "interrupted by SIGINT"
+
+
+# ---------------------------------------------------------------- 5. a worker killed with kill -9
+
+def test_05_a_killed_workers_trial_is_failed_with_a_reason_and_retried(tmp_path):
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    env = {"MOTUNE_TEST_STUDY": "kill", "MOTUNE_HEARTBEAT_S": "1"}  # grace: 3 heartbeats
+    doomed = cli("run", str(HERE / "fault_study.py"), "--trials", "1", "--storage", url,
+                 env={**env, "MOTUNE_TEST_SLEEP_S": "120"})
+    victim = wait_until(lambda: running_trial(url, "kill"), what="a running trial")
+    doomed.kill()  # SIGKILL: no handler runs, the trial stays RUNNING until its heartbeat goes stale
+    doomed.wait(timeout=30)
+    assert running_trial(url, "kill") is not None
+    # the survivor's own trials take 2 s each: its stale-trial watch finds the dead trial while one runs
+    survivor = cli("run", str(HERE / "fault_study.py"), "--trials", "4", "--storage", url,
+                   env={**env, "MOTUNE_TEST_SLEEP_S": "2"})
+    out, err = survivor.communicate(timeout=180)
+    assert survivor.returncode == 0, err
+    trials = {t.number: t for t in trials_of(url, "kill")}
+    dead = trials[victim.number]
+    assert dead.state.name == "FAIL"
+    assert dead.system_attrs["fail_reason"].startswith("worker died (heartbeat stale")
+    assert mt.load_study("kill", storage=url).records()[victim.number].error.startswith("worker died")
+    retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
+    assert retries[0].params == dead.params
+    # the retry measured itself: nothing of the dead trial's failure carried over
+    assert "fail_reason" not in retries[0].system_attrs and "error" not in retries[0].user_attrs
+    assert retries[0].user_attrs["worker"]["pid"] == survivor.pid
+
+
+# ---------------------------------------------------------------- 6. workers do not repeat configurations
+
+def test_06_workers_started_together_never_repeat_a_configuration(tmp_path):
+    url = f"sqlite:///{tmp_path / 'seeds.db'}"  # a new file: every worker sees a study with no trial
+    workers = [cli("run", str(HERE / "fault_study.py"), "--trials", "6", "--storage", url, "-q",
+                   env={"MOTUNE_TEST_STUDY": "seeds"}) for _ in range(3)]
+    for w in workers:
+        out, err = w.communicate(timeout=240)
+        assert w.returncode == 0, err
+    configs = [(t.params["C"], t.params["tol"]) for t in trials_of(url, "seeds")]
+    assert len(configs) == 18 and len(set(configs)) == 18
+
+
+def test_06_a_fresh_run_is_reproducible_from_its_seed(task):
+    first = make_study(task, optuna.storages.InMemoryStorage()).optimize(n_trials=4, show_progress=False)
+    second = make_study(task, optuna.storages.InMemoryStorage()).optimize(n_trials=4, show_progress=False)
+    assert [r.params for r in first.records()] == [r.params for r in second.records()]
+    other_seed = make_study(task, optuna.storages.InMemoryStorage(), seed=1).optimize(n_trials=1, show_progress=False)
+    assert other_seed.records()[0].params != first.records()[0].params
+
+
+# ---------------------------------------------------------------- 7. every split needs two groups
+
+def test_07_a_split_with_a_single_group_is_refused():
+    frame = make_frame(200)
+    frame["group"] = "a"
+    frame.loc[frame.index[:3], "group"] = "b"  # three rows of group b: not every split can hold one
+    with pytest.raises(mt.TaskError, match=r"split '(valid|test|train)' has a single group"):
+        mt.Task.from_frame(frame, label="y", sensitive="group", seed=0)
+
+
+def test_07_fairness_on_a_split_with_a_single_group_is_an_error_not_zero(task):
+    one_group = dataclasses.replace(task, sensitive_valid=pd.Series("a", index=task.sensitive_valid.index,
+                                                                     name=task.sensitive))
+    from sklearn.dummy import DummyClassifier
+
+    model = DummyClassifier().fit(task.X_train, task.y_train)
+    with pytest.raises(mt.MetricError, match="single group"):
+        mt.metrics.measure(model, one_group, ["equalized_odds_difference"], split="valid")
+
+
+# ---------------------------------------------------------------- 8. what train received is stored
+
+def test_08_derived_and_fixed_params_are_stored(task, sqlite_url):
+    from conftest import train
+
+    def space(trial):
+        c = trial.suggest_float("C", 1e-2, 1.0, log=True)
+        return {"C": c, "fit_intercept": True, "C_times_ten": 10 * c}
+
+    def train_(params, task_, ctx):
+        assert params["C_times_ten"] == pytest.approx(10 * params["C"])
+        return train(params, task_, ctx)
+
+    result = make_study(task, sqlite_url, space=space, train=train_).optimize(n_trials=2, show_progress=False)
+    for r in result.records():
+        assert r.params["fit_intercept"] is True and r.params["C_times_ten"] == pytest.approx(10 * r.params["C"])
+    assert "params_C_times_ten" in result.front().columns
+    assert set(result.study.trials[0].params) == {"C"}  # Optuna's own params are unchanged
+
+
+# ---------------------------------------------------------------- 9. clear errors, not tracebacks
+
+def test_09_a_study_file_that_does_not_load_is_one_clear_line(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("import motune as mt\n\nstudy = mt.Study(\n")
+    raising = tmp_path / "raising.py"
+    raising.write_text("import motune as mt\n\n\nraise RuntimeError('no data here')\n")
+    for path, expected in ((broken, "line 3"), (raising, "(line 4 of raising.py) raised RuntimeError: no data here")):
+        result = runner.invoke(app, ["run", str(path), "--trials", "1"])
+        assert result.exit_code == 2, result.output
+        assert expected in result.output and "Traceback" not in result.output
+
+
+def test_09_bad_arguments_fail_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE))
+    url = f"sqlite:///{tmp_path / 'never.db'}"
+    result = runner.invoke(app, ["run", str(HERE / "fault_study.py"), "--trials", "1", "--n-jobs", "0",
+                                 "--storage", url])
+    assert result.exit_code == 2 and "n_jobs must be a positive integer" in result.output
+    assert not (tmp_path / "never.db").exists()  # the study was not created
+    made = cli("run", str(HERE / "fault_study.py"), "--trials", "1", "--storage", url, "-q")
+    assert made.wait(timeout=120) == 0
+    began = time.perf_counter()
+    result = runner.invoke(app, ["report", "fault-study", "--storage", url, "-o", str(tmp_path / "no" / "r.html")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    assert time.perf_counter() - began < 5  # refused before the report was built
+    assert runner.invoke(app, ["report", "fault-study", "--storage", url, "-o", str(tmp_path)]).exit_code == 2
+
+
+def test_09_an_empty_frame_is_a_task_error():
+    with pytest.raises(mt.TaskError, match="no rows"):
+        mt.Task.from_frame(make_frame().iloc[:0], label="y", sensitive="group")
+
+
+# ---------------------------------------------------------------- 10. reproducible torch trials
+
+def test_10_the_same_params_and_seed_give_the_same_torch_model_in_two_studies(task):
+    torch = pytest.importorskip("torch")
+    from motune.models.torch import TorchClassifier, fit
+
+    def space(trial):
+        trial.suggest_int("hidden", 4, 16)
+
+    def train(params, task_, ctx):
+        data = task_.numeric()
+        module = torch.nn.Sequential(torch.nn.Linear(data.X_train.shape[1], params["hidden"]), torch.nn.ReLU(),
+                                     torch.nn.Dropout(0.3), torch.nn.Linear(params["hidden"], 2))
+        noise = np.random.normal(scale=0.01, size=data.X_train.shape).astype(np.float32)  # numpy's global RNG
+        fit(module, torch.from_numpy(data.X_train + noise), torch.from_numpy(data.y_train), epochs=2,
+            seed=ctx.seed)
+        return TorchClassifier.for_task(module, task_)
+
+    metrics = []
+    for _ in range(2):
+        torch.rand(7), np.random.rand(3)  # whatever ran before must not matter
+        study = make_study(task, optuna.storages.InMemoryStorage(), space=space, train=train, seed=5)
+        ostudy = mt.run.open_study(study)
+        ostudy.enqueue_trial({"hidden": 9})
+        metrics.append(study.optimize(n_trials=1, show_progress=False).records()[0].metrics)
+    assert metrics[0] == metrics[1]
+
+
+# ---------------------------------------------------------------- 11. latency under load
+
+def test_11_latency_fixes_every_thread_pool_and_records_the_load(tmp_path):
+    code = textwrap.dedent("""
+        import json, sys
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.pipeline import make_pipeline
+        import motune as mt
+        from conftest import make_frame
+        task = mt.Task.from_frame(make_frame(), label="y", sensitive="group")
+        model = make_pipeline(task.preprocessor(), HistGradientBoostingClassifier(max_iter=20)).fit(task.X_train, task.y_train)
+        fast = {"warmup": 1, "min_count": 5, "min_time_s": 0.0, "batch_size": 16}
+        wide = mt.metrics.measure(model, task, ["latency_p95_ms"], options={"latency": {**fast, "max_ci_width": 1e-9}})
+        calm = mt.metrics.measure(model, task, ["latency_p95_ms"], options={"latency": {**fast, "max_ci_width": 1e9}})
+        print(json.dumps({"torch": "torch" in sys.modules, "wide": wide.details["latency"],
+                          "calm": calm.details["latency"]}))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(HERE)},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    assert data["torch"] is False  # the pools are fixed without torch in the process too
+    details = data["wide"]
+    assert details["threads_fixed"] == 1
+    pools = {k: v for k, v in details["threads"].items() if k != "cpu_count"}
+    assert pools and set(pools.values()) == {1}, pools  # OpenMP (HGB) and BLAS pools at 1 while timing
+    assert len(details["load_average_before"]) == 3 and len(details["load_average_after"]) == 3
+    assert details["noisy"] is True and "interval spans" in details["flags"][0]
+    assert data["calm"]["noisy"] is False and data["calm"]["flags"] == []
+
+
+# ---------------------------------------------------------------- 12. halving on a static objective
+
+def test_12_successive_halving_ranks_on_latency_when_step_0_is_not_reported(task):
+    from sklearn.linear_model import SGDClassifier
+
+    def space(trial):
+        trial.suggest_float("alpha", 1e-5, 1e-1, log=True)
+
+    def train(params, task_, ctx):
+        model = make_pipeline_sgd(task_, params["alpha"], ctx.seed)
+        for epoch in (1, 2, 3):  # no ctx.report(0, ...): latency is measured at the first report
+            model[-1].partial_fit(model[0].transform(task_.X_train), task_.y_train, classes=[0, 1])
+            ctx.report(epoch, model)
+        return model
+
+    def make_pipeline_sgd(task_, alpha, seed):
+        from sklearn.pipeline import make_pipeline
+
+        pipe = make_pipeline(task_.preprocessor(), SGDClassifier(alpha=alpha, random_state=seed))
+        pipe[0].fit(task_.X_train)
+        return pipe
+
+    study = make_study(task, optuna.storages.InMemoryStorage(), space=space, train=train,
+                       objectives=[mt.maximize("accuracy"), mt.minimize("latency_p95_ms")], constraints=[],
+                       metric_options=FAST_LATENCY, pruning=mt.pruning.SuccessiveHalving(min_resource=1, eta=2))
+    result = study.optimize(n_trials=8, show_progress=False)
+    records = result.records()
+    assert all("latency_p95_ms" in r.reports[1] for r in records)  # measured once, at step 1
+    for r in records:
+        if 2 in r.reports:
+            assert r.reports[2]["latency_p95_ms"] == r.reports[1]["latency_p95_ms"]  # carried, not re-measured
+    assert any(r.state == "PRUNED" for r in records)
+
+
+def test_12_a_report_lacking_an_objective_warns_once_and_is_recorded(task):
+    def train(params, task_, ctx):
+        from conftest import train as fit
+
+        for step in (1, 2):
+            ctx.report(step, metrics={"accuracy": 0.5 + 0.01 * step})
+        return fit(params, task_, ctx)
+
+    study = make_study(task, optuna.storages.InMemoryStorage(), train=train)
+    with pytest.warns(UserWarning, match="successive halving cannot rank it") as caught:
+        result = study.optimize(n_trials=1, show_progress=False)
+    assert len([w for w in caught if "cannot rank" in str(w.message)]) == 1
+    assert "demographic_parity_difference" in result.records()[0].attrs["pruning_warning"]
+
+
+# ---------------------------------------------------------------- 13. extra metrics are shown
+
+def test_13_extra_metrics_appear_in_the_front_table_and_the_report(task, sqlite_url):
+    study = make_study(task, sqlite_url, metrics=["roc_auc", "robust_accuracy"])
+    result = study.optimize(n_trials=3, show_progress=False)
+    front = result.front()
+    assert {"roc_auc", "robust_accuracy"} <= set(front.columns)
+    assert list(front.columns[:6]) == ["trial", "accuracy", "demographic_parity_difference",
+                                       "equalized_odds_difference", "balanced_accuracy", "roc_auc"]
+    html = mt.viz.render_report(mt.load_study("synthetic", storage=sqlite_url), figures=[])
+    assert "<th>roc_auc</th>" in html and "<th>robust_accuracy</th>" in html

@@ -1,0 +1,69 @@
+"""The rooms and floors: a module imports only from rooms on lower floors (and from its own room);
+the one exception is the documented lazy import of motune.run behind Study.optimize / Study.result.
+Read from the source with ast, as ../shared/tools/import-cycles does."""
+
+import ast
+from pathlib import Path
+
+import motune
+
+ROOT = Path(motune.__file__).parent
+FLOORS = {  # room -> floor (see the closing note of issue 9 for how this differs from DESIGN.md)
+    "errors": 0, "_schema": 0, "_pareto": 0,
+    "task": 1, "provenance": 1, "pruning": 1, "losses": 1,
+    "models": 2, "data": 2,
+    "metrics": 3,
+    "spec": 4,
+    "results": 5,
+    "run": 6,
+    "integrations": 7, "viz": 7,
+    "cli": 8, "__init__": 8,
+}
+LAZY = {("spec", "run")}  # Study.optimize / Study.result import motune.run inside the method
+
+
+def room_of(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "motune":
+        return None
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def imports(path: Path):
+    """(imported module, at module level?) for every motune import in ``path``."""
+    tree = ast.parse(path.read_text())
+    top = set(map(id, tree.body))
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names if node.module == "motune"]
+        for name in names:
+            if name.startswith("motune"):
+                yield name, id(node) in top
+
+
+def test_every_import_goes_down_a_floor():
+    wrong = []
+    for path in sorted(ROOT.rglob("*.py")):
+        relative = path.relative_to(ROOT.parent).with_suffix("")
+        module = ".".join(relative.parts)
+        room = room_of(module.removesuffix(".__init__")) if module != "motune.__init__" else "__init__"
+        assert room in FLOORS, f"{module} is in no room of the map"
+        for name, module_level in imports(path):
+            target = room_of(name)
+            if target is None or target == room or target == "__init__" and name == "motune":
+                continue
+            if FLOORS[target] < FLOORS[room]:
+                continue
+            if (room, target) in LAZY and not module_level:
+                continue
+            wrong.append(f"{module} (floor {FLOORS[room]}) imports {name} (floor {FLOORS[target]})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_models_do_not_import_metrics_and_viz_does_not_import_run():
+    for room, forbidden in (("models", "metrics"), ("viz", "run")):
+        for path in (ROOT / room).rglob("*.py"):
+            assert not [n for n, _ in imports(path) if room_of(n) == forbidden], path
