@@ -3,6 +3,9 @@ study factory using real scikit-learn models and real Optuna storage."""
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pandas as pd
 import optuna
@@ -109,3 +112,27 @@ def reported_result():
     return study.optimize(n_trials=8, show_progress=False)
 
 
+
+
+# ---------------------------------------------------------------- shared helpers
+
+def postgres_url() -> str:
+    """The PostgreSQL server for the storage tests (MOTUNE_TEST_POSTGRES_URL; scripts/test starts one).
+    Without one the calling test module is skipped, or fails with MOTUNE_REQUIRE_POSTGRES=1 (as in CI)."""
+    url = os.environ.get("MOTUNE_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("MOTUNE_REQUIRE_POSTGRES") == "1":
+            raise RuntimeError("MOTUNE_REQUIRE_POSTGRES=1 but MOTUNE_TEST_POSTGRES_URL is not set")
+        pytest.skip("no PostgreSQL server (set MOTUNE_TEST_POSTGRES_URL)", allow_module_level=True)
+    return url
+
+
+def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition"):
+    """Poll ``predicate`` every 0.1 s until it returns something true (returned), or fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

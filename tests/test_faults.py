@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 import motune as mt
-from conftest import FAST_LATENCY, make_frame, make_study
+from conftest import FAST_LATENCY, make_frame, make_study, wait_until
 from motune.cli import app
 
 HERE = Path(__file__).parent
@@ -38,16 +38,6 @@ def trials_of(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
         return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
     except KeyError:
         return []
-
-
-def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def running_trial(url: str, name: str):

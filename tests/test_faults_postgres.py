@@ -20,13 +20,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-URL = os.environ.get("MOTUNE_TEST_POSTGRES_URL")
-HERE = Path(__file__).parent
+from conftest import postgres_url, wait_until
 
-if not URL:
-    if os.environ.get("MOTUNE_REQUIRE_POSTGRES") == "1":
-        raise RuntimeError("MOTUNE_REQUIRE_POSTGRES=1 but MOTUNE_TEST_POSTGRES_URL is not set")
-    pytest.skip("no PostgreSQL server (set MOTUNE_TEST_POSTGRES_URL)", allow_module_level=True)
+URL = postgres_url()
+HERE = Path(__file__).parent
 
 pytestmark = pytest.mark.postgres
 GRACE_S = 3  # MOTUNE_HEARTBEAT_S=1: a heartbeat a second, stale after three
@@ -47,16 +44,6 @@ def trials(name: str) -> list[optuna.trial.FrozenTrial]:
         return []
 
 
-def wait_for(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def running_on(name: str, pid: int):
     return next((t for t in trials(name) if t.state.name == "RUNNING"
                  and t.user_attrs.get("worker", {}).get("pid") == pid), None)
@@ -66,15 +53,15 @@ def test_killed_and_terminated_workers_lose_nothing_and_leave_nothing_running(tm
     name = f"faults-{uuid.uuid4().hex[:8]}"
     workers = [worker(name, 8) for _ in range(4)]
     doomed, terminated, survivor = workers[:2], workers[2], workers[3]
-    wait_for(lambda: sum(t.state.name == "COMPLETE" for t in trials(name)) >= 3, 240, "three completed trials")
+    wait_until(lambda: sum(t.state.name == "COMPLETE" for t in trials(name)) >= 3, 240, "three completed trials")
     completed_before = {t.number: (t.values, t.params, t.user_attrs["metrics"]) for t in trials(name)
                         if t.state.name == "COMPLETE"}
 
     for w in doomed:  # kill -9 while the worker is inside a trial
-        wait_for(lambda: running_on(name, w.pid), 60, f"a running trial of worker {w.pid}")
+        wait_until(lambda: running_on(name, w.pid), 60, f"a running trial of worker {w.pid}")
         w.kill()
         w.wait(timeout=30)
-    wait_for(lambda: running_on(name, terminated.pid), 60, "a running trial of the worker to terminate")
+    wait_until(lambda: running_on(name, terminated.pid), 60, "a running trial of the worker to terminate")
     terminated.send_signal(signal.SIGTERM)
     out, err = terminated.communicate(timeout=60)
     assert terminated.returncode == 143, err

@@ -14,13 +14,10 @@ import pytest
 
 import motune as mt
 
-URL = os.environ.get("MOTUNE_TEST_POSTGRES_URL")
-HERE = Path(__file__).parent
+from conftest import postgres_url
 
-if not URL:
-    if os.environ.get("MOTUNE_REQUIRE_POSTGRES") == "1":
-        raise RuntimeError("MOTUNE_REQUIRE_POSTGRES=1 but MOTUNE_TEST_POSTGRES_URL is not set")
-    pytest.skip("no PostgreSQL server (set MOTUNE_TEST_POSTGRES_URL)", allow_module_level=True)
+URL = postgres_url()
+HERE = Path(__file__).parent
 
 pytestmark = pytest.mark.postgres
 

@@ -90,27 +90,15 @@ def split_callbacks(callbacks: Iterable[Any] | None) -> tuple[list[Callback], li
 
 
 class Hooks:
-    """Calls every motune callback's hook in order."""
+    """Calls one hook of every motune callback, in order: ``hooks("on_trial_end", record)``."""
+
+    HOOKS = ("on_study_start", "on_trial_start", "on_report", "on_trial_end", "on_study_end")
 
     def __init__(self, callbacks: Sequence[Callback]) -> None:
         self.callbacks = list(callbacks)
 
-    def study_start(self, info: StudyStart) -> None:
+    def __call__(self, hook: str, record: Any) -> None:
+        if hook not in self.HOOKS:
+            raise AssertionError(f"no hook {hook!r}")
         for cb in self.callbacks:
-            cb.on_study_start(info)
-
-    def trial_start(self, trial: TrialStart) -> None:
-        for cb in self.callbacks:
-            cb.on_trial_start(trial)
-
-    def report(self, report: ReportRecord) -> None:
-        for cb in self.callbacks:
-            cb.on_report(report)
-
-    def trial_end(self, record: Any) -> None:
-        for cb in self.callbacks:
-            cb.on_trial_end(record)
-
-    def study_end(self, result: Any) -> None:
-        for cb in self.callbacks:
-            cb.on_study_end(result)
+            getattr(cb, hook)(record)

@@ -102,7 +102,7 @@ class TrialContext:
                                                    frozenset(study.static_metrics)))
         self.history.append((step, values))
         pruned = None if decision is None else {"rule": decision.rule, "reason": decision.reason}
-        self._hooks.report(ReportRecord(trial.number, step, dict(values), pruned, notes))
+        self._hooks("on_report", ReportRecord(trial.number, step, dict(values), pruned, notes))
         if decision is not None:
             trial.set_user_attr(_schema.PRUNED_ATTR, _schema.pruned_attrs(
                 rule=decision.rule, reason=decision.reason, step=step, reports=len(self.history))[_schema.PRUNED_ATTR])

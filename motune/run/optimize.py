@@ -64,9 +64,9 @@ def optimize(
     keys = [c.key for c in study.constraints]
 
     def trial_ended(_study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
-        hooks.trial_end(record_of(frozen, keys))
+        hooks("on_trial_end", record_of(frozen, keys))
 
-    hooks.study_start(StudyStart(study.name, [str(o) for o in study.objectives], [str(c) for c in study.constraints],
+    hooks("on_study_start", StudyStart(study.name, [str(o) for o in study.objectives], [str(c) for c in study.constraints],
                                  n_trials, timeout, storage_name(study.storage), len(ostudy.get_trials(deepcopy=False))))
     stopped: TrialInterrupted | None = None
     try:
@@ -79,10 +79,10 @@ def optimize(
         if err.trial is not None:
             frozen = [t for t in ostudy.get_trials(deepcopy=False) if t.number == err.trial]
             if frozen:
-                hooks.trial_end(record_of(frozen[0], keys))
+                hooks("on_trial_end", record_of(frozen[0], keys))
     result = Result(ostudy)
     result.interrupted = interrupts.signal or (stopped.reason if stopped is not None else None)
-    hooks.study_end(result)
+    hooks("on_study_end", result)
     if result.interrupted is not None and progress.enabled:
         progress.print(f"{result.interrupted}: finished trials are stored and the interrupted one failed with "
                        "its reason; run the same study again to resume")

@@ -49,7 +49,7 @@ def run_trial(study: Study, trial: optuna.Trial, hooks: Hooks, interrupts: Inter
             compat.write_trial_attrs(trial, _schema.start_attrs(host=platform.node(), pid=os.getpid(), params=params),
                                      {})
             ctx = TrialContext(trial.number, seed, params, study.name, trial, study, hooks, interrupts)
-            hooks.trial_start(TrialStart(trial.number, dict(params), seed, inherited.get("failed_trial")))
+            hooks("on_trial_start", TrialStart(trial.number, dict(params), seed, inherited.get("failed_trial")))
             began = time.perf_counter()
             model = study.train(params, study.task, ctx)
             trained = time.perf_counter()
