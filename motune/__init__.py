@@ -13,6 +13,7 @@ from importlib import metadata as _metadata
 
 from motune import data, errors, integrations, metrics, pruning, viz
 from motune.errors import (
+    CallbackError,
     MetricError,
     MotuneError,
     OutputError,
@@ -26,24 +27,8 @@ from motune.errors import (
 )
 from motune.metrics.registry import Measurement, register_metric
 from motune.results import Result, TrialRecord
-from motune.run import (
-    DEFAULT_STORAGE,
-    Callback,
-    ReportRecord,
-    StudyStart,
-    TrialContext,
-    TrialStart,
-    load_study,
-)
-from motune.spec import (
-    Constraint,
-    Objective,
-    Study,
-    at_least,
-    at_most,
-    maximize,
-    minimize,
-)
+from motune.run import DEFAULT_STORAGE, Callback, ReportRecord, StudyStart, TrialContext, TrialStart, load_study
+from motune.spec import Constraint, Objective, Study, at_least, at_most, maximize, minimize
 from motune.task import NumericSplits, Task, TextTask
 
 try:
@@ -54,6 +39,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree that is not
 __all__ = [
     "DEFAULT_STORAGE",
     "Callback",
+    "CallbackError",
     "Constraint",
     "Measurement",
     "MetricError",

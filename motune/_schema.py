@@ -125,7 +125,7 @@ PRUNED_ATTR = "pruned"
 PRUNING_WARNING_ATTR = "pruning_warning"
 ERROR_ATTR = "error"
 TRACEBACK_ATTR = "traceback"
-FAIL_REASON_ATTR = "fail_reason"  # system attribute (Optuna writes it too)
+FAIL_REASON_ATTR = "fail_reason"  # system attribute, written by motune's heartbeat storage
 USER_PREFIX = "user:"
 
 # user attribute names motune writes itself: a metric function's key (under which its details are

@@ -22,6 +22,8 @@ kind                         also a                          raised when
                                                              written (a missing folder, no permission)
 :class:`MetricError`         ``RuntimeError``                a metric that cannot be measured on a
                                                              trained model (the trial fails with it)
+:class:`CallbackError`       ``RuntimeError``                a callback raised (the run stops; the trial
+                                                             it was called for fails with the reason)
 ===========================  ==============================  ==========================================
 
 The command line prints a :class:`MotuneError` as one line and exits with
@@ -71,11 +73,16 @@ class OutputError(MotuneError, OSError):
     """A file or folder motune was asked to write cannot be written."""
 
 
+class CallbackError(MotuneError, RuntimeError):
+    """A callback raised; the run stops (the error it raised is this one's ``__cause__``)."""
+
+
 class MetricError(MotuneError, RuntimeError):
     """A metric could not be measured on a trained model (the trial fails with this reason)."""
 
 
 __all__ = [
+    "CallbackError",
     "MetricError",
     "MotuneError",
     "OutputError",

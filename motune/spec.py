@@ -317,8 +317,12 @@ def validate(study: Study) -> None:
         raise SpecTypeError(f"pruning must be a motune.pruning policy, None or 'default'; got {study.pruning!r}")
     if isinstance(study.seed, bool) or not isinstance(study.seed, int):
         raise SpecTypeError(f"seed must be an int, got {study.seed!r}")
-    for what in ("heartbeat_s", "heartbeat_grace_s"):
-        value = getattr(study, what)
+    check_heartbeat(study.heartbeat_s, study.heartbeat_grace_s)
+
+
+def check_heartbeat(heartbeat_s: Any, grace_s: Any) -> None:
+    """Raise :class:`SpecError` unless each heartbeat setting is ``None`` or a number of seconds >= 1."""
+    for what, value in (("heartbeat_s", heartbeat_s), ("heartbeat_grace_s", grace_s)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1):
             raise SpecError(f"{what} must be a number of seconds >= 1, got {value!r}")
 

@@ -3,6 +3,8 @@
 - ``MOTUNE_TEST_STUDY``: the study's name;
 - ``MOTUNE_TEST_LABEL``: the one value of a categorical parameter;
 - ``MOTUNE_TEST_SLEEP_S``: seconds ``train`` sleeps (in steps of 0.1 s) before fitting;
+- ``MOTUNE_TEST_SLEEP_ONCE``: only the first trial this process runs sleeps;
+- ``MOTUNE_TEST_REPORT``: ``train`` reports (hand-made metrics) every 0.1 s while it sleeps;
 - ``MOTUNE_TEST_EXIT``: ``train`` calls ``sys.exit`` with this code;
 - ``MOTUNE_TEST_FAIL``: ``train`` of trial 1 raises ``RuntimeError`` with this message;
 - ``MOTUNE_TEST_OBJECTIVE``: the second objective (default ``latency_p95_ms``).
@@ -12,11 +14,11 @@ import os
 import sys
 import time
 
+from conftest import FAST_LATENCY, make_frame
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 import motune as mt
-from conftest import make_frame
 
 task = mt.Task.from_frame(make_frame(), label="y", sensitive="group", name="synthetic")
 
@@ -27,10 +29,18 @@ def space(trial):
     trial.suggest_categorical("label", [os.environ.get("MOTUNE_TEST_LABEL", "plain")])
 
 
+SLEPT = []
+
+
 def train(params, task, ctx):
-    deadline = time.monotonic() + float(os.environ.get("MOTUNE_TEST_SLEEP_S", "0"))
+    sleep_s = 0.0 if SLEPT and os.environ.get("MOTUNE_TEST_SLEEP_ONCE") else float(os.environ.get("MOTUNE_TEST_SLEEP_S", "0"))
+    SLEPT.append(sleep_s)
+    deadline, step = time.monotonic() + sleep_s, 0
     while time.monotonic() < deadline:
         time.sleep(0.1)
+        if os.environ.get("MOTUNE_TEST_REPORT"):
+            step += 1
+            ctx.report(step, metrics={"progress": float(step)})
     if os.environ.get("MOTUNE_TEST_EXIT"):
         sys.exit(int(os.environ["MOTUNE_TEST_EXIT"]))
     if os.environ.get("MOTUNE_TEST_FAIL") and ctx.trial_number == 1:
@@ -40,7 +50,6 @@ def train(params, task, ctx):
 
 
 SECOND = os.environ.get("MOTUNE_TEST_OBJECTIVE", "latency_p95_ms")
-FAST_LATENCY = {"latency": {"warmup": 1, "min_count": 5, "min_time_s": 0.0, "batch_size": 16}}
 
 study = mt.Study(
     name=os.environ.get("MOTUNE_TEST_STUDY", "fault-study"),

@@ -10,7 +10,7 @@ from conftest import make_frame, make_study
 @pytest.mark.parametrize("kind, builtin", [
     (mt.SpecError, ValueError), (mt.SpecTypeError, TypeError), (mt.UnknownMetricError, ValueError),
     (mt.TaskError, ValueError), (mt.StorageError, ValueError), (mt.StudyNotFoundError, KeyError),
-    (mt.StudyFileError, ValueError), (mt.OutputError, OSError), (mt.MetricError, RuntimeError),
+    (mt.StudyFileError, ValueError), (mt.OutputError, OSError), (mt.MetricError, RuntimeError), (mt.CallbackError, RuntimeError),
 ])
 def test_each_kind_is_a_motune_error_and_its_builtin(kind, builtin):
     assert issubclass(kind, mt.MotuneError) and issubclass(kind, builtin)

@@ -60,7 +60,7 @@ def test_01_workers_starting_together_on_a_new_sqlite_file_all_open_it(tmp_path)
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(8)]
     outputs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0] * 8, [err[-600:] for _, err in outputs]
+    assert [p.returncode for p in procs] == [0] * 8, [err[-2500:] for _, err in outputs if err]
     assert len(optuna.get_all_study_summaries(url)) == 1
 
 
@@ -136,6 +136,72 @@ def test_04_sys_exit_in_train_fails_the_trial_and_exits_with_its_code(tmp_path):
     assert trials[0].user_attrs["error"] == "train() called sys.exit(3)"
 
 
+def test_04_sys_exit_without_a_code_exits_0_after_failing_the_trial(task, sqlite_url):
+    def train(params, task_, ctx):
+        sys.exit()
+
+    with pytest.raises(SystemExit) as info:
+        make_study(task, sqlite_url, train=train).optimize(n_trials=2, show_progress=False)
+    assert info.value.code is None  # what sys.exit() asked for: status 0
+    assert [(r.state, r.error) for r in mt.load_study("synthetic", storage=sqlite_url).records()] == [
+        ("FAIL", "train() called sys.exit()")]
+
+
+def test_04_a_failing_callback_stops_the_run_and_fails_its_trial(task, sqlite_url):
+    class Broken(mt.Callback):
+        def on_trial_start(self, trial):
+            if trial.number == 1:
+                raise RuntimeError("callback bug")
+
+    with pytest.raises(mt.CallbackError, match="Broken.on_trial_start raised RuntimeError: callback bug") as info:
+        make_study(task, sqlite_url).optimize(n_trials=4, show_progress=False, callbacks=[Broken()])
+    assert isinstance(info.value.__cause__, RuntimeError)
+    records = mt.load_study("synthetic", storage=sqlite_url).records()
+    assert [(r.state, r.error) for r in records] == [
+        ("COMPLETE", None), ("FAIL", "callback Broken.on_trial_start raised RuntimeError: callback bug")]
+
+
+def test_04_an_error_leaves_no_live_progress_bar(task, monkeypatch):
+    import functools
+    import io
+
+    from rich.console import Console
+
+    import motune.run.progress as progress
+
+    screen = io.StringIO()
+    monkeypatch.setattr(progress, "Console", functools.partial(Console, file=screen, force_terminal=True))
+
+    def boom(_study, _trial):
+        raise RuntimeError("an Optuna callback's bug")
+
+    with pytest.raises(RuntimeError, match="bug"):
+        make_study(task, optuna.storages.InMemoryStorage()).optimize(n_trials=2, callbacks=[boom])
+    assert screen.getvalue().endswith("\x1b[?25h") or "\x1b[?25h" in screen.getvalue()[-50:]  # cursor shown again
+
+
+def test_04_ctrl_c_with_threads_ends_every_trial(tmp_path):
+    script = tmp_path / "threads.py"
+    url = f"sqlite:///{tmp_path / 'threads.db'}"
+    script.write_text(textwrap.dedent(f"""
+        import dataclasses, os
+        os.environ.update(MOTUNE_TEST_SLEEP_S="60", MOTUNE_TEST_REPORT="1")
+        from fault_study import study
+        result = dataclasses.replace(study, name="threads", storage={url!r}).optimize(
+            6, n_jobs=2, show_progress=False)
+        print("interrupted:", result.interrupted, sorted(r.state for r in result.records()))
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "PYTHONPATH": str(HERE)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: len([t for t in trials_of(url, "threads") if t.state.name == "RUNNING"]) == 2,
+               what="two running trials")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "interrupted: SIGINT ['FAIL', 'FAIL']" in out
+    assert {t.user_attrs["error"] for t in trials_of(url, "threads")} == {"interrupted by SIGINT"}
+
+
 def test_04_ctrl_c_in_a_python_script_returns_the_result_without_a_traceback(tmp_path):
     script = tmp_path / "script.py"
     url = f"sqlite:///{tmp_path / 'int.db'}"
@@ -161,16 +227,17 @@ def test_04_ctrl_c_in_a_python_script_returns_the_result_without_a_traceback(tmp
 
 def test_05_a_killed_workers_trial_is_failed_with_a_reason_and_retried(tmp_path):
     url = f"sqlite:///{tmp_path / 'kill.db'}"
-    env = {"MOTUNE_TEST_STUDY": "kill", "MOTUNE_HEARTBEAT_S": "1"}  # grace: 3 heartbeats
+    env = {"MOTUNE_TEST_STUDY": "kill", "MOTUNE_HEARTBEAT_S": "2"}  # grace: 3 heartbeats, 6 s
     doomed = cli("run", str(HERE / "fault_study.py"), "--trials", "1", "--storage", url,
                  env={**env, "MOTUNE_TEST_SLEEP_S": "120"})
     victim = wait_until(lambda: running_trial(url, "kill"), what="a running trial")
     doomed.kill()  # SIGKILL: no handler runs, the trial stays RUNNING until its heartbeat goes stale
     doomed.wait(timeout=30)
     assert running_trial(url, "kill") is not None
-    # the survivor's own trials take 2 s each: its stale-trial watch finds the dead trial while one runs
-    survivor = cli("run", str(HERE / "fault_study.py"), "--trials", "4", "--storage", url,
-                   env={**env, "MOTUNE_TEST_SLEEP_S": "2"})
+    # the survivor starts at once (before the grace period ends) and its first trial takes 12 s: Optuna's
+    # own check at a trial's start cannot see the dead trial stale, the survivor's watch thread must
+    survivor = cli("run", str(HERE / "fault_study.py"), "--trials", "2", "--storage", url,
+                   env={**env, "MOTUNE_TEST_SLEEP_S": "12", "MOTUNE_TEST_SLEEP_ONCE": "1"})
     out, err = survivor.communicate(timeout=180)
     assert survivor.returncode == 0, err
     trials = {t.number: t for t in trials_of(url, "kill")}
@@ -178,12 +245,33 @@ def test_05_a_killed_workers_trial_is_failed_with_a_reason_and_retried(tmp_path)
     assert dead.state.name == "FAIL"
     assert dead.system_attrs["fail_reason"].startswith("worker died (heartbeat stale")
     assert mt.load_study("kill", storage=url).records()[victim.number].error.startswith("worker died")
+    first = trials[victim.number + 1]  # the survivor's first trial
+    assert first.datetime_start < dead.datetime_complete < first.datetime_complete  # failed while it ran
     retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
     assert retries[0].params == dead.params
     # the retry measured itself: nothing of the dead trial's failure carried over
     assert "fail_reason" not in retries[0].system_attrs and "error" not in retries[0].user_attrs
     assert retries[0].user_attrs["worker"]["pid"] == survivor.pid
+
+
+def test_05_a_worker_never_fails_its_own_live_trial(task, sqlite_url):
+    """A train function holding the GIL past the grace period (one long C call) delays the heartbeat;
+    the worker's own stale-trial checks must not take that for a dead worker."""
+    import re
+
+    from conftest import train as fit
+
+    def train(params, task_, ctx):
+        if ctx.trial_number == 0:
+            began = time.monotonic()
+            re.match(r"(a+)+$", "a" * 28 + "b")  # catastrophic backtracking: seconds without releasing the GIL
+            assert time.monotonic() - began > 2.5, "the GIL was not held past the grace period"
+        return fit(params, task_, ctx)
+
+    result = make_study(task, sqlite_url, train=train, heartbeat_s=1, heartbeat_grace_s=2).optimize(
+        n_trials=2, show_progress=False)
+    assert [(r.state, r.error) for r in result.records()] == [("COMPLETE", None), ("COMPLETE", None)]
 
 
 # ---------------------------------------------------------------- 6. workers do not repeat configurations

@@ -88,7 +88,7 @@ def test_killed_and_terminated_workers_lose_nothing_and_leave_nothing_running(tm
         assert t.state.name == "FAIL" and t.system_attrs["fail_reason"].startswith("worker died (heartbeat stale")
         retries = [r for r in final.values() if r.system_attrs.get("failed_trial") == t.number]
         assert len(retries) == 1 and retries[0].params == t.params, t.number
-        assert retries[0].state.name == "COMPLETE" or retries[0].user_attrs.get("worker", {}).get("pid") in killed_pids
+        assert retries[0].state.name == "COMPLETE"
     # the terminated worker's trial failed with its reason and was not retried
     stopped = [t for t in final.values() if t.user_attrs.get("worker", {}).get("pid") == terminated.pid
                and t.state.name == "FAIL"]

@@ -43,6 +43,18 @@ def test_trial_id_falls_back_to_the_storage_lookup(sqlite_url):
     assert compat.trial_id(NoPrivateId()) == compat.trial_id(trial)
 
 
+def test_request_stop_falls_back_to_study_stop():
+    study = optuna.create_study()
+
+    def objective(trial):
+        del study._stop_flag  # an Optuna without the private flag
+        compat.request_stop(study)  # the public Study.stop() stops the loop
+        return 0.0
+
+    study.optimize(objective, n_trials=5)
+    assert len(study.trials) == 1
+
+
 def test_request_stop_works_outside_the_optimize_loop():
     study = optuna.create_study()
     compat.request_stop(study)  # no RuntimeError from Study.stop()

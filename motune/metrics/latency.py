@@ -21,7 +21,8 @@ a fixed frame.
 Every thread pool that decides the number (torch's intra-op threads, the
 BLAS / OpenMP pools through threadpoolctl) is fixed to ``threads`` (default
 1) for the run and the counts are recorded, with the host's load average
-before and after. A run whose median's confidence interval is wider than
+before and after (on a CUDA device too: the host side that launches the
+work). A run whose median's confidence interval is wider than
 ``max_ci_width`` (default 10 %) of the median is flagged (``noisy`` and a
 sentence in ``flags``), not silently used. On a CPU each call is timed with
 :func:`time.perf_counter_ns`. On a CUDA device each call is timed with CUDA events on the
@@ -49,6 +50,10 @@ from filelock import FileLock
 from motune.errors import SpecError
 from motune.metrics.registry import Measurement, register_metric
 from motune.models import device_of, unwrap
+
+DEFAULT_THREADS = 1  # CPU threads a latency run uses unless the study says otherwise
+DEFAULT_MAX_CI_WIDTH = 0.10  # a run whose median's interval is wider than this share of the median is flagged
+
 
 LATENCY_METRICS = ("latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
                    "batch_latency_p50_ms", "batch_latency_p95_ms", "throughput_per_s")
@@ -214,7 +219,7 @@ def thread_counts() -> dict[str, Any]:
 
 def check_latency_options(*, batch_size: int = 256, warmup: int = 5, min_count: int = 30, min_time_s: float = 0.2,
                           max_time_s: float = 10.0, device: Any = None, threads: int | None = None,
-                          max_ci_width: float = 0.10) -> None:
+                          max_ci_width: float = DEFAULT_MAX_CI_WIDTH) -> None:
     """Raise ``ValueError`` for option values :func:`latency` cannot use."""
     if batch_size < 1 or warmup < 0 or min_count < 1 or min_time_s < 0 or max_time_s <= 0:
         raise SpecError(
@@ -226,10 +231,6 @@ def check_latency_options(*, batch_size: int = 256, warmup: int = 5, min_count: 
         raise SpecError(f"threads must be a positive int or None, got {threads!r}")
     if isinstance(max_ci_width, bool) or not isinstance(max_ci_width, (int, float)) or not max_ci_width > 0:
         raise SpecError(f"max_ci_width must be a positive fraction of the median, got {max_ci_width!r}")
-
-
-DEFAULT_THREADS = 1  # CPU threads a latency run uses unless the study says otherwise
-DEFAULT_MAX_CI_WIDTH = 0.10  # a run whose median's interval is wider than this share of the median is flagged
 
 
 @contextlib.contextmanager

@@ -43,6 +43,7 @@ class PruningPolicy:
     """Base class: ``decide(ctx) -> Decision | None``; ``a | b`` prunes when either does."""
 
     name = "policy"
+    ranks_on_objectives = False  # needs every objective in a report to decide (successive halving)
 
     def decide(self, ctx: ReportContext) -> Decision | None:
         raise NotImplementedError
@@ -63,6 +64,7 @@ class AnyOf(PruningPolicy):
 
     def __init__(self, policies: Sequence[PruningPolicy]) -> None:
         self.policies = list(policies)
+        self.ranks_on_objectives = any(p.ranks_on_objectives for p in self.policies)
 
     def decide(self, ctx: ReportContext) -> Decision | None:
         for policy in self.policies:

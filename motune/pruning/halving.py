@@ -19,6 +19,7 @@ from motune.pruning.base import Decision, PruningPolicy, ReportContext
 
 class SuccessiveHalving(PruningPolicy):
     name = "successive_halving"
+    ranks_on_objectives = True
 
     def __init__(self, *, min_resource: int = 1, eta: int = 3, min_peers: int | None = None) -> None:
         if min_resource < 1 or eta < 2:

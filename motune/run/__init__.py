@@ -20,12 +20,7 @@ module                 idea
 from motune.run.callbacks import Callback, ReportRecord, StudyStart, TrialStart
 from motune.run.context import TrialContext
 from motune.run.optimize import optimize
-from motune.run.storage import (
-    DEFAULT_STORAGE,
-    open_storage,
-    redact_url,
-    storage_location,
-)
+from motune.run.storage import DEFAULT_STORAGE, open_storage, redact_url, storage_location
 from motune.run.study import load_study, open_study
 
 __all__ = [

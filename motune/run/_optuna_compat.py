@@ -21,15 +21,18 @@ both paths. What is private, and why:
   outside the optimize loop (``_stop_flag``). Fallback: ``Study.stop()``.
 - :class:`HeartbeatRDBStorage`: an ``RDBStorage`` whose stale-trial lookup
   (``_get_stale_trial_ids``, called by Optuna's public ``fail_stale_trials``)
-  first records why the trial failed (``fail_reason``). If a release renames
+  first records why the trial failed (``fail_reason``), and leaves out the
+  trials this process is running (:func:`live_trial`). If a release renames
   the method, stale trials are still failed and retried, only without the
   reason (``tests/test_faults.py`` would then fail).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import optuna
@@ -69,14 +72,15 @@ def frozen_system_attrs(trial: optuna.Trial) -> dict[str, Any]:
 
 
 def request_stop(study: optuna.Study) -> None:
-    """Ask ``study.optimize`` to start no further trial (safe from a signal handler)."""
-    try:
+    """Ask ``study.optimize`` to start no further trial (safe from a signal handler and from threads
+    outside the optimize loop, where ``Study.stop`` refuses)."""
+    if hasattr(study, "_stop_flag"):
         study._stop_flag = True
-    except Exception:  # noqa: BLE001
-        try:
-            study.stop()
-        except RuntimeError:  # outside the optimize loop: nothing to stop
-            pass
+        return
+    try:
+        study.stop()
+    except RuntimeError:  # outside the optimize loop: nothing to stop
+        pass
 
 
 def set_system_attr(trial: Any, key: str, value: Any) -> None:
@@ -139,11 +143,27 @@ def insert_trial_attrs(rdb: Any, trial_id_: int, user_attrs: dict[str, Any],
     return existing[0], existing[1]
 
 
+LIVE_TRIAL_IDS: set[int] = set()  # storage ids of the trials this process is running (never stale to it)
+
+
+@contextlib.contextmanager
+def live_trial(trial: Any) -> Iterator[None]:
+    """This process runs ``trial`` in the block: its own stale-trial checks leave it alone (a trial whose
+    process is alive is not a dead worker's, however late its heartbeat)."""
+    tid = trial_id(trial)
+    LIVE_TRIAL_IDS.add(tid)
+    try:
+        yield
+    finally:
+        LIVE_TRIAL_IDS.discard(tid)
+
+
 class HeartbeatRDBStorage(optuna.storages.RDBStorage):
-    """An RDBStorage that records why a heartbeat-stale trial failed before Optuna fails it."""
+    """An RDBStorage that records why a heartbeat-stale trial failed before Optuna fails it, and never
+    calls a trial this process is running stale."""
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        stale = super()._get_stale_trial_ids(study_id)
+        stale = [tid for tid in super()._get_stale_trial_ids(study_id) if tid not in LIVE_TRIAL_IDS]
         grace = self.grace_period if self.grace_period is not None else 2 * (self.heartbeat_interval or 0)
         for tid in stale:
             for key, value in _schema.stale_reason_attrs(grace).items():

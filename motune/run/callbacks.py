@@ -16,7 +16,10 @@
   MLflow and Weights & Biases callbacks attach this way).
 
 Hooks run in the worker thread that ran the trial (``n_jobs > 1`` runs
-several); an exception in a callback stops the run, as in Optuna.
+several). An exception in a callback stops the run, as in Optuna: it is
+raised as a :class:`motune.errors.CallbackError` (the original as its
+cause) once the trial it was called for is stored (FAIL, with the reason,
+when the hook ran inside it: ``on_trial_start``, ``on_report``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from motune.errors import CallbackError
 
 
 @dataclass(frozen=True)
@@ -101,4 +106,7 @@ class Hooks:
         if hook not in self.HOOKS:
             raise AssertionError(f"no hook {hook!r}")
         for cb in self.callbacks:
-            getattr(cb, hook)(record)
+            try:
+                getattr(cb, hook)(record)
+            except Exception as err:
+                raise CallbackError(f"callback {type(cb).__name__}.{hook} raised {type(err).__name__}: {err}") from err

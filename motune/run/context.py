@@ -49,7 +49,7 @@ class TrialContext:
     _trial: optuna.Trial = field(repr=False)
     _study: Any = field(repr=False, default=None)  # the motune.Study
     _hooks: Hooks = field(repr=False, default_factory=lambda: Hooks([]))
-    _interrupts: Any = field(repr=False, default=None)
+    _control: Any = field(repr=False, default=None)  # the run's Interrupts
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     pruned: str | None = None  # why a report pruned this trial (the trial ends pruned even if that was caught)
     _static: dict[str, float] | None = field(repr=False, default=None)  # static metrics, once measured
@@ -70,8 +70,8 @@ class TrialContext:
         propagate; if it is caught, as a Trainer callback must, the trial still ends pruned when
         ``train`` returns). Returns the reported values.
         """
-        if self._interrupts is not None:
-            self._interrupts.check()
+        if self._control is not None:
+            self._control.check()
         step = _check_step(self, step)
         study = self._study
         values = self._measure(step, model)
@@ -128,7 +128,8 @@ class TrialContext:
     def _warn_if_unrankable(self, step: int, values: dict[str, float]) -> list[str]:
         study = self._study
         missing = [o.metric for o in study.objectives if o.metric not in values]
-        if step == 0 or not missing or study.pruning_policy is None or self._warned:
+        policy = study.pruning_policy
+        if step == 0 or not missing or policy is None or not policy.ranks_on_objectives or self._warned:
             return []
         self._warned = True
         text = (f"trial {self._trial.number}'s report at step {step} lacks objective(s) {missing}: successive "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -60,35 +61,60 @@ def optimize(
     hooks = Hooks([progress, *ours])
     with _quiet_optuna(progress.enabled):
         ostudy = open_study(study)
-    interrupts = Interrupts(ostudy)
+    control = Interrupts(ostudy)
     keys = [c.key for c in study.constraints]
+    ended: set[int] = set()
 
     def trial_ended(_study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        ended.add(frozen.number)
         hooks("on_trial_end", record_of(frozen, keys))
 
-    hooks("on_study_start", StudyStart(study.name, [str(o) for o in study.objectives], [str(c) for c in study.constraints],
-                                 n_trials, timeout, storage_name(study.storage), len(ostudy.get_trials(deepcopy=False))))
     stopped: TrialInterrupted | None = None
     try:
-        with _quiet_optuna(progress.enabled), _no_interrupt_tracebacks(), interrupts.installed(), \
+        hooks("on_study_start", StudyStart(
+            study.name, [str(o) for o in study.objectives], [str(c) for c in study.constraints], n_trials, timeout,
+            storage_name(study.storage), len(ostudy.get_trials(deepcopy=False))))
+        began = time.monotonic()
+        with _quiet_optuna(progress.enabled), _no_interrupt_tracebacks(), control.installed(), \
                 _stale_trial_watch(ostudy):
-            ostudy.optimize(lambda trial: run_trial(study, trial, hooks, interrupts), n_trials=n_trials,
-                            timeout=timeout, n_jobs=n_jobs, catch=(Exception,), callbacks=[trial_ended, *theirs])
-    except TrialInterrupted as err:  # Optuna stored the trial FAIL, then re-raised
-        stopped = err
-        if err.trial is not None:
-            frozen = [t for t in ostudy.get_trials(deepcopy=False) if t.number == err.trial]
-            if frozen:
-                hooks("on_trial_end", record_of(frozen[0], keys))
-    result = Result(ostudy)
-    result.interrupted = interrupts.signal or (stopped.reason if stopped is not None else None)
-    hooks("on_study_end", result)
+            while True:  # one pass, unless a trial of this run was taken over by another worker
+                left = None if n_trials is None else n_trials - len(control.started)
+                left_s = None if timeout is None else timeout - (time.monotonic() - began)
+                if (left is not None and left <= 0) or (left_s is not None and left_s <= 0):
+                    break
+                taken = len(control.taken_over)
+                try:
+                    ostudy.optimize(lambda trial: run_trial(study, trial, hooks, control), n_trials=left,
+                                    timeout=left_s, n_jobs=n_jobs, catch=(Exception,),
+                                    callbacks=[trial_ended, *theirs])
+                    break
+                except TrialInterrupted as err:  # Optuna stored the trial FAIL, then re-raised
+                    stopped = err
+                    break
+                except Exception:
+                    if len(control.taken_over) == taken:
+                        raise
+                    progress.print(f"trial {control.taken_over[-1]} was failed by another worker while it ran (its "
+                                   "heartbeat was late past the grace period: does train hold the GIL that long? "
+                                   "see --heartbeat); it is retried; going on")
+        for number in control.started:  # trials Optuna did not call back for (interrupted, taken over)
+            if number not in ended:
+                frozen = [t for t in ostudy.get_trials(deepcopy=False) if t.number == number]
+                if frozen and frozen[0].state.is_finished():
+                    trial_ended(ostudy, frozen[0])
+        result = Result(ostudy)
+        result.interrupted = control.signal or (stopped.reason if stopped is not None else None)
+        hooks("on_study_end", result)
+    finally:
+        progress.close()
     if result.interrupted is not None and progress.enabled:
         progress.print(f"{result.interrupted}: finished trials are stored and the interrupted one failed with "
                        "its reason; run the same study again to resume")
-    if stopped is not None and stopped.exit_code is not None:
+    if stopped is not None and stopped.error is not None:
+        raise stopped.error
+    if stopped is not None and stopped.exit_requested:
         raise SystemExit(stopped.exit_code)
-    if interrupts.signal == "SIGTERM":
+    if control.signal == "SIGTERM":
         raise SystemExit(143)
     return result
 

@@ -13,13 +13,7 @@ import threading
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from motune import _pareto
@@ -55,11 +49,15 @@ class TrialProgress(Callback):
             self._task_id = self._bar.add_task(self.status(), total=self.total)
 
     def on_study_end(self, result: Any) -> None:
+        self.close()
+        if self.enabled:
+            self.print(Text.assemble((self.study.name, "bold"), f": {self.status()}"))
+
+    def close(self) -> None:
+        """Stop the live bar (if any); safe to call twice, also after an error."""
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
-        if self.enabled:
-            self.print(Text.assemble((self.study.name, "bold"), f": {self.status()}"))
 
     def print(self, text: str | Text) -> None:
         """A line above the bar (or in the log), never read as markup."""
@@ -92,9 +90,9 @@ class TrialProgress(Callback):
             if best is None or (v > best if o.direction == "maximize" else v < best):
                 self._best[o.metric] = v
         loss = _pareto.to_losses([values], [o.direction for o in objectives])[0]
-        if any(_pareto.weakly_dominates(f, loss) for f in self._front):
+        if any(_pareto.dominates(f, loss) for f in self._front):  # the rule of Result's front: equal points stay
             return
-        self._front = [f for f in self._front if not _pareto.weakly_dominates(loss, f)] + [loss]
+        self._front = [f for f in self._front if not _pareto.dominates(loss, f)] + [loss]
 
     # -------------------------------------------------------------- text
     @property

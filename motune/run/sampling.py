@@ -42,7 +42,7 @@ class TrialSeededSampler(BaseSampler):
         self._lock = threading.Lock()
 
     def __str__(self) -> str:
-        return f"TrialSeededSampler(seed={self.seed}, {type(self._make(0)).__name__} per trial)"
+        return f"TrialSeededSampler(seed={self.seed})"
 
     def _for(self, trial: Any) -> BaseSampler:
         with self._lock:  # Optuna's n_jobs threads share the sampler

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import optuna
 
 from motune.errors import SpecError, StorageError
+from motune.spec import check_heartbeat
 from motune.run._optuna_compat import HeartbeatRDBStorage, RetryStaleTrial
 
 DEFAULT_STORAGE = "sqlite:///motune.db"
@@ -51,9 +52,7 @@ def heartbeat_settings(heartbeat_s: float | None = None, grace_s: float | None =
         except ValueError:
             raise SpecError(f"MOTUNE_HEARTBEAT_S must be a number of seconds, got "
                             f"{os.environ['MOTUNE_HEARTBEAT_S']!r}") from None
-    for what, value in (("heartbeat_s", heartbeat_s), ("heartbeat_grace_s", grace_s)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1):
-            raise SpecError(f"{what} must be a number of seconds >= 1, got {value!r}")
+    check_heartbeat(heartbeat_s, grace_s)
     interval = DEFAULT_HEARTBEAT_S if heartbeat_s is None else max(1, round(heartbeat_s))
     if grace_s is None:
         grace = DEFAULT_GRACE_S if heartbeat_s is None else 3 * interval
@@ -120,14 +119,13 @@ def open_storage(storage: Any = None, *, must_exist: bool = False,
 
 def _is_creation_race(err: Exception) -> bool:
     """An error a worker sees when another worker is creating Optuna's tables at the same moment:
-    a duplicate key or table, or a locked SQLite file. Anything else (a wrong host, a bad password)
-    is not retried."""
+    a duplicate key or table, or a locked SQLite file. Anything else (a wrong host, a bad password,
+    a missing permission) is not retried."""
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-    if isinstance(err, (IntegrityError, ProgrammingError)):
-        return True
     text = str(err).lower()
-    return isinstance(err, OperationalError) and ("already exists" in text or "database is locked" in text)
+    return isinstance(err, (IntegrityError, OperationalError, ProgrammingError)) and any(
+        sign in text for sign in ("already exists", "duplicate", "unique constraint", "database is locked"))
 
 
 def _sqlite_path(url: str) -> str | None:

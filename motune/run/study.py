@@ -19,12 +19,7 @@ from motune import _schema, provenance
 from motune.errors import SpecError, StudyNotFoundError
 from motune.results import Result
 from motune.run.sampling import TrialSeededSampler
-from motune.run.storage import (
-    heartbeat_settings,
-    open_storage,
-    redact_url,
-    storage_name,
-)
+from motune.run.storage import heartbeat_settings, open_storage, storage_name
 from motune.spec import Study
 
 
@@ -107,7 +102,6 @@ def load_study(name: str, *, storage: Any = None) -> Result:
     except KeyError:
         names = [s.study_name for s in opened.get_all_studies()]
         raise StudyNotFoundError(
-            f"no study named {name!r} in {redact_url(str(getattr(opened, 'url', 'storage')))}; "
-            f"studies there: {names or 'none'}"
+            f"no study named {name!r} in {storage_name(opened)}; studies there: {names or 'none'}"
         ) from None
     return Result(optuna.load_study(study_name=name, storage=opened))

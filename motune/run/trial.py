@@ -29,7 +29,7 @@ import numpy as np
 import optuna
 
 from motune import _schema, provenance
-from motune.errors import MetricError, SpecTypeError
+from motune.errors import CallbackError, MetricError, SpecTypeError
 from motune.metrics.registry import measure, non_finite
 from motune.run import _optuna_compat as compat
 from motune.run.callbacks import Hooks, TrialStart
@@ -38,17 +38,17 @@ from motune.run.interrupt import Interrupts, TrialInterrupted
 from motune.spec import Study
 
 
-def run_trial(study: Study, trial: optuna.Trial, hooks: Hooks, interrupts: Interrupts) -> tuple[float, ...]:
+def run_trial(study: Study, trial: optuna.Trial, hooks: Hooks, control: Interrupts) -> tuple[float, ...]:
     """One trial of ``study``: train, measure, record; returns the objective values."""
     inherited = compat.frozen_system_attrs(trial)
     try:
-        with interrupts.trial_scope():
+        with control.trial_scope(trial.number), compat.live_trial(trial):
             params = suggested_params(study, trial)
             seed = study.seed + trial.number
             seed_everything(seed)
             compat.write_trial_attrs(trial, _schema.start_attrs(host=platform.node(), pid=os.getpid(), params=params),
                                      {})
-            ctx = TrialContext(trial.number, seed, params, study.name, trial, study, hooks, interrupts)
+            ctx = TrialContext(trial.number, seed, params, study.name, trial, study, hooks, control)
             hooks("on_trial_start", TrialStart(trial.number, dict(params), seed, inherited.get("failed_trial")))
             began = time.perf_counter()
             model = study.train(params, study.task, ctx)
@@ -76,14 +76,22 @@ def run_trial(study: Study, trial: optuna.Trial, hooks: Hooks, interrupts: Inter
             return tuple(values[o.metric] for o in study.objectives)
     except optuna.TrialPruned:
         raise
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # another worker failed this trial as stale (its heartbeat was late past the grace period) and
+        # queued a retry; the storage already says why. Optuna's own bookkeeping of it then fails.
+        control.took_over(trial.number)
+        raise
     except TrialInterrupted as err:
         _record_failure(trial, err.reason)
         err.trial = trial.number
         raise
+    except CallbackError as err:
+        _record_failure(trial, str(err))
+        raise TrialInterrupted(str(err), error=err, trial=trial.number) from None
     except SystemExit as err:
-        reason = f"train() called sys.exit({err.code!r})"
+        reason = f"train() called sys.exit({'' if err.code is None else repr(err.code)})"
         _record_failure(trial, reason)
-        raise TrialInterrupted(reason, exit_code=err.code, trial=trial.number) from None
+        raise TrialInterrupted(reason, exit_requested=True, exit_code=err.code, trial=trial.number) from None
     except KeyboardInterrupt:  # a KeyboardInterrupt raised by the user's own code
         _record_failure(trial, "interrupted (KeyboardInterrupt)")
         raise TrialInterrupted("interrupted (KeyboardInterrupt)", trial=trial.number) from None

@@ -57,9 +57,9 @@ def _get_hypervolume_history_info(result: Result, reference: dict[str, float] | 
             continue
         if r.feasible:
             p = result.losses([r])[0]
-            if not any(_pareto.weakly_dominates(f, p) for f in front):  # p enters the front
+            if not any(_pareto.dominates(f, p) for f in front):  # p enters the front (an equal point adds 0)
                 hv += _pareto.hypervolume_gain(front, p, ref)
-                front = np.vstack([front[[not _pareto.weakly_dominates(p, f) for f in front]], p])
+                front = np.vstack([front[[not _pareto.dominates(p, f) for f in front]], p])
         trials.append(r.number)
         values.append(hv)
         sizes.append(len(front))
