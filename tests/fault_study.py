@@ -5,12 +5,14 @@
 - ``MOTUNE_TEST_SLEEP_S``: seconds ``train`` sleeps (in steps of 0.1 s) before fitting;
 - ``MOTUNE_TEST_SLEEP_ONCE``: only the first trial this process runs sleeps;
 - ``MOTUNE_TEST_REPORT``: ``train`` reports (hand-made metrics) every 0.1 s while it sleeps;
+- ``MOTUNE_TEST_HOLD_GIL``: the first trial this process runs holds Python's GIL for seconds (one C call);
 - ``MOTUNE_TEST_EXIT``: ``train`` calls ``sys.exit`` with this code;
 - ``MOTUNE_TEST_FAIL``: ``train`` of trial 1 raises ``RuntimeError`` with this message;
 - ``MOTUNE_TEST_OBJECTIVE``: the second objective (default ``latency_p95_ms``).
 """
 
 import os
+import re
 import sys
 import time
 
@@ -34,6 +36,8 @@ SLEPT = []
 
 def train(params, task, ctx):
     sleep_s = 0.0 if SLEPT and os.environ.get("MOTUNE_TEST_SLEEP_ONCE") else float(os.environ.get("MOTUNE_TEST_SLEEP_S", "0"))
+    if os.environ.get("MOTUNE_TEST_HOLD_GIL") and not SLEPT:
+        re.match(r"(a+)+$", "a" * 28 + "b")  # catastrophic backtracking: no heartbeat from this process meanwhile
     SLEPT.append(sleep_s)
     deadline, step = time.monotonic() + sleep_s, 0
     while time.monotonic() < deadline:

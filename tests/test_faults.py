@@ -274,6 +274,25 @@ def test_05_a_worker_never_fails_its_own_live_trial(task, sqlite_url):
     assert [(r.state, r.error) for r in result.records()] == [("COMPLETE", None), ("COMPLETE", None)]
 
 
+def test_05_a_trial_another_worker_took_over_does_not_stop_the_run(tmp_path):
+    url = f"sqlite:///{tmp_path / 'taken.db'}"
+    env = {"MOTUNE_TEST_STUDY": "taken", "MOTUNE_HEARTBEAT_S": "1"}  # grace 3 s
+    watcher = cli("run", str(HERE / "fault_study.py"), "--trials", "1", "--storage", url,
+                  env={**env, "MOTUNE_TEST_SLEEP_S": "25"})  # its watch thread looks every second
+    wait_until(lambda: running_trial(url, "taken"), what="the watcher's trial")
+    holder = cli("run", str(HERE / "fault_study.py"), "--trials", "2", "--storage", url,
+                 env={**env, "MOTUNE_TEST_HOLD_GIL": "1"})
+    out, err = holder.communicate(timeout=180)
+    assert holder.returncode == 0, err
+    assert "was failed by another worker while it ran" in err
+    watcher.communicate(timeout=120)
+    trials = trials_of(url, "taken")
+    held = [t for t in trials if t.user_attrs.get("worker", {}).get("pid") == holder.pid and t.state.name == "FAIL"]
+    assert len(held) == 1 and held[0].system_attrs["fail_reason"].startswith("worker died")
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+    assert [t.state.name for t in trials if t.system_attrs.get("failed_trial") == held[0].number] == ["COMPLETE"]
+
+
 # ---------------------------------------------------------------- 6. workers do not repeat configurations
 
 def test_06_workers_started_together_never_repeat_a_configuration(tmp_path):
