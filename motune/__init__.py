@@ -12,11 +12,14 @@
 from importlib import metadata as _metadata
 
 from motune import data, errors, integrations, metrics, pruning, viz
+from motune.confirm import confirm
 from motune.errors import (
+    ArtifactError,
     CallbackError,
     MetricError,
     MotuneError,
     OutputError,
+    SelectionError,
     SpecError,
     SpecTypeError,
     StorageError,
@@ -25,9 +28,11 @@ from motune.errors import (
     TaskError,
     UnknownMetricError,
 )
+from motune.export import export_decision, load_exported
 from motune.metrics.registry import Measurement, register_metric
-from motune.results import Result, TrialRecord
+from motune.results import DecisionRecord, Result, TrialRecord
 from motune.run import DEFAULT_STORAGE, Callback, ReportRecord, StudyStart, TrialContext, TrialStart, load_study
+from motune.selection import Choice, decide, rules, select
 from motune.spec import Constraint, Objective, Study, at_least, at_most, maximize, minimize
 from motune.task import NumericSplits, Task, TextTask
 
@@ -38,9 +43,12 @@ except _metadata.PackageNotFoundError:  # running from a source tree that is not
 
 __all__ = [
     "DEFAULT_STORAGE",
+    "ArtifactError",
     "Callback",
     "CallbackError",
+    "Choice",
     "Constraint",
+    "DecisionRecord",
     "Measurement",
     "MetricError",
     "MotuneError",
@@ -49,6 +57,7 @@ __all__ = [
     "OutputError",
     "ReportRecord",
     "Result",
+    "SelectionError",
     "SpecError",
     "SpecTypeError",
     "StorageError",
@@ -66,14 +75,20 @@ __all__ = [
     "__version__",
     "at_least",
     "at_most",
+    "confirm",
     "data",
+    "decide",
     "errors",
+    "export_decision",
     "integrations",
+    "load_exported",
     "load_study",
     "maximize",
     "metrics",
     "minimize",
     "pruning",
     "register_metric",
+    "rules",
+    "select",
     "viz",
 ]

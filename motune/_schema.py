@@ -23,6 +23,19 @@ Trial (system attributes)
     ``fail_reason``: why a trial failed without raising (a dead worker) --
     :func:`stale_reason_attrs` / :func:`read_error`.
 
+Trial (system attributes, continued)
+    ``motune:model``: the trial's model in the artifact store (artifact id,
+    sha256, bytes, kind, file name) -- :func:`model_attrs` / :func:`read_model`.
+
+Study (user attributes, one key per trial or decision, so workers never overwrite each other)
+    ``motune:model_removed:<trial>``: the keep policy removed that model
+    (when, why) -- :func:`model_removed_attrs` / :func:`read_removed_models`.
+    ``motune:confirmation:<trial>``: the trial re-measured on the test split
+    with intervals and re-timed quietly -- :func:`confirmation_attrs` /
+    :func:`read_confirmations`.
+    ``motune:decision:<n>``: decision ``n`` (1, 2, ...; the highest is
+    current) -- :func:`decision_attrs` / :func:`read_decisions`.
+
 Trial (user attributes)
     ``metrics`` (every measured value), one entry per metric function key
     with its details (``fairness``, ``latency``, ``robustness`` ...),
@@ -123,6 +136,7 @@ PARAMS_ATTR = "params"
 WORKER_ATTR = "worker"
 PRUNED_ATTR = "pruned"
 PRUNING_WARNING_ATTR = "pruning_warning"
+MODEL_NOT_KEPT_ATTR = "model_not_kept"  # why the keep policy wanted the model but it could not be saved
 ERROR_ATTR = "error"
 TRACEBACK_ATTR = "traceback"
 FAIL_REASON_ATTR = "fail_reason"  # system attribute, written by motune's heartbeat storage
@@ -193,7 +207,62 @@ def retry_system_attrs(system_attrs: Mapping[str, Any]) -> dict[str, Any]:
     """What a retry keeps of the failed trial's system attributes: Optuna's retry bookkeeping and
     anything not motune's; constraint values, reports and the failure reason are dropped."""
     return {k: v for k, v in system_attrs.items()
-            if k not in (FAIL_REASON_ATTR, LEGACY_CONSTRAINTS_ATTR) and not k.startswith((CONSTRAINT_PREFIX, REPORT_PREFIX))}
+            if k not in (FAIL_REASON_ATTR, LEGACY_CONSTRAINTS_ATTR, "motune:model")
+            and not k.startswith((CONSTRAINT_PREFIX, REPORT_PREFIX, "artifacts:"))}
+
+
+# ---------------------------------------------------------------- models, confirmations, decisions
+
+MODEL_ATTR = "motune:model"
+MODEL_REMOVED_PREFIX = "motune:model_removed:"
+CONFIRMATION_PREFIX = "motune:confirmation:"
+DECISION_PREFIX = "motune:decision:"
+
+
+def model_attrs(*, artifact_id: str, sha256: str, size_bytes: int, kind: str, filename: str) -> dict[str, Any]:
+    """The trial's system attribute naming its model in the artifact store."""
+    return {MODEL_ATTR: {"artifact_id": artifact_id, "sha256": sha256, "size_bytes": int(size_bytes),
+                         "kind": kind, "filename": filename}}
+
+
+def read_model(system_attrs: Mapping[str, Any]) -> dict[str, Any] | None:
+    model = system_attrs.get(MODEL_ATTR)
+    return dict(model) if isinstance(model, Mapping) else None
+
+
+def model_removed_attrs(number: int, *, reason: str, at: str) -> dict[str, Any]:
+    return {f"{MODEL_REMOVED_PREFIX}{int(number)}": {"reason": reason, "at": at}}
+
+
+def _by_number(user_attrs: Mapping[str, Any], prefix: str) -> dict[int, dict[str, Any]]:
+    out = {}
+    for key, value in user_attrs.items():
+        if key.startswith(prefix) and key[len(prefix):].isdigit():
+            out[int(key[len(prefix):])] = dict(value)
+    return dict(sorted(out.items()))
+
+
+def read_removed_models(study_user_attrs: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+    """Trial number -> why and when its model was removed."""
+    return _by_number(study_user_attrs, MODEL_REMOVED_PREFIX)
+
+
+def confirmation_attrs(number: int, record: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"{CONFIRMATION_PREFIX}{int(number)}": jsonable(dict(record))}
+
+
+def read_confirmations(study_user_attrs: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+    """Trial number -> its latest confirmation."""
+    return _by_number(study_user_attrs, CONFIRMATION_PREFIX)
+
+
+def decision_attrs(number: int, record: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"{DECISION_PREFIX}{int(number)}": jsonable(dict(record))}
+
+
+def read_decisions(study_user_attrs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every decision, oldest first (the last is current)."""
+    return list(_by_number(study_user_attrs, DECISION_PREFIX).values())
 
 
 # ---------------------------------------------------------------- JSON

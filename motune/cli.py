@@ -12,9 +12,6 @@ import dataclasses
 import json
 import math
 import os
-import runpy
-import sys
-import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -28,7 +25,7 @@ from motune.errors import MotuneError, OutputError, StudyFileError
 from motune.run import load_study, open_storage
 from motune.run.optimize import check_run_arguments
 from motune.run.storage import redact_text, storage_name
-from motune.spec import Study
+from motune.spec import studies_in_file
 
 app = typer.Typer(
     help="motune: multi-objective hyperparameter tuning with constraints.",
@@ -54,38 +51,6 @@ def _say(*parts: str | tuple[str, str]) -> None:
     err.print(Text.assemble(*parts), highlight=False, soft_wrap=True)
 
 
-def load_studies(path: Path) -> list[Study]:
-    """The :class:`motune.Study` objects a study file defines at module level.
-
-    The file's folder is on ``sys.path`` while it runs, as with ``python FILE``,
-    so it can import modules beside it. A file that is missing, does not parse, or raises
-    while it runs is a :class:`~motune.errors.StudyFileError` naming the file and line.
-    """
-    if not path.is_file():
-        raise StudyFileError(f"study file {str(path)!r} not found")
-    folder = str(path.resolve().parent)
-    sys.path.insert(0, folder)
-    try:
-        namespace = runpy.run_path(str(path), run_name="__motune_study__")
-    except SyntaxError as e:
-        raise StudyFileError(f"{e.filename or path}, line {e.lineno}: {type(e).__name__}: {e.msg}") from None
-    except ImportError as e:
-        raise StudyFileError(f"{path}{_user_line(e, folder)} could not import {e.name or 'a module'}: {e}") from None
-    except MotuneError as e:
-        raise StudyFileError(f"{path}{_user_line(e, folder)}: {e}") from None
-    except Exception as e:
-        raise StudyFileError(f"{path}{_user_line(e, folder)} raised {type(e).__name__}: {e}") from None
-    finally:
-        sys.path.remove(folder)
-    return [v for v in namespace.values() if isinstance(v, Study)]
-
-
-def _user_line(error: BaseException, folder: str) -> str:
-    """``, line N`` of the deepest frame in the study file's folder (where the user's code raised)."""
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename.startswith(folder)]
-    return f" (line {frames[-1].lineno} of {Path(frames[-1].filename).name})" if frames else ""
-
-
 @app.command()
 def run(
     file: Path = typer.Argument(..., help="A Python file that defines a motune.Study at module level."),
@@ -105,7 +70,7 @@ def run(
         raise _fail("give --trials N or --timeout SECONDS")
     try:
         check_run_arguments(trials, timeout, n_jobs)
-        studies = load_studies(file)
+        studies = studies_in_file(file)
         if study_name is not None:
             studies = [s for s in studies if s.name == study_name]
         if not studies:
@@ -114,10 +79,12 @@ def run(
             raise StudyFileError(f"{file} defines several studies ({', '.join(s.name for s in studies)}); "
                                  "pick one with --study")
         study = studies[0]
-        changes = {"storage": storage} if storage is not None else {}
+        changes = {"source_file": str(file.resolve())}
+        if storage is not None:
+            changes["storage"] = storage
         if heartbeat is not None:
             changes |= {"heartbeat_s": heartbeat, "heartbeat_grace_s": None}
-        study = dataclasses.replace(study, **changes) if changes else study
+        study = dataclasses.replace(study, **changes)
         result = study.optimize(trials, timeout=timeout, n_jobs=n_jobs, show_progress=not quiet)
     except MotuneError as e:
         raise _fail(str(e)) from None
@@ -164,12 +131,7 @@ def report(
                                                   "(needs kaleido and a Chrome or Chromium)."),
 ) -> None:
     """Write a self-contained HTML report of a stored study (every figure that applies)."""
-    from motune.viz.report import (
-        PngExportError,
-        export_pngs,
-        report_figures,
-        write_report,
-    )
+    from motune.viz.report import PngExportError, export_pngs, report_figures, write_report
 
     try:
         _check_writable(output)
@@ -208,6 +170,168 @@ def studies(storage: Optional[str] = typer.Option(None, "--storage", help=STORAG
         n_trials = opened.get_n_trials(opened.get_study_id_from_name(s.study_name))
         table.add_row(Text(s.study_name), str(n_trials), Text(objectives), "yes" if attrs else "no")
     out.print(table)
+
+
+ARTIFACTS_HELP = "Artifact folder of the study's models (default: the one its record names, or $MOTUNE_ARTIFACTS)."
+
+
+def _open(name: str, storage: Optional[str], artifacts: Optional[str] = None, study_file: Optional[Path] = None):
+    """A stored study, with its artifact store and (given ``study_file``) its definition."""
+    result = load_study(name, storage=storage, artifact_store=artifacts)
+    if study_file is not None:
+        found = [s for s in studies_in_file(study_file) if s.name == name]
+        if not found:
+            raise StudyFileError(f"{study_file} defines no motune.Study named {name!r}")
+        result.spec = found[0]
+    return result
+
+
+@app.command()
+def confirm(
+    name: str = typer.Argument(..., help="Study name."),
+    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    artifacts: Optional[str] = typer.Option(None, "--artifacts", help=ARTIFACTS_HELP),
+    study_file: Optional[Path] = typer.Option(None, "--study-file", help="The file defining the study, if its "
+                                              "record does not name it (the task's data is loaded from there)."),
+    trials: Optional[str] = typer.Option(None, "--trials", help="Trial numbers, e.g. 3,7 (default: the front)."),
+    n_boot: int = typer.Option(100, "--n-boot", help="Bootstrap resamples for the intervals."),
+    allow_running: bool = typer.Option(False, "--allow-running", help="Confirm while trials of the study run "
+                                       "(their latency is then flagged)."),
+) -> None:
+    """Re-measure the front on the held-out test split (intervals) and re-time latency quietly."""
+    from motune.confirm import confirm as confirm_
+
+    try:
+        numbers = None if trials is None else [int(t) for t in trials.split(",") if t.strip()]
+    except ValueError:
+        raise _fail(f"--trials must be trial numbers such as 3,7, got {trials!r}") from None
+    try:
+        result = _open(name, storage, artifacts, study_file)
+        result = confirm_(result, trials=numbers, n_boot=n_boot, allow_running=allow_running, progress=_say)
+    except MotuneError as e:
+        raise _fail(str(e)) from None
+    _print_frame(confirmation_table(result), title=f"{name}: confirmed on the test split (validation -> test "
+                                                   "[95 % interval])")
+
+
+def confirmation_table(result) -> pd.DataFrame:
+    """One row per confirmed trial: each objective and constraint metric as validation -> test [low, high]."""
+    names = result.metric_columns()
+    rows = []
+    for r in result.records():
+        c = r.confirmation
+        if not c:
+            continue
+        row = {"trial": r.number}
+        for n in names:
+            test = c["values"].get(n)
+            if test is None:
+                continue
+            interval = f" [{test['low']:.4g}, {test['high']:.4g}]" if test.get("low") is not None else ""
+            row[n] = f"{_cell(r.metrics.get(n))} -> {test['value']:.4g}{interval}"
+        row["fails on test"] = ", ".join(c["failed_constraints"]) or "no"
+        row["latency flagged"] = "yes" if c.get("latency_flagged") else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _pairs(values: list[str], what: str) -> dict[str, float]:
+    out = {}
+    for item in values:
+        metric, sep, number = item.partition("=")
+        try:
+            out[metric.strip()] = float(number)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise _fail(f"{what} must be METRIC=NUMBER, got {item!r}")
+    return out
+
+
+@app.command()
+def decide(
+    name: str = typer.Argument(..., help="Study name."),
+    rule: str = typer.Option(..., "--rule", help="knee, lexicographic, weighted or best-within."),
+    why: str = typer.Option(..., "--why", help="The rationale, in words."),
+    by: str = typer.Option(..., "--by", help="Who decides."),
+    order: Optional[str] = typer.Option(None, "--order", help="lexicographic: objectives, most important first "
+                                        "(comma-separated)."),
+    tolerance: list[str] = typer.Option([], "--tolerance", help="lexicographic: METRIC=TOLERANCE (repeatable)."),
+    weight: list[str] = typer.Option([], "--weight", help="weighted: METRIC=WEIGHT (repeatable)."),
+    kind: str = typer.Option("chebyshev", "--kind", help="weighted: chebyshev or linear."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="best-within: the metric to be best on."),
+    margin: float = typer.Option(0.0, "--margin", help="best-within: how far inside every constraint."),
+    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+) -> None:
+    """Choose a front trial by a stated rule and record the decision with the study."""
+    from motune.selection import decide as decide_
+    from motune.selection import rules, select
+
+    try:
+        if rule == "knee":
+            chosen_rule = rules.knee()
+        elif rule == "lexicographic":
+            chosen_rule = rules.lexicographic(None if order is None else [m.strip() for m in order.split(",")],
+                                              _pairs(tolerance, "--tolerance"))
+        elif rule == "weighted":
+            chosen_rule = rules.weighted(_pairs(weight, "--weight"), kind=kind)
+        elif rule in ("best-within", "best_within"):
+            if metric is None:
+                raise _fail("--rule best-within needs --metric")
+            chosen_rule = rules.best_within(metric, margin=margin)
+        else:
+            raise _fail(f"--rule must be knee, lexicographic, weighted or best-within, got {rule!r}")
+        result = load_study(name, storage=storage)
+        decision = decide_(select(result, chosen_rule), rationale=why, decided_by=by)
+    except MotuneError as e:
+        raise _fail(str(e)) from None
+    _say(f"decision {decision.number} of {name}: trial {decision.trial} ({decision.reason}; on "
+         f"{decision.values_used} values)")
+    _print_frame(_decision_frame([decision]), title=f"decision {decision.number} of {name}")
+
+
+@app.command()
+def decisions(
+    name: str = typer.Argument(..., help="Study name."),
+    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
+) -> None:
+    """List the decisions recorded for a study (the last is current)."""
+    if fmt not in ("table", "json"):
+        raise _fail(f"--format must be table or json, got {fmt!r}")
+    try:
+        found = load_study(name, storage=storage).decisions()
+    except MotuneError as e:
+        raise _fail(str(e)) from None
+    if fmt == "json":
+        typer.echo(json.dumps([json.loads(d.to_json()) for d in found], indent=2))
+    else:
+        _print_frame(_decision_frame(found), title=f"decisions of {name} ({len(found)}; the last is current)")
+
+
+def _decision_frame(found) -> pd.DataFrame:
+    return pd.DataFrame([{"decision": d.number, "trial": d.trial, "rule": d.rule, "on": d.values_used,
+                          "decided by": d.decided_by, "at": d.decided_at, "why": d.rationale} for d in found])
+
+
+@app.command()
+def export(
+    name: str = typer.Argument(..., help="Study name."),
+    decision: Optional[int] = typer.Option(None, "--decision", help="Decision number (default: the current one)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder to write (created; must be empty)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    artifacts: Optional[str] = typer.Option(None, "--artifacts", help=ARTIFACTS_HELP),
+) -> None:
+    """Write a decision's model (archive), its decision record and a model card into a folder."""
+    from motune.export import export_decision
+
+    try:
+        result = load_study(name, storage=storage, artifact_store=artifacts)
+        written = export_decision(result, output, decision=decision)
+    except MotuneError as e:
+        raise _fail(str(e)) from None
+    for path in written:
+        _say(f"wrote {path}")
 
 
 def _check_writable(output: Path) -> None:

@@ -22,6 +22,10 @@ kind                         also a                          raised when
                                                              written (a missing folder, no permission)
 :class:`MetricError`         ``RuntimeError``                a metric that cannot be measured on a
                                                              trained model (the trial fails with it)
+:class:`ArtifactError`       ``RuntimeError``                a trial's model cannot be had (not kept,
+                                                             removed, missing, or corrupt)
+:class:`SelectionError`      ``ValueError``                  nothing to choose from (no feasible front,
+                                                             every candidate failed on test)
 :class:`CallbackError`       ``RuntimeError``                a callback raised (the run stops; the trial
                                                              it was called for fails with the reason)
 ===========================  ==============================  ==========================================
@@ -73,6 +77,16 @@ class OutputError(MotuneError, OSError):
     """A file or folder motune was asked to write cannot be written."""
 
 
+class ArtifactError(MotuneError, RuntimeError):
+    """A trial's model cannot be had: never kept, removed by the keep policy, missing from the artifact
+    store, or corrupt (its hash differs from the one recorded when it was saved)."""
+
+
+class SelectionError(MotuneError, ValueError):
+    """A selection rule has nothing to choose from (no feasible trial on the front, every candidate
+    failed on the test split, no decision yet)."""
+
+
 class CallbackError(MotuneError, RuntimeError):
     """A callback raised; the run stops (the error it raised is this one's ``__cause__``)."""
 
@@ -82,10 +96,12 @@ class MetricError(MotuneError, RuntimeError):
 
 
 __all__ = [
+    "ArtifactError",
     "CallbackError",
     "MetricError",
     "MotuneError",
     "OutputError",
+    "SelectionError",
     "SpecError",
     "SpecTypeError",
     "StorageError",

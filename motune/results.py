@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from motune import _pareto, _schema
-from motune.errors import SpecError
+from motune.errors import ArtifactError, SpecError
 from motune.spec import Constraint, Objective
 
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
@@ -41,6 +41,9 @@ class TrialRecord:
     attrs: dict[str, Any] = field(repr=False, default_factory=dict)  # every user attribute
     reports: dict[int, dict[str, float]] = field(repr=False, default_factory=dict)  # step -> reported values
     retry_of: int | None = None  # the trial this one retries (Optuna's heartbeat retry)
+    model: dict[str, Any] | None = field(repr=False, default=None)  # its kept model: artifact id, sha256, kind ...
+    model_removed: dict[str, Any] | None = field(repr=False, default=None)  # why and when the keep policy removed it
+    confirmation: dict[str, Any] | None = field(repr=False, default=None)  # test-split values, quiet latency
 
     @property
     def pruned(self) -> dict[str, Any] | None:
@@ -48,8 +51,11 @@ class TrialRecord:
         return self.attrs.get(_schema.PRUNED_ATTR)
 
 
-def record_of(trial: Any, constraint_keys: Sequence[str], *, on_front: bool = False) -> TrialRecord:
-    """A :class:`TrialRecord` from an Optuna ``FrozenTrial`` of a study with these constraints."""
+def record_of(trial: Any, constraint_keys: Sequence[str], *, on_front: bool = False,
+              study_attrs: dict[str, Any] | None = None) -> TrialRecord:
+    """A :class:`TrialRecord` from an Optuna ``FrozenTrial`` of a study with these constraints (and the
+    study's user attributes, for what is recorded about the trial after it finished)."""
+    study_attrs = study_attrs or {}
     state = trial.state.name
     violations = _schema.read_violations(trial.system_attrs, constraint_keys)
     feasible = _schema.is_feasible(violations, constraint_keys) if state == "COMPLETE" else None
@@ -66,6 +72,9 @@ def record_of(trial: Any, constraint_keys: Sequence[str], *, on_front: bool = Fa
         attrs=dict(trial.user_attrs),
         reports=_schema.read_reports(trial.system_attrs, trial.number),
         retry_of=trial.system_attrs.get("failed_trial"),
+        model=_schema.read_model(trial.system_attrs),
+        model_removed=study_attrs.get("removed", {}).get(trial.number),
+        confirmation=study_attrs.get("confirmations", {}).get(trial.number),
     )
 
 
@@ -86,6 +95,9 @@ class Result:
         self.constraints = [Constraint(**c) for c in record["constraints"]]
         self.extra_metrics: list[str] = list(record.get("extra_metrics") or [])
         self.interrupted: str | None = None  # set by optimize when a signal stopped the run
+        self.artifact_store: Any = None  # where its models are (set by load_study / optimize)
+        self.spec: Any = None  # the motune.Study that ran it, when known (optimize, Study.result)
+        self._model_loader: Any = None  # (result, number, device=) -> model, set with the store by motune.run
         self.refresh()
 
     @property
@@ -100,8 +112,11 @@ class Result:
         """Read the study from storage again (one ``get_trials``); returns ``self``."""
         trials = self.study.get_trials(deepcopy=False)
         self._trials = trials
+        self._study_attrs = dict(self.study.user_attrs)
         keys = [c.key for c in self.constraints]
-        records = [record_of(t, keys) for t in trials]
+        after = {"removed": _schema.read_removed_models(self._study_attrs),
+                 "confirmations": _schema.read_confirmations(self._study_attrs)}
+        records = [record_of(t, keys, study_attrs=after) for t in trials]
         front = set(self._front_numbers(records))
         self._records = [r if r.number not in front else _with_front(r) for r in records]
         self.distributions: dict[str, Any] = {}
@@ -134,6 +149,55 @@ class Result:
     def records(self) -> list[TrialRecord]:
         """Every trial, oldest first (of this snapshot)."""
         return list(self._records)
+
+    def record(self, number: int) -> TrialRecord:
+        """Trial ``number``'s record (``KeyError`` when the study has none)."""
+        for r in self._records:
+            if r.number == number:
+                return r
+        raise KeyError(f"study {self.name!r} has no trial {number}")
+
+    def decisions(self) -> list[DecisionRecord]:
+        """Every decision recorded for this study, oldest first (the last is current)."""
+        return [DecisionRecord.from_dict(d, result=self) for d in _schema.read_decisions(self._study_attrs)]
+
+    @property
+    def decision(self) -> DecisionRecord | None:
+        """The current decision (the latest), or ``None``."""
+        decisions = self.decisions()
+        return decisions[-1] if decisions else None
+
+    def load_model(self, number: int, *, device: str | None = None) -> Any:
+        """Trial ``number``'s kept model, from the artifact store, after its recorded hash was checked
+        (``ArtifactError`` when it was not kept, was removed, is missing or corrupt)."""
+        if self._model_loader is None:
+            raise ArtifactError(f"study {self.name!r} was opened without its artifact store: open it with "
+                                "mt.load_study(name, storage=..., artifact_store=...)")
+        return self._model_loader(self, number, device=device)
+
+    def task(self) -> Any:
+        """The study's task (its data): from the study definition when known, else from the study file its
+        record names (``source_file``), checked against the stored data fingerprint."""
+        if self.spec is not None:
+            return self.spec.task
+        from motune.spec import studies_in_file
+
+        source = self.info.get("source_file")
+        if not source:
+            raise SpecError(f"study {self.name!r} does not record the file that defines it; pass its task "
+                            "(task=...), or the study file (--study-file FILE)")
+        found = [s for s in studies_in_file(source) if s.name == self.name]
+        if not found:
+            raise SpecError(f"{source} (the file recorded for study {self.name!r}) no longer defines it; pass its "
+                            "task, or the study file (--study-file FILE)")
+        self.spec = found[0]
+        return self.spec.task
+
+    def set_study_attrs(self, attrs: dict[str, Any]) -> None:
+        """Store study-level records (confirmations, decisions, removed models) written by the rooms above
+        (keys and formats in :mod:`motune._schema`); call :meth:`refresh` to read them back."""
+        for key, value in attrs.items():
+            self.study.set_user_attr(key, value)
 
     def summary(self) -> dict[str, int]:
         """Trial counts by outcome."""
@@ -215,6 +279,52 @@ class Result:
         if all_metrics:
             columns += list(tail)
         return columns
+
+
+@dataclass
+class DecisionRecord:
+    """A decision: the chosen trial, the rule that chose it and why, the alternatives, who decided, when,
+    and what it rests on (values with intervals, spec, data, provenance, the model's artifact and hash).
+    Stored with the study (``motune:decision:<number>``); :meth:`load_model` loads the chosen model."""
+
+    number: int  # 1, 2, ... within the study; the highest is current
+    study: str
+    trial: int
+    params: dict[str, Any]
+    rule: str
+    rule_params: dict[str, Any]
+    reason: str  # the rule's sentence
+    values_used: str  # "test" (confirmed) or "validation"
+    validation: dict[str, float | None]  # every metric of the chosen trial on the validation split
+    test: dict[str, Any] | None  # confirmed: metric -> {"value", "low", "high"}
+    alternatives: list[dict[str, Any]]  # the other candidates: trial, values, how they compare, why excluded
+    rationale: str
+    decided_by: str
+    decided_at: str  # ISO 8601, UTC
+    spec_fingerprint: str  # of the study's objectives, constraints, data, split and metric options
+    data_fingerprint: str | None
+    provenance: dict[str, Any]
+    artifact: dict[str, Any] | None  # the chosen model: artifact id, sha256, kind, size
+    _result: Any = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def to_json(self, **kwargs: Any) -> str:
+        import json
+
+        return json.dumps(_schema.jsonable(self.to_dict()), **{"indent": 2, **kwargs})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, result: Any = None) -> DecisionRecord:
+        names = {f for f in cls.__dataclass_fields__ if not f.startswith("_")}
+        return cls(**{k: data.get(k) for k in names}, _result=result)
+
+    def load_model(self, *, device: str | None = None) -> Any:
+        """The chosen trial's model (hash-checked)."""
+        if self._result is None:
+            raise ArtifactError("this decision record is not attached to a study; use result.load_model(trial)")
+        return self._result.load_model(self.trial, device=device)
 
 
 def _with_front(record: TrialRecord) -> TrialRecord:

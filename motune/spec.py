@@ -13,16 +13,21 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import runpy
+import sys
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from motune import metrics as _metrics  # noqa: F401  (registers the built-in metrics)
-from motune.errors import SpecError, SpecTypeError, UnknownMetricError
+from motune.errors import MotuneError, SpecError, SpecTypeError, StudyFileError, UnknownMetricError
 from motune.metrics.registry import group_for, groups_for
 from motune.task import SPLITS, Task, TextTask
 
 # Measured on every trial whatever the objectives: quality and the per-group table.
+KEEP_POLICIES = ("front", "feasible", "all", "none")  # which trained models are kept as artifacts
 ALWAYS_MEASURED = ("accuracy", "balanced_accuracy", "worst_group_accuracy",
                    "demographic_parity_difference", "equalized_odds_difference")
 
@@ -135,6 +140,13 @@ class Study:
     pruning: a :mod:`motune.pruning` policy deciding from ``ctx.report(step, ...)`` calls in
         ``train``; ``None`` never prunes; the default is
         ``ConstraintAware() | SuccessiveHalving()``. A train function that never reports is never pruned.
+    keep_models: which trained models are kept as artifacts: ``"front"`` (default: the front's, the
+        others removed at the end of each run), ``"feasible"``, ``"all"`` or ``"none"``.
+    source_file: the Python file that defines the study (default: the file this ``Study(...)`` call is
+        in), recorded so that ``motune confirm NAME`` can rebuild the task from storage alone.
+    artifact_store: where models are kept: an Optuna artifact store (``FileSystemArtifactStore``,
+        ``Boto3ArtifactStore`` ...) or a folder; default a folder beside a SQLite database (see
+        :mod:`motune.run.artifacts`).
     heartbeat_s, heartbeat_grace_s: on an RDB storage, how often a running trial records that its
         process is alive, and after how long without one it is failed ("worker died") and retried
         (default 10 s and 30 s, or ``$MOTUNE_HEARTBEAT_S`` with a grace of 3 intervals; see
@@ -159,8 +171,13 @@ class Study:
     pruning: Any = "default"
     heartbeat_s: float | None = None
     heartbeat_grace_s: float | None = None
+    keep_models: str = "front"
+    artifact_store: Any = None
+    source_file: str | None = None
 
     def __post_init__(self) -> None:
+        if self.source_file is None:
+            self.source_file = _caller_file()
         self.objectives = _as_tuple(self.objectives, (Objective, str))
         self.constraints = _as_tuple(self.constraints, (Constraint, str))
         self.metrics = _as_tuple(self.metrics, (str,))
@@ -240,7 +257,54 @@ class Study:
         """This study's :class:`~motune.Result` read back from its storage."""
         from motune.run import load_study
 
-        return load_study(self.name, storage=self.storage)
+        result = load_study(self.name, storage=self.storage, artifact_store=self.artifact_store)
+        result.spec = self
+        return result
+
+
+def studies_in_file(path: str | Path) -> list[Study]:
+    """The :class:`motune.Study` objects a study file defines at module level.
+
+    The file's folder is on ``sys.path`` while it runs, as with ``python FILE``,
+    so it can import modules beside it. A file that is missing, does not parse, or raises
+    while it runs is a :class:`~motune.errors.StudyFileError` naming the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StudyFileError(f"study file {str(path)!r} not found")
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
+    try:
+        namespace = runpy.run_path(str(path), run_name="__motune_study__")
+    except SyntaxError as e:
+        raise StudyFileError(f"{e.filename or path}, line {e.lineno}: {type(e).__name__}: {e.msg}") from None
+    except ImportError as e:
+        raise StudyFileError(f"{path}{_user_line(e, folder)} could not import {e.name or 'a module'}: {e}") from None
+    except MotuneError as e:
+        raise StudyFileError(f"{path}{_user_line(e, folder)}: {e}") from None
+    except Exception as e:
+        raise StudyFileError(f"{path}{_user_line(e, folder)} raised {type(e).__name__}: {e}") from None
+    finally:
+        sys.path.remove(folder)
+    return [v for v in namespace.values() if isinstance(v, Study)]
+
+
+def _user_line(error: BaseException, folder: str) -> str:
+    """``, line N`` of the deepest frame in the study file's folder (where the user's code raised)."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename.startswith(folder)]
+    return f" (line {frames[-1].lineno} of {Path(frames[-1].filename).name})" if frames else ""
+
+
+def _caller_file() -> str | None:
+    """The file of the first frame outside motune and dataclasses' generated code (where ``Study(...)`` is)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        module = frame.f_globals.get("__name__", "")
+        if not name.startswith("<") and not module.startswith(("motune.", "dataclasses")) and module != "motune":
+            return str(Path(name).resolve()) if Path(name).is_file() else None
+        frame = frame.f_back
+    return None
 
 
 def _as_tuple(value: Any, single: tuple[type, ...]) -> tuple:
@@ -318,6 +382,8 @@ def validate(study: Study) -> None:
     if isinstance(study.seed, bool) or not isinstance(study.seed, int):
         raise SpecTypeError(f"seed must be an int, got {study.seed!r}")
     check_heartbeat(study.heartbeat_s, study.heartbeat_grace_s)
+    if study.keep_models not in KEEP_POLICIES:
+        raise SpecError(f"keep_models must be one of {list(KEEP_POLICIES)}, got {study.keep_models!r}")
 
 
 def check_heartbeat(heartbeat_s: Any, grace_s: Any) -> None:

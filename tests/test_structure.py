@@ -15,9 +15,11 @@ FLOORS = {  # room -> floor (see the closing note of issue 9 for how this differ
     "metrics": 3,
     "spec": 4,
     "results": 5,
-    "run": 6,
-    "integrations": 7, "viz": 7,
-    "cli": 8, "__init__": 8,
+    "selection": 6,
+    "run": 7,
+    "confirm": 8, "export": 8,
+    "integrations": 9, "viz": 9,
+    "cli": 10, "__init__": 10,
 }
 LAZY = {("spec", "run")}  # Study.optimize / Study.result import motune.run inside the method
 

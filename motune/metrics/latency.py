@@ -135,6 +135,12 @@ class LatencyStats:
     p50_ci_low_ms: float = float("nan")  # distribution-free interval of the median (within this run)
     p50_ci_high_ms: float = float("nan")
     p50_ci_confidence: float = float("nan")  # its coverage: CONFIDENCE or more, less with under 6 samples
+    p95_ci_low_ms: float = float("nan")  # the same for p95 (less coverage with under 59 samples)
+    p95_ci_high_ms: float = float("nan")
+    p95_ci_confidence: float = float("nan")
+    p99_ci_low_ms: float = float("nan")  # and p99 (less coverage with under 299 samples)
+    p99_ci_high_ms: float = float("nan")
+    p99_ci_confidence: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,24 +174,33 @@ def time_calls(
             break
     arr = np.asarray(samples)
     p50, p90, p95, p99 = np.percentile(arr, [50, 90, 95, 99])
-    low, high, confidence = median_ci(arr)
+    intervals = {}
+    for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+        low, high, confidence = quantile_ci(arr, q)
+        intervals |= {f"{name}_ci_low_ms": low, f"{name}_ci_high_ms": high, f"{name}_ci_confidence": confidence}
     return LatencyStats(
         batch_size=batch_size, count=len(arr), warmup=warmup,
         p50_ms=float(p50), p90_ms=float(p90), p95_ms=float(p95), p99_ms=float(p99),
         mean_ms=float(arr.mean()), min_ms=float(arr.min()), max_ms=float(arr.max()),
-        total_s=float(time.perf_counter() - began), stopped_by=stopped_by,
-        p50_ci_low_ms=low, p50_ci_high_ms=high, p50_ci_confidence=confidence,
+        total_s=float(time.perf_counter() - began), stopped_by=stopped_by, **intervals,
     )
 
 
 def median_ci(samples: Any, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """A distribution-free confidence interval of the median and its exact coverage.
+    """A distribution-free confidence interval of the median and its exact coverage (:func:`quantile_ci`)."""
+    return quantile_ci(samples, 0.5, confidence)
 
-    The order statistics ``x(l)``, ``x(n-l+1)`` with ``l`` the largest rank whose binomial(n, 1/2)
-    tail ``P(B <= l - 1)`` is at most ``(1 - confidence) / 2``; coverage ``1 - 2 P(B <= l - 1)``.
-    With too few samples for that (n < 6 at 95 %) it is ``(min, max)`` with its lower coverage.
-    The samples are taken as independent: this is the precision of one run's median, not of
-    the host's drift between runs.
+
+def quantile_ci(samples: Any, q: float, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """A distribution-free confidence interval of the ``q`` quantile and its exact coverage.
+
+    Order statistics ``x(l) <= x(u)`` (ranks from 1) with ``B ~ binomial(n, q)``: ``l`` the largest rank
+    with ``P(B <= l - 1) <= (1 - confidence) / 2`` and ``u`` the smallest with ``P(B >= u) <=
+    (1 - confidence) / 2``; coverage ``P(l <= B <= u - 1)``. Where the samples are too few for a
+    rank inside them (a p99 from fewer than about 300 samples has no upper one), the end is the
+    sample's minimum or maximum and the coverage stated is the lower one that end gives. The
+    samples are taken as independent: this is the precision of one run's quantile, not of the
+    host's drift between runs.
     """
     from scipy.stats import binom
 
@@ -193,10 +208,13 @@ def median_ci(samples: Any, confidence: float = CONFIDENCE) -> tuple[float, floa
     n = len(x)
     if n == 0:
         return float("nan"), float("nan"), float("nan")
-    l = int(binom.ppf((1 - confidence) / 2, n, 0.5))  # P(B <= l - 1) <= alpha / 2 for B ~ Bin(n, 1/2)
-    if l < 1:
-        return float(x[0]), float(x[-1]), float(1 - 2 * 0.5 ** n)
-    return float(x[l - 1]), float(x[n - l]), float(1 - 2 * binom.cdf(l - 1, n, 0.5))
+    alpha = (1 - confidence) / 2
+    low_rank = max(1, int(binom.ppf(alpha, n, q)))  # P(B <= l - 1) <= alpha
+    if binom.cdf(low_rank - 1, n, q) > alpha:
+        low_rank = max(1, low_rank - 1)
+    high_rank = min(n, int(binom.ppf(1 - alpha, n, q)) + 1)  # P(B >= u) <= alpha
+    coverage = binom.cdf(high_rank - 1, n, q) - binom.cdf(low_rank - 1, n, q)
+    return float(x[low_rank - 1]), float(x[high_rank - 1]), float(coverage)
 
 
 def lock_path() -> str:

@@ -36,6 +36,18 @@ def evaluating(module: Any) -> Iterator[Any]:
             m.training = training
 
 
+class NumericEncoder:
+    """Rows -> a float32 tensor through a fitted scikit-learn encoder (picklable, so the model can be saved)."""
+
+    def __init__(self, encoder: Any) -> None:
+        self.encoder = encoder
+
+    def __call__(self, X: Any) -> Any:
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(self.encoder.transform(X), dtype=np.float32))
+
+
 class TorchClassifier:
     """A classifier ``module`` (inputs -> logits) with ``encode(X)`` (task rows -> inputs).
 
@@ -60,13 +72,11 @@ class TorchClassifier:
     def for_task(cls, module: Any, task: Any, **kwargs: Any) -> TorchClassifier:
         """For a tabular task: rows are encoded with ``task.numeric()``'s train-fitted encoder;
         the standardised numeric columns are the continuous ones."""
-        import torch
-
         numeric = task.numeric()
         names = set(task.numeric_columns)
         continuous = np.array([name in names for name in numeric.feature_names], dtype=bool)
         kwargs.setdefault("continuous", continuous)
-        return cls(module, lambda X: torch.from_numpy(numeric.transform(X)), **kwargs)
+        return cls(module, NumericEncoder(numeric.encoder), **kwargs)
 
     @property
     def device(self) -> str:

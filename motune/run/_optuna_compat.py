@@ -19,6 +19,9 @@ both paths. What is private, and why:
   created with, from ``Trial``'s cached frozen trial. Fallback: the storage.
 - :func:`request_stop`: ``Study.stop`` from a signal handler or a thread
   outside the optimize loop (``_stop_flag``). Fallback: ``Study.stop()``.
+- :func:`artifact_folder`: the folder of a ``FileSystemArtifactStore``
+  (``_base_path``), so that a study's record can say where its models are.
+  Fallback: the store is recorded by its class only.
 - :class:`HeartbeatRDBStorage`: an ``RDBStorage`` whose stale-trial lookup
   (``_get_stale_trial_ids``, called by Optuna's public ``fail_stale_trials``)
   first records why the trial failed (``fail_reason``), and leaves out the
@@ -197,6 +200,14 @@ class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
         )
         clean.number = trial.number  # Optuna's callback records the number it retries
         super().__call__(study, clean)
+
+
+def artifact_folder(store: Any) -> str | None:
+    """The folder of a ``FileSystemArtifactStore`` (``_base_path``), or ``None``."""
+    try:
+        return str(store._base_path)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def fail_stale_trials(study: optuna.Study) -> None:

@@ -23,11 +23,12 @@ import optuna
 from motune.errors import SpecError
 from motune.results import Result, record_of
 from motune.run import _optuna_compat as compat
+from motune.run import artifacts
 from motune.run.callbacks import Hooks, StudyStart, split_callbacks
 from motune.run.interrupt import Interrupts, TrialInterrupted
 from motune.run.progress import TrialProgress
 from motune.run.storage import storage_name
-from motune.run.study import open_study
+from motune.run.study import attach_store, open_study
 from motune.run.trial import run_trial
 from motune.spec import Study
 
@@ -59,8 +60,9 @@ def optimize(
     ours, theirs = split_callbacks(callbacks)
     progress = TrialProgress(study, total=n_trials, enabled=True if show_progress is None else show_progress)
     hooks = Hooks([progress, *ours])
+    store = None if study.keep_models == "none" else artifacts.store_for(study.artifact_store, study.storage)
     with _quiet_optuna(progress.enabled):
-        ostudy = open_study(study)
+        ostudy = open_study(study, artifact_store=store)
     control = Interrupts(ostudy)
     keys = [c.key for c in study.constraints]
     ended: set[int] = set()
@@ -84,7 +86,7 @@ def optimize(
                     break
                 taken = len(control.taken_over)
                 try:
-                    ostudy.optimize(lambda trial: run_trial(study, trial, hooks, control), n_trials=left,
+                    ostudy.optimize(lambda trial: run_trial(study, trial, hooks, control, store), n_trials=left,
                                     timeout=left_s, n_jobs=n_jobs, catch=(Exception,),
                                     callbacks=[trial_ended, *theirs])
                     break
@@ -102,7 +104,14 @@ def optimize(
                 frozen = [t for t in ostudy.get_trials(deepcopy=False) if t.number == number]
                 if frozen and frozen[0].state.is_finished():
                     trial_ended(ostudy, frozen[0])
-        result = Result(ostudy)
+        result = attach_store(Result(ostudy), study.storage, store)
+        result.spec = study
+        removed = artifacts.apply_keep_policy(result, store, study.keep_models)
+        if removed:
+            result.refresh()
+        if removed and progress.enabled:
+            progress.print(f"removed the models of {len(removed)} trial(s) no longer on the front "
+                           f"(keep_models={study.keep_models!r})")
         result.interrupted = control.signal or (stopped.reason if stopped is not None else None)
         hooks("on_study_end", result)
     finally:

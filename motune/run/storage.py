@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 import optuna
 
 from motune.errors import SpecError, StorageError
-from motune.spec import check_heartbeat
 from motune.run._optuna_compat import HeartbeatRDBStorage, RetryStaleTrial
+from motune.spec import check_heartbeat
 
 DEFAULT_STORAGE = "sqlite:///motune.db"
 DEFAULT_HEARTBEAT_S = 10

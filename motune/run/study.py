@@ -18,13 +18,15 @@ import optuna
 from motune import _schema, provenance
 from motune.errors import SpecError, StudyNotFoundError
 from motune.results import Result
+from motune.run import artifacts
 from motune.run.sampling import TrialSeededSampler
 from motune.run.storage import heartbeat_settings, open_storage, storage_name
 from motune.spec import Study
 
 
-def open_study(study: Study) -> optuna.Study:
-    """Create the Optuna study, or resume it when its stored spec matches this one."""
+def open_study(study: Study, *, artifact_store: Any = None) -> optuna.Study:
+    """Create the Optuna study, or resume it when its stored spec matches this one. ``artifact_store``: the
+    store its models go to (recorded with the study, so it can be found from storage alone)."""
     storage = open_storage(study.storage, heartbeat=heartbeat_settings(study.heartbeat_s, study.heartbeat_grace_s))
     try:
         study_id = storage.get_study_id_from_name(study.name)
@@ -37,7 +39,10 @@ def open_study(study: Study) -> optuna.Study:
         study_name=study.name, storage=storage, directions=study.directions, sampler=sampler, load_if_exists=True
     )
     if _schema.read_study_record(ostudy.user_attrs) is None:
-        for key, value in _schema.study_record_attrs(study_record(study)).items():
+        record = study_record(study)
+        if artifact_store is not None:
+            record["artifact_store"] = artifacts.describe_store(artifact_store)
+        for key, value in _schema.study_record_attrs(record).items():
             ostudy.set_user_attr(key, value)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -56,6 +61,7 @@ def study_record(study: Study) -> dict[str, Any]:
         "metric_options": {k: dict(v) for k, v in study.metric_options.items()},
         "split": study.split,
         "seed": study.seed,
+        "source_file": study.source_file,
         "motune_version": provenance.environment()["versions"].get("motune"),
     }
 
@@ -94,8 +100,11 @@ def _describe(record: dict[str, Any]) -> str:
     return f"objectives [{objectives}] and constraints [{constraints}]"
 
 
-def load_study(name: str, *, storage: Any = None) -> Result:
-    """Reopen a finished or running study from its storage alone (a snapshot: ``refresh()`` re-reads)."""
+def load_study(name: str, *, storage: Any = None, artifact_store: Any = None) -> Result:
+    """Reopen a finished or running study from its storage alone (a snapshot: ``refresh()`` re-reads).
+
+    Its models are read from ``artifact_store`` if given, else ``$MOTUNE_ARTIFACTS``, else the folder
+    its record names (see :mod:`motune.run.artifacts`)."""
     opened = open_storage(storage, must_exist=True)
     try:
         opened.get_study_id_from_name(name)
@@ -104,4 +113,11 @@ def load_study(name: str, *, storage: Any = None) -> Result:
         raise StudyNotFoundError(
             f"no study named {name!r} in {storage_name(opened)}; studies there: {names or 'none'}"
         ) from None
-    return Result(optuna.load_study(study_name=name, storage=opened))
+    return attach_store(Result(optuna.load_study(study_name=name, storage=opened)), storage, artifact_store)
+
+
+def attach_store(result: Result, storage: Any, artifact_store: Any = None) -> Result:
+    """Give ``result`` its artifact store and the loader that reads models from it."""
+    result.artifact_store = artifacts.store_from_record(result.info, storage, artifact_store)
+    result._model_loader = artifacts.load_model
+    return result

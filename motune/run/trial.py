@@ -22,6 +22,7 @@ import random
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,17 +30,20 @@ import numpy as np
 import optuna
 
 from motune import _schema, provenance
-from motune.errors import CallbackError, MetricError, SpecTypeError
+from motune.errors import CallbackError, MetricError, MotuneError, SpecTypeError
 from motune.metrics.registry import measure, non_finite
 from motune.run import _optuna_compat as compat
+from motune.run import artifacts
 from motune.run.callbacks import Hooks, TrialStart
 from motune.run.context import TrialContext
 from motune.run.interrupt import Interrupts, TrialInterrupted
 from motune.spec import Study
 
 
-def run_trial(study: Study, trial: optuna.Trial, hooks: Hooks, control: Interrupts) -> tuple[float, ...]:
-    """One trial of ``study``: train, measure, record; returns the objective values."""
+def run_trial(study: Study, trial: optuna.Trial, hooks: Hooks, control: Interrupts,
+              store: Any = None) -> tuple[float, ...]:
+    """One trial of ``study``: train, measure, record (and keep the model in ``store`` by the study's
+    keep policy); returns the objective values."""
     inherited = compat.frozen_system_attrs(trial)
     try:
         with control.trial_scope(trial.number), compat.live_trial(trial):
@@ -69,11 +73,14 @@ def run_trial(study: Study, trial: optuna.Trial, hooks: Hooks, control: Interrup
             system = {_schema.constraint_key(c.key): v for c, v in zip(study.constraints, violations)}
             if violations and study.legacy_constraints:
                 system |= _schema.legacy_constraint_attrs(violations)
-            user = _schema.outcome_attrs(values=values, details=measured.details,
-                                         timing={"train_s": trained - began, "measure_s": done - trained},
-                                         provenance=provenance.collect(task=study.task, seed=seed))
+            objectives = [values[o.metric] for o in study.objectives]
+            kept, not_kept = _keep_model(study, trial, model, objectives, violations, store)
+            system |= kept
+            timing = {"train_s": trained - began, "measure_s": done - trained, "save_s": time.perf_counter() - done}
+            user = _schema.outcome_attrs(values=values, details=measured.details, timing=timing,
+                                         provenance=provenance.collect(task=study.task, seed=seed)) | not_kept
             compat.write_trial_attrs(trial, user, system)
-            return tuple(values[o.metric] for o in study.objectives)
+            return tuple(objectives)
     except optuna.TrialPruned:
         raise
     except optuna.exceptions.UpdateFinishedTrialError:
@@ -98,6 +105,22 @@ def run_trial(study: Study, trial: optuna.Trial, hooks: Hooks, control: Interrup
     except Exception as err:
         _record_failure(trial, f"{type(err).__name__}: {err}", traceback.format_exc())
         raise
+
+
+def _keep_model(study: Study, trial: optuna.Trial, model: Any, objectives: list[float], violations: list[float],
+                store: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(system attributes naming the kept model, user attributes saying why it was not kept)``. A model that
+    cannot be saved does not fail the trial: its measurements stand, and the reason is recorded."""
+    keys = [c.key for c in study.constraints]
+    feasible = all(v <= 0 for v in violations)
+    if store is None or not artifacts.should_keep(study.keep_models, trial, objectives, study.directions, feasible,
+                                                  keys):
+        return {}, {}
+    try:
+        return artifacts.save_model(trial, model, store), {}
+    except (MotuneError, OSError) as err:
+        warnings.warn(f"trial {trial.number}'s model was not kept: {err}", stacklevel=2)
+        return {}, {_schema.MODEL_NOT_KEPT_ATTR: str(err)}
 
 
 def suggested_params(study: Study, trial: optuna.Trial) -> dict[str, Any]:

@@ -1,0 +1,139 @@
+"""A decision as files: the chosen model, its decision record and a model card.
+
+``export_decision(result, folder, decision=None)`` writes into ``folder``
+(created; it must be empty):
+
+- ``model.tar``: the chosen trial's model archive (:mod:`motune.models.persist`),
+  its sha256 checked against the one recorded when it was saved;
+- ``decision.json``: the :class:`~motune.results.DecisionRecord`;
+- ``MODEL_CARD.md``: what the model is for in this study, how it was chosen,
+  its values on validation and on the held-out test split with intervals,
+  per-group rates, the data and what produced it.
+
+``load_exported(folder)`` loads the model back after checking the archive's
+hash against ``decision.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from motune.errors import ArtifactError, OutputError, SelectionError
+from motune.models import persist
+from motune.results import DecisionRecord, Result
+from motune.run.artifacts import download_archive
+
+
+def export_decision(result: Result, folder: str | Path, *, decision: int | None = None) -> list[Path]:
+    """Write decision ``decision`` (default: the current one) of ``result`` into ``folder``."""
+    found = result.decisions()
+    if not found:
+        raise SelectionError(f"study {result.name!r} has no decision yet: motune decide {result.name} --rule ...")
+    chosen = found[-1] if decision is None else next((d for d in found if d.number == decision), None)
+    if chosen is None:
+        raise SelectionError(f"study {result.name!r} has no decision {decision}; it has "
+                             f"{[d.number for d in found]}")
+    if chosen.artifact is None:
+        raise ArtifactError(f"decision {chosen.number} of {result.name!r} chose trial {chosen.trial}, whose model "
+                            "was not kept")
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise OutputError(f"{str(folder)!r} exists and is not an empty folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot make the folder {str(folder)!r}: {err}") from None
+    model_path = folder / "model.tar"
+    download_archive(result, chosen.trial, model_path)
+    (folder / "decision.json").write_text(chosen.to_json() + "\n")
+    (folder / "MODEL_CARD.md").write_text(model_card(result, chosen))
+    return [model_path, folder / "decision.json", folder / "MODEL_CARD.md"]
+
+
+def load_exported(folder: str | Path, *, device: str | None = None) -> Any:
+    """The model of an exported decision, after its archive's sha256 was checked against ``decision.json``."""
+    folder = Path(folder)
+    try:
+        record = json.loads((folder / "decision.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ArtifactError(f"{str(folder)!r} holds no readable decision.json ({err})") from None
+    sha = (record.get("artifact") or {}).get("sha256")
+    if not sha:
+        raise ArtifactError(f"{str(folder / 'decision.json')!r} names no model archive")
+    return persist.load_archive(folder / "model.tar", sha256=sha, what=f"the model exported to {str(folder)!r}",
+                                device=device)
+
+
+def _value(entry: Any) -> str:
+    if entry is None:
+        return "n/a"
+    if isinstance(entry, dict):
+        text = f"{entry['value']:.4g}"
+        if entry.get("low") is not None and entry.get("high") is not None:
+            text += f" [{entry['low']:.4g}, {entry['high']:.4g}]"
+        return text
+    return f"{entry:.4g}" if isinstance(entry, float) else str(entry)
+
+
+def model_card(result: Result, decision: DecisionRecord) -> str:
+    """A model card in Markdown (facts from storage only)."""
+    info = result.info
+    task = info.get("task", {})
+    record = result.record(decision.trial)
+    names = result.metric_columns()
+    lines = [
+        f"# Model card: {result.name}, trial {decision.trial}",
+        "",
+        f"Chosen by decision {decision.number} on {decision.decided_at} by {decision.decided_by}.",
+        "",
+        "## Why this model",
+        "",
+        f"- Rule: `{decision.rule}` {json.dumps(decision.rule_params)}, on {decision.values_used} values: "
+        f"{decision.reason}.",
+        f"- Rationale: {decision.rationale}",
+        f"- Alternatives on the front: {len(decision.alternatives)} "
+        f"(trials {', '.join(str(a['trial']) for a in decision.alternatives) or 'none'}).",
+        "",
+        "## What it was tuned for",
+        "",
+        "- Objectives: " + ", ".join(str(o) for o in result.objectives),
+        "- Constraints: " + (", ".join(str(c) for c in result.constraints) or "none"),
+        "",
+        "## Values",
+        "",
+        "| metric | validation | test (95 % interval) |",
+        "| --- | --- | --- |",
+    ]
+    test = decision.test or {}
+    for n in names:
+        lines.append(f"| {n} | {_value(decision.validation.get(n))} | {_value(test.get(n))} |")
+    fairness = (record.confirmation or {}).get("fairness") or record.attrs.get("fairness")
+    if fairness and fairness.get("by_group"):
+        columns = [c for c in fairness["by_group"][0] if c != "group"]
+        lines += ["", f"## Per group ({fairness.get('sensitive')}, {fairness.get('split')} split)", "",
+                  "| group | " + " | ".join(columns) + " |", "| --- " * (len(columns) + 1) + "|"]
+        for row in fairness["by_group"]:
+            lines.append(f"| {row['group']} | " + " | ".join(_value(row.get(c)) for c in columns) + " |")
+    prov = decision.provenance or {}
+    lines += [
+        "",
+        "## Data",
+        "",
+        f"- Task {task.get('name')}: label {task.get('label')} (positive {task.get('positive_label')}), "
+        f"sensitive feature {task.get('sensitive')} {task.get('groups')}; rows train/valid/test "
+        f"{(task.get('rows') or {}).get('train')}/{(task.get('rows') or {}).get('valid')}/"
+        f"{(task.get('rows') or {}).get('test')}; data fingerprint {decision.data_fingerprint}.",
+        "",
+        "## What produced it",
+        "",
+        f"- Params: `{json.dumps(decision.params, default=str)}`",
+        f"- Study spec {decision.spec_fingerprint}; motune {(prov.get('versions') or {}).get('motune')}, "
+        f"git {prov.get('git_revision')}, seed {prov.get('seed')}, Python {prov.get('python')}.",
+        f"- Model archive `model.tar`: {decision.artifact.get('kind')}, "
+        f"{decision.artifact.get('size_bytes')} bytes, sha256 {decision.artifact.get('sha256')}. Load it with "
+        "`motune.export.load_exported(folder)`, which checks that hash first.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,198 @@
+"""Saving and loading a trained model, one pair per model kind, as one archive file with a content hash.
+
+=============  ==============================================  ===================================
+kind           what is saved                                   format
+=============  ==============================================  ===================================
+``torch``      a :class:`~motune.models.torch.TorchClassifier`  weights in safetensors; the module's
+                                                               structure (weights left out) and
+                                                               its encoder with joblib
+``transformers`` a :class:`~motune.models.transformers.TextClassifier`  ``save_pretrained``
+                                                               (safetensors) of model and
+                                                               tokenizer, settings in JSON
+``pickle``     anything else (scikit-learn pipelines, fairlearn  joblib
+               post-processors, a torch model with int8
+               quantized layers, which safetensors cannot hold)
+=============  ==============================================  ===================================
+
+:func:`save_archive` writes the files into a tar archive beside a
+``manifest.json`` (kind, format, versions of the packages that made it) and
+returns its sha256 and size. :func:`load_archive` checks the archive's sha256
+against the one recorded when it was saved *before* anything in it is read
+(joblib and pickle run code when they load; a file that changed since is
+refused), then loads it. A corrupt or changed file is an
+:class:`~motune.errors.ArtifactError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import sys
+import tarfile
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from motune.errors import ArtifactError, SpecTypeError
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def kind_of(model: Any) -> str:
+    """``"transformers"``, ``"torch"`` or ``"pickle"``."""
+    from motune.models import unwrap
+
+    model = unwrap(model)
+    torch_module = sys.modules.get("motune.models.torch")
+    if torch_module is not None and isinstance(model, torch_module.TorchClassifier):
+        text = sys.modules.get("motune.models.transformers")
+        if text is not None and isinstance(model, text.TextClassifier) and not _quantized(model.module):
+            return "transformers"
+        return "pickle" if _quantized(model.module) else "torch"
+    return "pickle"
+
+
+def _quantized(module: Any) -> bool:
+    return any("quantized" in type(m).__module__ for m in module.modules())
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_archive(model: Any, path: str | Path) -> dict[str, Any]:
+    """Save ``model`` as one tar archive at ``path``; returns its manifest with ``sha256`` and ``size_bytes``."""
+    from motune.models import unwrap
+
+    model = unwrap(model)
+    kind = kind_of(model)
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="motune-model-") as tmp:
+        folder = Path(tmp)
+        {"torch": _save_torch, "transformers": _save_transformers, "pickle": _save_pickle}[kind](model, folder)
+        manifest = {"format_version": FORMAT_VERSION, "kind": kind,
+                    "class": f"{type(model).__module__}.{type(model).__qualname__}",
+                    "packages": _versions(), "files": sorted(p.name for p in folder.iterdir())}
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        with tarfile.open(path, "w") as tar:
+            for member in sorted(folder.rglob("*")):
+                info = tar.gettarinfo(str(member), arcname=str(member.relative_to(folder)))
+                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""  # the same model, the same bytes
+                if member.is_file():
+                    with open(member, "rb") as f:
+                        tar.addfile(info, f)
+                else:
+                    tar.addfile(info)
+    return {**manifest, "sha256": sha256_of(path), "size_bytes": path.stat().st_size}
+
+
+def load_archive(path: str | Path, *, sha256: str, what: str = "the model", device: str | None = None) -> Any:
+    """Load the model archived at ``path`` after checking that its sha256 is ``sha256``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{what}: no archive at {str(path)!r}")
+    found = sha256_of(path)
+    if found != sha256:
+        raise ArtifactError(f"{what} is corrupt or was changed: its sha256 is {found[:16]}..., the one recorded "
+                            f"when it was saved is {sha256[:16]}...; it is not loaded")
+    with tempfile.TemporaryDirectory(prefix="motune-model-") as tmp:
+        folder = Path(tmp)
+        try:
+            with tarfile.open(path) as tar:
+                tar.extractall(folder, filter="data")
+            manifest = json.loads((folder / MANIFEST).read_text())
+        except (tarfile.TarError, OSError, ValueError, KeyError) as err:
+            raise ArtifactError(f"{what}: the archive cannot be read ({type(err).__name__}: {err})") from None
+        kind = manifest.get("kind")
+        loader = {"torch": _load_torch, "transformers": _load_transformers, "pickle": _load_pickle}.get(kind)
+        if loader is None:
+            raise ArtifactError(f"{what}: unknown model kind {kind!r} in its manifest")
+        model = loader(folder)
+    if device is not None and hasattr(model, "module"):
+        model.module.to(device)
+    return model
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for package in ("motune", "scikit-learn", "torch", "transformers", "safetensors", "joblib"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+# ---------------------------------------------------------------- pickle (scikit-learn and anything else)
+
+def _save_pickle(model: Any, folder: Path) -> None:
+    import joblib
+
+    try:
+        joblib.dump(model, folder / "model.joblib", compress=3)
+    except Exception as err:  # a lambda, a lock, an open file inside the model
+        raise SpecTypeError(f"{type(model).__name__} cannot be saved ({type(err).__name__}: {err}): keep module-level "
+                            "functions and plain objects in a model, or use Study(keep_models='none')") from None
+
+
+def _load_pickle(folder: Path) -> Any:
+    import joblib
+
+    return joblib.load(folder / "model.joblib")  # only after the archive's hash was checked
+
+
+# ---------------------------------------------------------------- torch
+
+def _save_torch(model: Any, folder: Path) -> None:
+    import joblib
+    from safetensors.torch import save_model
+
+    save_model(model.module, str(folder / "weights.safetensors"))  # shared (tied) tensors saved once
+    skeleton = copy.copy(model)
+    skeleton.module = copy.deepcopy(model.module).to("meta")  # the structure, without the weights
+    buffer = io.BytesIO()
+    try:
+        joblib.dump(skeleton, buffer)
+    except Exception as err:
+        raise SpecTypeError(f"this TorchClassifier cannot be saved ({type(err).__name__}: {err}): its encode must "
+                            "be a module-level function or a picklable object, not a lambda") from None
+    (folder / "classifier.joblib").write_bytes(buffer.getvalue())
+
+
+def _load_torch(folder: Path) -> Any:
+    import joblib
+    from safetensors.torch import load_model
+
+    model = joblib.load(folder / "classifier.joblib")
+    model.module = model.module.to_empty(device="cpu")
+    load_model(model.module, str(folder / "weights.safetensors"), device="cpu")
+    model.module.eval()
+    return model
+
+
+# ---------------------------------------------------------------- transformers
+
+def _save_transformers(model: Any, folder: Path) -> None:
+    model.module.save_pretrained(folder / "model", safe_serialization=True)
+    model.tokenizer.save_pretrained(folder / "tokenizer")
+    (folder / "settings.json").write_text(json.dumps({"max_length": model.max_length, "batch_size": model.batch_size}))
+
+
+def _load_transformers(folder: Path) -> Any:
+    import transformers
+
+    from motune.models.transformers import TextClassifier
+
+    settings = json.loads((folder / "settings.json").read_text())
+    module = transformers.AutoModelForSequenceClassification.from_pretrained(str(folder / "model"))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+    module.eval()
+    return TextClassifier(module, tokenizer, **settings)

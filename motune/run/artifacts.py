@@ -1,0 +1,200 @@
+"""Trained models as Optuna artifacts: where they are stored, keeping them, loading them back.
+
+The store is any Optuna artifact store (``optuna.artifacts``): a
+``FileSystemArtifactStore`` (a local or shared folder), a
+``Boto3ArtifactStore`` (S3-compatible) or a ``GCSArtifactStore``; optuna-dashboard
+lists a trial's artifacts. Default (``Study(artifact_store=None)``):
+
+- a SQLite study: the folder ``<database>-artifacts/`` beside the database
+  file (``motune.db`` -> ``motune-artifacts/``);
+- an in-memory study: a temporary folder that lives as long as the process;
+- any other storage (PostgreSQL): ``$MOTUNE_ARTIFACTS`` or ``./motune-artifacts``.
+  Workers on several machines need a store they all reach: pass a shared
+  folder or an S3 store.
+
+A folder given as a string is made a ``FileSystemArtifactStore``; a folder
+store's path is written into the study record, so ``mt.load_study`` and the
+CLI find it from storage alone (``--artifacts`` or ``$MOTUNE_ARTIFACTS``
+override it; any other store must be passed when loading).
+
+``Study(keep_models=...)``: ``"front"`` (default) saves the model of each
+completed feasible trial that no stored trial dominates when it completes,
+and at the end of each run removes the models of trials that are no longer
+on the front (recorded per trial as ``motune:model_removed:<n>``);
+``"feasible"`` keeps every feasible trial's model; ``"all"`` every completed
+trial's; ``"none"`` none. Each model is one archive
+(:mod:`motune.models.persist`) whose sha256 is stored with the trial
+(``motune:model``) and checked before it is loaded.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from motune import _pareto, _schema
+from motune.errors import ArtifactError
+from motune.models import persist
+from motune.run import _optuna_compat as compat
+from motune.run.storage import storage_location
+
+
+def store_for(artifact_store: Any, storage: Any) -> Any:
+    """The artifact store a study uses (see the module docstring)."""
+    if artifact_store is not None and not isinstance(artifact_store, (str, os.PathLike)):
+        return artifact_store
+    folder = artifact_store or default_folder(storage)
+    return _folder_store(str(Path(folder).resolve()))
+
+
+def default_folder(storage: Any) -> str:
+    """The default artifact folder for a storage (see the module docstring)."""
+    location = storage_location(storage)
+    if os.environ.get("MOTUNE_ARTIFACTS"):
+        return os.environ["MOTUNE_ARTIFACTS"]
+    if isinstance(location, str) and location.startswith("sqlite"):
+        from sqlalchemy.engine import make_url
+
+        database = make_url(location).database
+        if database and database != ":memory:":
+            path = Path(database)
+            return str(path.with_name(f"{path.stem}-artifacts"))
+    if isinstance(location, optuna.storages.InMemoryStorage) or location == "sqlite:///:memory:":
+        return _process_temp_folder()
+    return "motune-artifacts"
+
+
+@lru_cache(maxsize=1)
+def _process_temp_folder() -> str:
+    return tempfile.mkdtemp(prefix="motune-artifacts-")
+
+
+@lru_cache(maxsize=32)
+def _folder_store(folder: str) -> Any:
+    return optuna.artifacts.FileSystemArtifactStore(folder)  # the folder is made when the first model is saved
+
+
+def describe_store(store: Any) -> dict[str, Any]:
+    """What the study record says about its store (a folder's path, else the store's class)."""
+    folder = compat.artifact_folder(store) if isinstance(store, optuna.artifacts.FileSystemArtifactStore) else None
+    if folder is not None:
+        return {"kind": "filesystem", "path": str(Path(folder).resolve())}
+    return {"kind": type(store).__name__}
+
+
+def store_from_record(record: dict[str, Any], storage: Any, override: Any = None) -> Any:
+    """The store of a stored study: ``override`` (a store or folder), ``$MOTUNE_ARTIFACTS``, the folder in
+    its record, else the default for its storage."""
+    if override is not None:
+        return store_for(override, storage)
+    if os.environ.get("MOTUNE_ARTIFACTS"):
+        return store_for(os.environ["MOTUNE_ARTIFACTS"], storage)
+    described = record.get("artifact_store") or {}
+    if described.get("kind") == "filesystem":
+        return store_for(described["path"], storage)
+    if described.get("kind"):
+        return None  # an S3 / GCS store: the caller must pass it
+    return store_for(None, storage)
+
+
+# ---------------------------------------------------------------- saving (inside a trial)
+
+def should_keep(policy: str, trial: optuna.Trial, values: list[float], directions: list[str], feasible: bool,
+                constraint_keys: list[str]) -> bool:
+    """Whether a completed trial's model is saved under ``policy`` (``"front"``: feasible and not dominated
+    by a stored feasible completed trial)."""
+    if policy == "none" or (policy in ("front", "feasible") and not feasible):
+        return False
+    if policy in ("all", "feasible"):
+        return True
+    point = _pareto.to_losses([values], directions)[0]
+    for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if t.number == trial.number or t.values is None:
+            continue
+        if _schema.is_feasible(_schema.read_violations(t.system_attrs, constraint_keys), constraint_keys) and \
+                _pareto.dominates(_pareto.to_losses([t.values], directions)[0], point):
+            return False
+    return True
+
+
+def save_model(trial: optuna.Trial, model: Any, store: Any) -> dict[str, Any]:
+    """Archive ``model``, upload it as the trial's artifact; returns the ``motune:model`` system attribute."""
+    folder = compat.artifact_folder(store) if isinstance(store, optuna.artifacts.FileSystemArtifactStore) else None
+    if folder is not None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="motune-upload-") as tmp:
+        filename = f"trial-{trial.number}-model.tar"
+        path = Path(tmp) / filename
+        manifest = persist.save_archive(model, path)
+        artifact_id = optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path),
+                                                       study_or_trial=trial, mimetype="application/x-tar")
+    return _schema.model_attrs(artifact_id=artifact_id, sha256=manifest["sha256"], size_bytes=manifest["size_bytes"],
+                               kind=manifest["kind"], filename=filename)
+
+
+# ---------------------------------------------------------------- after a run
+
+def apply_keep_policy(result: Any, store: Any, policy: str) -> list[int]:
+    """With ``"front"``, remove the models of trials no longer on the front; returns their numbers."""
+    if policy != "front" or store is None:
+        return []
+    removed_before = _schema.read_removed_models(result.study.user_attrs)
+    removed = []
+    for r in result.records():
+        if r.model is None or r.on_front or r.number in removed_before:
+            continue
+        try:
+            store.remove(r.model["artifact_id"])
+        except Exception:  # noqa: BLE001  (already gone: removing again changes nothing)
+            pass
+        at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        for key, value in _schema.model_removed_attrs(r.number, reason="no longer on the front", at=at).items():
+            result.study.set_user_attr(key, value)
+        removed.append(r.number)
+    return removed
+
+
+def load_model(result: Any, number: int, *, store: Any = None, device: str | None = None) -> Any:
+    """The model of trial ``number`` of a stored study, after its recorded hash was checked."""
+    record = next((r for r in result.records() if r.number == number), None)
+    if record is None:
+        raise ArtifactError(f"study {result.name!r} has no trial {number}")
+    what = f"the model of trial {number} of study {result.name!r}"
+    if record.model is None:
+        raise ArtifactError(f"{what} was not kept (keep_models policy, or the trial did not complete)")
+    if record.model_removed is not None:
+        raise ArtifactError(f"{what} was removed: {record.model_removed.get('reason')} "
+                            f"({record.model_removed.get('at')})")
+    store = store if store is not None else result.artifact_store
+    if store is None:
+        raise ArtifactError(f"{what} is in a {(result.info.get('artifact_store') or {}).get('kind')} store: pass it "
+                            "(mt.load_study(..., artifact_store=store))")
+    with tempfile.TemporaryDirectory(prefix="motune-download-") as tmp:
+        path = Path(tmp) / record.model["filename"]
+        try:
+            optuna.artifacts.download_artifact(artifact_store=store, artifact_id=record.model["artifact_id"],
+                                               file_path=str(path))
+        except Exception as err:  # noqa: BLE001  (a missing file, an unreachable bucket)
+            raise ArtifactError(f"{what} (artifact {record.model['artifact_id']}) cannot be read from the store: "
+                                f"{type(err).__name__}: {err}") from None
+        return persist.load_archive(path, sha256=record.model["sha256"], what=what, device=device)
+
+
+def download_archive(result: Any, number: int, path: str | Path, *, store: Any = None) -> dict[str, Any]:
+    """Copy trial ``number``'s model archive to ``path`` after checking its hash; returns its ``motune:model``."""
+    record = next((r for r in result.records() if r.number == number), None)
+    if record is None or record.model is None or record.model_removed is not None:
+        raise ArtifactError(f"trial {number} of study {result.name!r} has no kept model")
+    store = store if store is not None else result.artifact_store
+    optuna.artifacts.download_artifact(artifact_store=store, artifact_id=record.model["artifact_id"],
+                                       file_path=str(path))
+    if persist.sha256_of(path) != record.model["sha256"]:
+        Path(path).unlink(missing_ok=True)
+        raise ArtifactError(f"the model of trial {number} is corrupt or was changed (sha256 differs)")
+    return record.model

@@ -1,0 +1,221 @@
+"""Selection rules: pure functions over candidates, each choosing one and saying why.
+
+A rule sees :class:`Candidate` rows (a trial's number and the values the
+choice is made on: confirmed test values when every candidate has them,
+else validation values) and the study's objectives and constraints, and
+returns the index of its choice and a sentence. Rules never talk to storage
+or Optuna; :func:`motune.selection.select` builds the candidates from a
+:class:`motune.Result` and wraps the answer in a :class:`~motune.selection.Choice`.
+
+- :class:`Lexicographic`: the best on a primary objective; then, among the
+  candidates within a tolerance of that best, the best on the next, and so on
+  (the "primary and secondary layers" of responsible-AI practice).
+- :class:`Knee`: on objectives normalised to [0, 1] over the candidates
+  (0 = the best candidate, 1 = the worst), the candidate farthest from the
+  line (two objectives) or hyperplane through the extreme candidates, on the
+  side of the ideal point (Das, 1999; Branke et al., 2004). Where the
+  extremes do not span a hyperplane (fewer distinct extremes than
+  objectives), the candidate nearest the ideal point, and the sentence says so.
+- :class:`Weighted`: the smallest weighted Chebyshev distance (or weighted
+  sum, ``kind="linear"``) to the ideal point on the same normalised scale,
+  with stated weights.
+- :class:`BestWithin`: the best on one metric among the candidates that keep
+  every constraint with a stated margin (``value <= bound - margin`` for a
+  ``<=`` constraint).
+
+Ties go to the lower trial number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from motune import _pareto
+from motune.errors import SpecError
+
+
+class Candidate(NamedTuple):
+    number: int
+    values: Mapping[str, float]  # every objective and constraint metric, on the split the choice uses
+
+
+class Rule:
+    """Base class: ``choose(candidates, objectives, constraints) -> (index, sentence)``."""
+
+    name = "rule"
+
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def choose(self, candidates: Sequence[Candidate], objectives: Sequence[Any],
+               constraints: Sequence[Any]) -> tuple[int, str]:
+        raise NotImplementedError
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _normalised(candidates: Sequence[Candidate], objectives: Sequence[Any]) -> np.ndarray:
+    """Losses scaled per objective to [0, 1] over the candidates (0 = best); a constant objective is 0."""
+    losses = _pareto.to_losses([[c.values[o.metric] for o in objectives] for c in candidates],
+                               [o.direction for o in objectives])
+    low, high = losses.min(axis=0), losses.max(axis=0)
+    span = np.where(high > low, high - low, 1.0)
+    return (losses - low) / span
+
+
+def _best(indices: Sequence[int], candidates: Sequence[Candidate], metric: str, direction: str) -> int:
+    sign = -1.0 if direction == "maximize" else 1.0
+    return min(indices, key=lambda i: (sign * candidates[i].values[metric], candidates[i].number))
+
+
+class Lexicographic(Rule):
+    """``order``: objective metrics, most important first (default: the study's objective order);
+    ``tolerances``: per metric, how far (in its own units) from the best a candidate may be and still
+    count as tied on it (default 0)."""
+
+    name = "lexicographic"
+
+    def __init__(self, order: Sequence[str] | None = None, tolerances: Mapping[str, float] | None = None) -> None:
+        self.order = None if order is None else list(order)
+        self.tolerances = dict(tolerances or {})
+        for metric, tol in self.tolerances.items():
+            if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
+                raise SpecError(f"the tolerance for {metric!r} must be a number >= 0, got {tol!r}")
+
+    def choose(self, candidates, objectives, constraints):
+        by_metric = {o.metric: o for o in objectives}
+        order = self.order or [o.metric for o in objectives]
+        unknown = [m for m in [*order, *self.tolerances] if m not in by_metric]
+        if unknown:
+            raise SpecError(f"lexicographic: {unknown} are not objectives; objectives are {list(by_metric)}")
+        order += [m for m in by_metric if m not in order]
+        remaining = list(range(len(candidates)))
+        parts = []
+        for metric in order:
+            o = by_metric[metric]
+            best = candidates[_best(remaining, candidates, metric, o.direction)].values[metric]
+            tol = self.tolerances.get(metric, 0.0)
+            kept = [i for i in remaining if abs(candidates[i].values[metric] - best) <= tol]
+            near = f"within {_fmt(tol)} of " if tol else "at "
+            parts.append(f"{len(kept)} of {len(remaining)} {near}the best {metric} ({_fmt(best)})")
+            remaining = kept
+            if len(remaining) == 1:
+                break
+        chosen = min(remaining, key=lambda i: candidates[i].number)
+        return chosen, "lexicographic: " + "; then ".join(parts)
+
+
+class Knee(Rule):
+    name = "knee"
+
+    def choose(self, candidates, objectives, constraints):
+        if len(candidates) == 1:
+            return 0, "knee: the only candidate"
+        z = _normalised(candidates, objectives)
+        m = z.shape[1]
+        extremes = sorted({int(np.lexsort((z.sum(axis=1), z[:, j]))[0]) for j in range(m)})
+        if m >= 2 and len(extremes) >= m:
+            anchor = z[extremes]
+            # the hyperplane n . x = 1 through the extreme points (least squares when more than m of them)
+            normal, *_ = np.linalg.lstsq(anchor, np.ones(len(anchor)), rcond=None)
+            if np.linalg.norm(normal) > 0 and np.allclose(anchor @ normal, 1.0, atol=1e-9):
+                distance = (1.0 - z @ normal) / np.linalg.norm(normal)  # > 0: on the ideal point's side
+                chosen = min(range(len(candidates)), key=lambda i: (-distance[i], candidates[i].number))
+                return chosen, (f"knee: farthest from the {'line' if m == 2 else 'hyperplane'} through the "
+                                f"{len(extremes)} extreme candidates (distance {_fmt(distance[chosen])} on "
+                                "objectives scaled to [0, 1])")
+        distance = np.linalg.norm(z, axis=1)
+        chosen = min(range(len(candidates)), key=lambda i: (distance[i], candidates[i].number))
+        return chosen, (f"knee: the extremes do not span a {'line' if m == 2 else 'hyperplane'} "
+                        f"({len(extremes)} distinct of {m}), so the candidate nearest the ideal point "
+                        f"(distance {_fmt(distance[chosen])} on objectives scaled to [0, 1])")
+
+
+class Weighted(Rule):
+    """``weights``: per objective metric (missing ones weigh 0; at least one > 0);
+    ``kind``: ``"chebyshev"`` (the largest weighted scaled loss) or ``"linear"`` (their sum)."""
+
+    name = "weighted"
+
+    def __init__(self, weights: Mapping[str, float], *, kind: str = "chebyshev") -> None:
+        if kind not in ("chebyshev", "linear"):
+            raise SpecError(f"kind must be 'chebyshev' or 'linear', got {kind!r}")
+        self.weights = dict(weights)
+        self.kind = kind
+        bad = {k: w for k, w in self.weights.items()
+               if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0}
+        if bad or not any(w > 0 for w in self.weights.values()):
+            raise SpecError(f"weights must be numbers >= 0, at least one > 0; got {self.weights}")
+
+    def choose(self, candidates, objectives, constraints):
+        names = [o.metric for o in objectives]
+        unknown = [m for m in self.weights if m not in names]
+        if unknown:
+            raise SpecError(f"weighted: {unknown} are not objectives; objectives are {names}")
+        w = np.array([float(self.weights.get(m, 0.0)) for m in names])
+        z = _normalised(candidates, objectives) * w
+        score = z.max(axis=1) if self.kind == "chebyshev" else z.sum(axis=1)
+        chosen = min(range(len(candidates)), key=lambda i: (score[i], z[i].sum(), candidates[i].number))
+        shown = ", ".join(f"{m} {self.weights[m]:g}" for m in names if m in self.weights)
+        return chosen, (f"weighted {self.kind}: the smallest weighted {'largest' if self.kind == 'chebyshev' else 'summed'} "
+                        f"scaled loss ({_fmt(score[chosen])}) with weights {shown}")
+
+
+class BestWithin(Rule):
+    """The best on ``metric`` among candidates that keep every constraint with ``margin`` to spare
+    (one number for all constraints, or per constraint metric, in the metric's units)."""
+
+    name = "best_within"
+
+    def __init__(self, metric: str, *, margin: float | Mapping[str, float] = 0.0, direction: str | None = None) -> None:
+        self.metric = metric
+        self.margin = margin if isinstance(margin, (int, float)) else dict(margin)
+        self.direction = direction
+        margins = [self.margin] if isinstance(self.margin, (int, float)) else list(self.margin.values())
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 for v in margins):
+            raise SpecError(f"margin must be a number >= 0 (or one per constraint metric), got {margin!r}")
+
+    def _margin(self, metric: str) -> float:
+        return float(self.margin) if isinstance(self.margin, (int, float)) else float(self.margin.get(metric, 0.0))
+
+    def choose(self, candidates, objectives, constraints):
+        direction = self.direction or next((o.direction for o in objectives if o.metric == self.metric), None)
+        if direction is None:
+            raise SpecError(f"best_within: {self.metric!r} is not an objective; pass direction='maximize' or "
+                            "'minimize'")
+        if any(self.metric not in c.values for c in candidates):
+            raise SpecError(f"best_within: not every candidate has a value of {self.metric!r}")
+        keep = [i for i, c in enumerate(candidates)
+                if all(k.violation(c.values[k.metric]) <= -self._margin(k.metric) for k in constraints)]
+        if not keep:
+            raise SpecError(f"best_within: no candidate keeps every constraint with the margin {self.margin}")
+        chosen = _best(keep, candidates, self.metric, direction)
+        margin = (f"margin {self.margin:g}" if isinstance(self.margin, (int, float))
+                  else "margins " + ", ".join(f"{k} {v:g}" for k, v in self.margin.items()))
+        return chosen, (f"best_within: the {'highest' if direction == 'maximize' else 'lowest'} {self.metric} "
+                        f"({_fmt(candidates[chosen].values[self.metric])}) among the {len(keep)} of "
+                        f"{len(candidates)} candidates that keep every constraint with {margin}")
+
+
+def lexicographic(order: Sequence[str] | None = None, tolerances: Mapping[str, float] | None = None) -> Lexicographic:
+    return Lexicographic(order, tolerances)
+
+
+def knee() -> Knee:
+    return Knee()
+
+
+def weighted(weights: Mapping[str, float], *, kind: str = "chebyshev") -> Weighted:
+    return Weighted(weights, kind=kind)
+
+
+def best_within(metric: str, *, margin: float | Mapping[str, float] = 0.0, direction: str | None = None) -> BestWithin:
+    return BestWithin(metric, margin=margin, direction=direction)
+
+
+RULES = {"lexicographic": Lexicographic, "knee": Knee, "weighted": Weighted, "best_within": BestWithin}
