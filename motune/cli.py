@@ -210,29 +210,8 @@ def confirm(
         result = confirm_(result, trials=numbers, n_boot=n_boot, allow_running=allow_running, progress=_say)
     except MotuneError as e:
         raise _fail(str(e)) from None
-    _print_frame(confirmation_table(result), title=f"{name}: confirmed on the test split (validation -> test "
+    _print_frame(result.confirmation_table(), title=f"{name}: confirmed on the test split (validation -> test "
                                                    "[95 % interval])")
-
-
-def confirmation_table(result) -> pd.DataFrame:
-    """One row per confirmed trial: each objective and constraint metric as validation -> test [low, high]."""
-    names = result.metric_columns()
-    rows = []
-    for r in result.records():
-        c = r.confirmation
-        if not c:
-            continue
-        row = {"trial": r.number}
-        for n in names:
-            test = c["values"].get(n)
-            if test is None:
-                continue
-            interval = f" [{test['low']:.4g}, {test['high']:.4g}]" if test.get("low") is not None else ""
-            row[n] = f"{_cell(r.metrics.get(n))} -> {test['value']:.4g}{interval}"
-        row["fails on test"] = ", ".join(c["failed_constraints"]) or "no"
-        row["latency flagged"] = "yes" if c.get("latency_flagged") else ""
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def _pairs(values: list[str], what: str) -> dict[str, float]:

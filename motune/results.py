@@ -257,6 +257,42 @@ class Result:
         rows = [self._row(r, all_metrics=True) for r in self._records]
         return pd.DataFrame(rows, columns=self._columns(rows, all_metrics=True))
 
+    def confirmation_table(self) -> pd.DataFrame:
+        """One row per confirmed trial: each objective, constraint and extra metric as
+        ``validation -> test [low, high]``, the constraints it fails on test, and whether its quiet latency
+        was flagged (noisy, or other trials ran meanwhile)."""
+        rows = []
+        for r in self._records:
+            c = r.confirmation
+            if not c:
+                continue
+            row: dict[str, Any] = {"trial": r.number}
+            for n in self.metric_columns():
+                test = c["values"].get(n)
+                if test is not None:
+                    interval = f" [{test['low']:.4g}, {test['high']:.4g}]" if test.get("low") is not None else ""
+                    validation = r.metrics.get(n)
+                    row[n] = f"{'n/a' if validation is None else f'{validation:.4g}'} -> {test['value']:.4g}{interval}"
+            row["fails on test"] = ", ".join(c["failed_constraints"]) or "no"
+            row["latency flagged"] = "yes" if c.get("latency_flagged") else ""
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def infeasible_table(self) -> pd.DataFrame:
+        """Each constraint each infeasible completed trial broke, and by how much (in the metric's units)."""
+        by_key = {c.key: c for c in self.constraints}
+        rows = []
+        for r in self._records:
+            if r.feasible is not False:
+                continue
+            for key in by_key:
+                violation = r.violations.get(key)
+                if violation is None or violation > 0:
+                    c = by_key[key]
+                    rows.append({"trial": r.number, "constraint": key, "value": r.metrics.get(c.metric),
+                                 "off by": violation})
+        return pd.DataFrame(rows, columns=["trial", "constraint", "value", "off by"])
+
     def _row(self, r: TrialRecord, *, all_metrics: bool) -> dict[str, Any]:
         row: dict[str, Any] = {"trial": r.number}
         if all_metrics:

@@ -1,8 +1,14 @@
 """Adult: accuracy vs demographic parity vs latency, under fairness constraints.
 
-Run:  motune run studies/adult_fairness.py --trials 30
-      motune front adult-fairness
+Run, then confirm the front on the held-out test split, choose, record and export:
+
+      motune run studies/adult_fairness.py --trials 30
+      motune confirm adult-fairness
+      motune decide adult-fairness --rule knee --why "the balance the policy asks for" --by "you"
       motune report adult-fairness -o report.html
+      motune export adult-fairness -o chosen/
+
+or ``python studies/adult_fairness.py``, which does the same in Python.
 
 The search space mixes model hyperparameters (logistic regression or
 histogram gradient boosting) with two fairness-mitigation knobs: reweighing
@@ -78,4 +84,11 @@ study = mt.Study(
 )
 
 if __name__ == "__main__":
-    study.optimize(n_trials=30)
+    result = study.optimize(n_trials=30)
+    confirmed = mt.confirm(result)  # the front on the test split, with intervals; latency re-timed quietly
+    choice = mt.select(confirmed, mt.rules.knee())
+    print(choice)
+    decision = mt.decide(choice, rationale="the knee of the confirmed front: no objective given up cheaply",
+                         decided_by="studies/adult_fairness.py")
+    model = decision.load_model()
+    print(f"decision {decision.number}: trial {decision.trial}; predicts {model.predict(task.X_test[:5])}")

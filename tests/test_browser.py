@@ -126,3 +126,25 @@ def test_cli_report_with_png(task, tmp_path):
     ran = CliRunner().invoke(app, ["report", "png-study", "-o", str(out), "--storage", url, "--png"])
     assert ran.exit_code == 0, ran.output
     assert out.exists() and sorted(p.name for p in (tmp_path / "r_figures").iterdir())[0].endswith(".png")
+
+
+def test_a_decided_study_opens_on_its_decision_with_every_figure_drawn(task, tmp_path):
+    """Three objectives (the pairwise panels beside the 3-D scene), a confirmation and a decision."""
+    from conftest import FAST_LATENCY
+
+    url = f"sqlite:///{tmp_path / 'decided.db'}"
+    study = make_study(task, url, name=f"decided {EVIL}", metric_options=FAST_LATENCY, metrics=["roc_auc"],
+                       objectives=[mt.maximize("accuracy"), mt.minimize("demographic_parity_difference"),
+                                   mt.minimize("latency_p95_ms")])
+    result = mt.confirm(study.optimize(n_trials=8, show_progress=False), n_boot=20, latency_min_count=30,
+                        latency_min_time_s=0.05)
+    decision = mt.decide(mt.select(result, mt.rules.knee()), rationale=f"why {EVIL}", decided_by="a test")
+    path = mt.viz.write_report(mt.load_study(study.name, storage=url), tmp_path / "decided.html")
+    page = path.read_text()
+    assert EVIL not in page
+    assert page.index("id='decision'") < page.index("<h2>Study</h2>")  # the decision opens the page
+    assert f"Decision 1: trial {decision.trial}" in page and "Confirmation on the test split" in page
+    assert "chosen (decision 1)" in page and "roc_auc" in page
+    check = _probe(page, tmp_path)
+    assert check["errors"] == []
+    assert "fig-pareto_pairs" in check["figures"] and sorted(check["drawn"]) == sorted(check["figures"])

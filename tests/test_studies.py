@@ -24,9 +24,21 @@ def test_adult_fairness_study_from_the_command_line(sqlite_url, tmp_path):
     assert {row["group"] for row in records[0].attrs["fairness"]["by_group"]} == {"Female", "Male"}
     assert {"robust_accuracy", "roc_auc", "latency_p95_ms"} <= set(records[0].metrics)
     assert {"model", "reweighing", "postprocess"} <= set(records[0].params)
+    confirmed = runner.invoke(app, ["confirm", "adult-fairness", "--storage", sqlite_url, "--n-boot", "30"])
+    assert confirmed.exit_code == 0, confirmed.output
+    decided = runner.invoke(app, ["decide", "adult-fairness", "--rule", "knee", "--why", "a test", "--by", "CI",
+                                  "--storage", sqlite_url])
+    assert decided.exit_code == 0, decided.output
     report = runner.invoke(app, ["report", "adult-fairness", "-o", str(tmp_path / "r.html"), "--storage", sqlite_url])
     assert report.exit_code == 0
-    assert "UCI Adult" in (tmp_path / "r.html").read_text()
+    page = (tmp_path / "r.html").read_text()
+    assert "UCI Adult" in page and "Decision 1: trial" in page
+    exported = runner.invoke(app, ["export", "adult-fairness", "--decision", "1", "-o", str(tmp_path / "chosen"),
+                                   "--storage", sqlite_url])
+    assert exported.exit_code == 0, exported.output
+    task = mt.data.adult(sensitive="sex")
+    predictions = mt.load_exported(tmp_path / "chosen").predict(task.X_test.iloc[:50])
+    assert set(predictions) <= {0, 1} and len(predictions) == 50
 
 
 def test_german_credit_study(sqlite_url):

@@ -1,8 +1,10 @@
 """Per-group fairness bars for chosen trials, from the per-group tables stored on each trial.
 
-By default the chosen trials are the front's (best first by the first
-objective, at most five). One panel per per-group metric (selection rate,
-true and false positive rate, accuracy); one bar per trial and group.
+By default the chosen trials are the decision's candidates (the chosen
+trial, the knee, the best front trial on each objective; see
+:mod:`motune.viz.decision`), labelled as such, else the front's first five.
+One panel per per-group metric (selection rate, true and false positive rate,
+accuracy); one bar per trial and group.
 """
 
 from __future__ import annotations
@@ -25,13 +27,21 @@ class _GroupInfo(NamedTuple):
     bars: dict[int, dict[str, dict[str, float | None]]]  # trial -> metric -> group -> value
     counts: dict[str, int]  # group -> rows (of the first chosen trial's table)
     split: str | None
+    labels: dict[int, str]  # trial -> why it is shown ("knee; best accuracy"), when a candidate
 
 
-def _chosen(result: Result, trials: list[int] | None, limit: int) -> list[int]:
+def _chosen(result: Result, trials: list[int] | None, limit: int) -> dict[int, str]:
+    """Trial -> label of the trials to draw: ``trials``, else the decision candidates (the chosen trial, the
+    knee, the best on each objective), else the front's first ``limit``."""
     if trials is not None:
-        return list(trials)
+        return {int(t): "" for t in trials}
+    from motune.viz.decision import candidates
+
+    picked = {n: "; ".join(labels) for n, labels in list(candidates(result).items())[:limit]}
+    if picked:
+        return picked
     front = result.front()
-    return [int(t) for t in front["trial"].head(limit)] if len(front) else []
+    return {int(t): "" for t in front["trial"].head(limit)} if len(front) else {}
 
 
 def _get_group_info(result: Result, trials: list[int] | None = None, *, limit: int = 5) -> _GroupInfo:
@@ -53,11 +63,11 @@ def _get_group_info(result: Result, trials: list[int] | None = None, *, limit: i
             if row["group"] not in groups:
                 groups.append(row["group"])
             counts.setdefault(row["group"], row.get("count"))
-    return _GroupInfo(metrics, groups, bars, counts, split)
+    return _GroupInfo(metrics, groups, bars, counts, split, {n: chosen[n] for n in bars})
 
 
 def plot_group_fairness(study: Any, *, trials: list[int] | None = None, limit: int = 5) -> go.Figure:
-    """Per-group selection rate, TPR, FPR and accuracy of chosen trials (default: the front's best)."""
+    """Per-group selection rate, TPR, FPR and accuracy of chosen trials (default: the decision's candidates)."""
     result = as_result(study)
     info = _get_group_info(result, trials, limit=limit)
     if not info.bars:
@@ -68,7 +78,8 @@ def plot_group_fairness(study: Any, *, trials: list[int] | None = None, limit: i
     labels = [f"{esc(g)} (n={info.counts.get(g)})" for g in info.groups]
     for k, (number, by_metric) in enumerate(info.bars.items()):
         for j, metric in enumerate(info.metrics, start=1):
-            fig.add_trace(go.Bar(x=labels, y=[by_metric[metric].get(g) for g in info.groups], name=f"trial {number}",
+            label = f"trial {number}" + (f" ({esc(info.labels[number])})" if info.labels.get(number) else "")
+            fig.add_trace(go.Bar(x=labels, y=[by_metric[metric].get(g) for g in info.groups], name=label,
                                  legendgroup=str(number), showlegend=j == 1, marker_color=palette[k % len(palette)]),
                           row=1, col=j)
     where = f" on the {esc(info.split)} split" if info.split else ""

@@ -33,6 +33,7 @@ class _ParetoInfo(NamedTuple):
     titles: list[str]  # axis titles with unit and direction
     points: dict[str, list[tuple[int, tuple[float, ...], str]]]  # category -> (trial, values, hover)
     bounds: list[tuple[int, str, float]]  # (axis index, op, bound) for constraints on plotted metrics
+    highlight: list[tuple[int, tuple[float, ...], str]]  # (trial, values, label): the chosen trial(s)
 
 
 def hover_text(record: TrialRecord, names: list[str], *, values: dict | None = None) -> str:
@@ -44,7 +45,8 @@ def hover_text(record: TrialRecord, names: list[str], *, values: dict | None = N
     return "<br>".join(lines)
 
 
-def _get_pareto_info(result: Result, objectives: list[str] | None = None) -> _ParetoInfo:
+def _get_pareto_info(result: Result, objectives: list[str] | None = None,
+                     highlight: dict[int, str] | None = None) -> _ParetoInfo:
     by_metric = {o.metric: o for o in result.objectives}
     axes = objectives or list(by_metric)
     unknown = [a for a in axes if a not in by_metric]
@@ -72,14 +74,22 @@ def _get_pareto_info(result: Result, objectives: list[str] | None = None) -> _Pa
         points[category].append((r.number, values, hover_text(r, hover_metrics)))
     bounds = [(axes.index(c.metric), c.op, c.bound) for c in result.constraints if c.metric in axes]
     titles = [axis_title(a, by_metric[a].direction) for a in axes]
-    return _ParetoInfo(axes, titles, points, bounds)
+    if highlight is None:
+        decision = result.decision
+        highlight = {} if decision is None else {decision.trial: f"chosen (decision {decision.number})"}
+    marked = []
+    for r in result.records():
+        if r.number in highlight and all(r.metrics.get(a) is not None for a in axes):
+            marked.append((r.number, tuple(r.metrics[a] for a in axes), highlight[r.number]))
+    return _ParetoInfo(axes, titles, points, bounds, marked)
 
 
-def plot_pareto_front(study: Any, *, objectives: list[str] | None = None) -> go.Figure:
+def plot_pareto_front(study: Any, *, objectives: list[str] | None = None,
+                      highlight: dict[int, str] | None = None) -> go.Figure:
     """The study's trials in objective space, front highlighted (a Result, an optuna.Study or a
-    motune.Study)."""
+    motune.Study). ``highlight``: trial number -> label, drawn as stars (default: the current decision)."""
     result = as_result(study)
-    info = _get_pareto_info(result, objectives)
+    info = _get_pareto_info(result, objectives, highlight)
     fig = go.Figure()
     n = len(info.axes)
     for category, (name, colour, symbol) in CATEGORIES.items():
@@ -102,6 +112,16 @@ def plot_pareto_front(study: Any, *, objectives: list[str] | None = None) -> go.
         else:
             dims = [dict(label=t, values=c) for t, c in zip(info.titles, cols)]
             fig.add_trace(go.Splom(dimensions=dims, marker=dict(color=colour, size=5), diagonal_visible=False, **common))
+    for number, values, label in info.highlight:
+        common = dict(name=esc(label), hovertext=[f"trial {number}: {esc(label)}"], hoverinfo="text",
+                      marker=dict(symbol="star", size=16, color="#2ca02c", line=dict(color="#222", width=1)))
+        if n == 1:
+            fig.add_trace(go.Scatter(x=[number], y=[values[0]], mode="markers", **common))
+        elif n == 2:
+            fig.add_trace(go.Scatter(x=[values[0]], y=[values[1]], mode="markers", **common))
+        elif n == 3:
+            common["marker"] |= {"symbol": "diamond", "size": 8}
+            fig.add_trace(go.Scatter3d(x=[values[0]], y=[values[1]], z=[values[2]], mode="markers", **common))
     title = f"Pareto front: {esc(result.name)}"
     if n == 1:
         fig.update_layout(xaxis_title="trial", yaxis_title=info.titles[0])
@@ -135,3 +155,42 @@ def _bound_planes(fig: go.Figure, info: _ParetoInfo) -> None:
         fig.add_trace(go.Surface(x=grid[0], y=grid[1], z=grid[2], showscale=False, opacity=0.25,
                                  colorscale=[[0, "#555"], [1, "#555"]], hoverinfo="skip",
                                  name=f"{esc(info.axes[axis])} {op} {bound:g}", showlegend=True))
+
+
+def plot_pareto_pairs(study: Any, *, highlight: dict[int, str] | None = None) -> go.Figure:
+    """Every pair of objectives as its own 2-D panel (readable where a 3-D scene or a scatter matrix is
+    not), with the same categories, bounds and highlighted trials as :func:`plot_pareto_front`."""
+    from plotly.subplots import make_subplots
+
+    result = as_result(study)
+    info = _get_pareto_info(result, None, highlight)
+    n = len(info.axes)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    if not pairs:
+        return plot_pareto_front(result, highlight=highlight)
+    cols = min(3, len(pairs))
+    rows = (len(pairs) + cols - 1) // cols
+    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.09, vertical_spacing=0.16)
+    for k, (i, j) in enumerate(pairs):
+        row, col = k // cols + 1, k % cols + 1
+        for category, (name, colour, symbol) in CATEGORIES.items():
+            pts = info.points[category]
+            if pts:
+                fig.add_trace(go.Scatter(x=[v[i] for _, v, _ in pts], y=[v[j] for _, v, _ in pts], mode="markers",
+                                         name=f"{name} ({len(pts)})", legendgroup=category, showlegend=k == 0,
+                                         marker=dict(color=colour, symbol=symbol, size=8 if category == "front" else 6),
+                                         hovertext=[h for *_, h in pts], hoverinfo="text"), row=row, col=col)
+        for number, values, label in info.highlight:
+            fig.add_trace(go.Scatter(x=[values[i]], y=[values[j]], mode="markers", name=esc(label),
+                                     legendgroup="highlight", showlegend=k == 0,
+                                     marker=dict(symbol="star", size=15, color="#2ca02c", line=dict(color="#222", width=1)),
+                                     hovertext=[f"trial {number}: {esc(label)}"], hoverinfo="text"), row=row, col=col)
+        for axis, op, bound in info.bounds:
+            if axis in (i, j):
+                line = dict(line_dash="dash", line_color="#555", row=row, col=col)
+                (fig.add_vline if axis == i else fig.add_hline)(bound, **line)
+        fig.update_xaxes(title_text=info.titles[i], row=row, col=col)
+        fig.update_yaxes(title_text=info.titles[j], row=row, col=col)
+    fig.update_layout(title=f"Pairs of objectives: {esc(result.name)}", template="plotly_white",
+                      height=380 * rows + 80, legend_title_text="trials")
+    return fig

@@ -1,0 +1,83 @@
+"""The decision part of the report: the current decision, or the candidates to decide between.
+
+:func:`candidates` names the trials worth comparing: the current decision's,
+the knee and the best front trial on each objective (by
+:mod:`motune.selection`, on confirmed test values when every front trial is
+confirmed). :func:`summary_html` shows them side by side, validation next to
+test with intervals, so the page opens on what a decision needs.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from motune.errors import MotuneError
+from motune.results import Result
+from motune.selection import rules, select
+
+
+def candidates(result: Result) -> dict[int, list[str]]:
+    """Trial number -> labels ("chosen (decision 2)", "knee", "best accuracy" ...), in that order."""
+    out: dict[int, list[str]] = {}
+    decision = result.decision
+    if decision is not None:
+        out.setdefault(decision.trial, []).append(f"chosen (decision {decision.number})")
+    picks = [("knee", rules.knee())] + [(f"best {o.metric}", rules.lexicographic([o.metric]))
+                                        for o in result.objectives]
+    for label, rule in picks:
+        try:
+            out.setdefault(select(result, rule).trial, []).append(label)
+        except MotuneError:  # no front yet, or nothing passes on test
+            break
+    return out
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _cell(record: Any, metric: str) -> str:
+    validation = record.metrics.get(metric)
+    text = "n/a" if validation is None else f"{validation:.4g}"
+    test = ((record.confirmation or {}).get("values") or {}).get(metric)
+    if test is not None:
+        interval = f" [{test['low']:.4g}, {test['high']:.4g}]" if test.get("low") is not None else ""
+        text += f" &rarr; <b>{test['value']:.4g}</b>{_esc(interval)}"
+    return text
+
+
+def summary_html(result: Result) -> str:
+    """The report's first section (HTML; every user text escaped)."""
+    front = [r for r in result.records() if r.on_front]
+    confirmed = [r for r in front if r.confirmation]
+    failing = [r.number for r in confirmed if r.confirmation.get("fails_on_test")]
+    status = (f"{len(confirmed)} of {len(front)} front trials confirmed on the test split"
+              + (f"; trial(s) {', '.join(map(str, failing))} fail a constraint on test" if failing else "")
+              + ("" if confirmed else " (run <code>motune confirm</code> to re-measure them on held-out data)"))
+    parts = ["<section id='decision'>"]
+    decision = result.decision
+    if decision is not None:
+        parts.append(f"<h2>Decision {decision.number}: trial {decision.trial}</h2>")
+        parts.append(f"<p>{_esc(decision.reason)} (rule <code>{_esc(decision.rule)}</code> on "
+                     f"{_esc(decision.values_used)} values). <b>Why:</b> {_esc(decision.rationale)} &mdash; "
+                     f"{_esc(decision.decided_by)}, {_esc(decision.decided_at)}.</p>")
+    else:
+        parts.append("<h2>No decision yet</h2><p>The candidates below are what the stated rules would choose; "
+                     "record one with <code>motune decide</code>.</p>")
+    parts.append(f"<p class='muted'>{status}. Cells: validation &rarr; <b>test</b> [95 % interval].</p>")
+    chosen = candidates(result)
+    if chosen:
+        records = {r.number: r for r in result.records()}
+        header = "".join(f"<th>trial {n}<br><span class='muted'>{_esc('; '.join(labels))}</span></th>"
+                         for n, labels in chosen.items())
+        rows = [f"<tr><th class='text'>metric</th>{header}</tr>"]
+        for metric in result.metric_columns():
+            rows.append(f"<tr><th class='text'>{_esc(metric)}</th>"
+                        + "".join(f"<td>{_cell(records[n], metric)}</td>" for n in chosen) + "</tr>")
+        rows.append("<tr><th class='text'>params</th>" + "".join(
+            f"<td class='text'>{_esc(', '.join(f'{k}={v}' for k, v in records[n].params.items()))}</td>"
+            for n in chosen) + "</tr>")
+        parts.append("<div class='scroll'><table class='candidates'>" + "".join(rows) + "</table></div>")
+    parts.append("</section>")
+    return "\n".join(parts)
