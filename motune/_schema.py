@@ -33,8 +33,10 @@ Study (user attributes, one key per trial or decision, so workers never overwrit
     ``motune:confirmation:<trial>``: the trial re-measured on the test split
     with intervals and re-timed quietly -- :func:`confirmation_attrs` /
     :func:`read_confirmations`.
-    ``motune:decision:<n>``: decision ``n`` (1, 2, ...; the highest is
-    current) -- :func:`decision_attrs` / :func:`read_decisions`.
+    ``motune:decision:<UTC time>:<random id>``: one decision; read back in
+    time order and numbered 1, 2, ... (the last is current) -- :func:`decision_attrs`
+    / :func:`read_decisions`. A unique key per decision, so two people deciding at
+    once both keep theirs.
 
 Trial (user attributes)
     ``metrics`` (every measured value), one entry per metric function key
@@ -256,13 +258,20 @@ def read_confirmations(study_user_attrs: Mapping[str, Any]) -> dict[int, dict[st
     return _by_number(study_user_attrs, CONFIRMATION_PREFIX)
 
 
-def decision_attrs(number: int, record: Mapping[str, Any]) -> dict[str, Any]:
-    return {f"{DECISION_PREFIX}{int(number)}": jsonable(dict(record))}
+def decision_attrs(record: Mapping[str, Any], *, key: str) -> dict[str, Any]:
+    """A decision under its own key (``key``: a sortable UTC time and a random id, see :func:`decision_key`)."""
+    return {f"{DECISION_PREFIX}{key}": jsonable({k: v for k, v in dict(record).items() if k not in ("number", "id")})}
+
+
+def decision_key(now: Any, token: str) -> str:
+    return f"{now.strftime('%Y-%m-%dT%H:%M:%S.%f')}Z:{token}"
 
 
 def read_decisions(study_user_attrs: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every decision, oldest first (the last is current)."""
-    return list(_by_number(study_user_attrs, DECISION_PREFIX).values())
+    """Every decision, oldest first (the last is current), each with its ``number`` (1, 2, ...) and ``id``."""
+    keys = sorted(k for k in study_user_attrs if k.startswith(DECISION_PREFIX))
+    return [{**dict(study_user_attrs[k]), "number": i, "id": k[len(DECISION_PREFIX):]}
+            for i, k in enumerate(keys, start=1)]
 
 
 # ---------------------------------------------------------------- JSON

@@ -210,8 +210,7 @@ def confirm(
         result = confirm_(result, trials=numbers, n_boot=n_boot, allow_running=allow_running, progress=_say)
     except MotuneError as e:
         raise _fail(str(e)) from None
-    _print_frame(result.confirmation_table(), title=f"{name}: confirmed on the test split (validation -> test "
-                                                   "[95 % interval])")
+    _print_frame(result.confirmation_table(), title=f"{name}: confirmed on the test split, {result.interval_note()}")
 
 
 def _pairs(values: list[str], what: str) -> dict[str, float]:
@@ -240,6 +239,8 @@ def decide(
     kind: str = typer.Option("chebyshev", "--kind", help="weighted: chebyshev or linear."),
     metric: Optional[str] = typer.Option(None, "--metric", help="best-within: the metric to be best on."),
     margin: float = typer.Option(0.0, "--margin", help="best-within: how far inside every constraint."),
+    direction: Optional[str] = typer.Option(None, "--direction", help="best-within: maximize or minimize, for a "
+                                            "metric that is not an objective."),
     storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
 ) -> None:
     """Choose a front trial by a stated rule and record the decision with the study."""
@@ -257,7 +258,7 @@ def decide(
         elif rule in ("best-within", "best_within"):
             if metric is None:
                 raise _fail("--rule best-within needs --metric")
-            chosen_rule = rules.best_within(metric, margin=margin)
+            chosen_rule = rules.best_within(metric, margin=margin, direction=direction)
         else:
             raise _fail(f"--rule must be knee, lexicographic, weighted or best-within, got {rule!r}")
         result = load_study(name, storage=storage)

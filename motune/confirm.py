@@ -40,7 +40,7 @@ def confirm(
     n_boot: int = 100,
     confidence: float = 0.95,
     seed: int = 0,
-    latency_min_count: int = 200,
+    latency_min_count: int = 400,
     latency_min_time_s: float = 2.0,
     allow_running: bool = False,
     progress: Callable[[str], None] | None = None,

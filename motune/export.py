@@ -10,8 +10,11 @@
   its values on validation and on the held-out test split with intervals,
   per-group rates, the data and what produced it.
 
-``load_exported(folder)`` loads the model back after checking the archive's
-hash against ``decision.json``.
+``load_exported(folder, sha256=None)`` loads the model back after checking the
+archive's hash: against ``sha256`` when given (take it from the study:
+``mt.load_study(name).decision.artifact["sha256"]``), which guards against a
+swapped file; else against ``decision.json`` beside it, which detects
+corruption only (whoever can change the archive can change that file too).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 from motune.errors import ArtifactError, OutputError, SelectionError
 from motune.models import persist
-from motune.results import DecisionRecord, Result
+from motune.results import DecisionRecord, Result, interval_text
 from motune.run.artifacts import download_archive
 
 
@@ -41,25 +44,35 @@ def export_decision(result: Result, folder: str | Path, *, decision: int | None 
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise OutputError(f"{str(folder)!r} exists and is not an empty folder")
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"cannot make the folder {str(folder)!r}: {err}") from None
-    model_path = folder / "model.tar"
-    download_archive(result, chosen.trial, model_path)
-    (folder / "decision.json").write_text(chosen.to_json() + "\n")
-    (folder / "MODEL_CARD.md").write_text(model_card(result, chosen))
-    return [model_path, folder / "decision.json", folder / "MODEL_CARD.md"]
-
-
-def load_exported(folder: str | Path, *, device: str | None = None) -> Any:
-    """The model of an exported decision, after its archive's sha256 was checked against ``decision.json``."""
-    folder = Path(folder)
+    written = [folder / "model.tar", folder / "decision.json", folder / "MODEL_CARD.md"]
     try:
-        record = json.loads((folder / "decision.json").read_text())
-    except (OSError, ValueError) as err:
-        raise ArtifactError(f"{str(folder)!r} holds no readable decision.json ({err})") from None
-    sha = (record.get("artifact") or {}).get("sha256")
+        download_archive(result, chosen.trial, written[0])
+        written[1].write_text(chosen.to_json() + "\n")
+        written[2].write_text(model_card(result, chosen))
+    except BaseException:
+        for path in written:  # no half-written export
+            path.unlink(missing_ok=True)
+        if created:
+            folder.rmdir()
+        raise
+    return written
+
+
+def load_exported(folder: str | Path, *, sha256: str | None = None, device: str | None = None) -> Any:
+    """The model of an exported decision, after its archive's sha256 was checked (see the module docstring)."""
+    folder = Path(folder)
+    sha = sha256
+    if sha is None:
+        try:
+            record = json.loads((folder / "decision.json").read_text())
+        except (OSError, ValueError) as err:
+            raise ArtifactError(f"{str(folder)!r} holds no readable decision.json ({err})") from None
+        sha = (record.get("artifact") or {}).get("sha256")
     if not sha:
         raise ArtifactError(f"{str(folder / 'decision.json')!r} names no model archive")
     return persist.load_archive(folder / "model.tar", sha256=sha, what=f"the model exported to {str(folder)!r}",
@@ -67,13 +80,10 @@ def load_exported(folder: str | Path, *, device: str | None = None) -> Any:
 
 
 def _value(entry: Any) -> str:
+    if isinstance(entry, dict):
+        return interval_text(entry)
     if entry is None:
         return "n/a"
-    if isinstance(entry, dict):
-        text = f"{entry['value']:.4g}"
-        if entry.get("low") is not None and entry.get("high") is not None:
-            text += f" [{entry['low']:.4g}, {entry['high']:.4g}]"
-        return text
     return f"{entry:.4g}" if isinstance(entry, float) else str(entry)
 
 
@@ -103,7 +113,7 @@ def model_card(result: Result, decision: DecisionRecord) -> str:
         "",
         "## Values",
         "",
-        "| metric | validation | test (95 % interval) |",
+        "| metric | validation | test [interval] |",
         "| --- | --- | --- |",
     ]
     test = decision.test or {}
@@ -133,7 +143,8 @@ def model_card(result: Result, decision: DecisionRecord) -> str:
         f"git {prov.get('git_revision')}, seed {prov.get('seed')}, Python {prov.get('python')}.",
         f"- Model archive `model.tar`: {decision.artifact.get('kind')}, "
         f"{decision.artifact.get('size_bytes')} bytes, sha256 {decision.artifact.get('sha256')}. Load it with "
-        "`motune.export.load_exported(folder)`, which checks that hash first.",
+        "`mt.load_exported(folder, sha256=...)` with the hash from the study's storage, which checks it "
+        "before anything in the archive is read.",
         "",
     ]
     return "\n".join(lines)

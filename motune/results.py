@@ -257,6 +257,13 @@ class Result:
         rows = [self._row(r, all_metrics=True) for r in self._records]
         return pd.DataFrame(rows, columns=self._columns(rows, all_metrics=True))
 
+    def interval_note(self) -> str:
+        """What the confirmation's intervals are (their confidence as stored)."""
+        levels = sorted({r.confirmation.get("confidence", 0.95) for r in self._records if r.confirmation})
+        shown = " / ".join(f"{100 * c:g} %" for c in levels) or "95 %"
+        return (f"validation -> test [{shown} bootstrap interval; latency: order-statistic interval of the quiet "
+                "re-timing, its coverage stated]")
+
     def confirmation_table(self) -> pd.DataFrame:
         """One row per confirmed trial: each objective, constraint and extra metric as
         ``validation -> test [low, high]``, the constraints it fails on test, and whether its quiet latency
@@ -270,9 +277,8 @@ class Result:
             for n in self.metric_columns():
                 test = c["values"].get(n)
                 if test is not None:
-                    interval = f" [{test['low']:.4g}, {test['high']:.4g}]" if test.get("low") is not None else ""
                     validation = r.metrics.get(n)
-                    row[n] = f"{'n/a' if validation is None else f'{validation:.4g}'} -> {test['value']:.4g}{interval}"
+                    row[n] = f"{'n/a' if validation is None else f'{validation:.4g}'} -> {interval_text(test)}"
             row["fails on test"] = ", ".join(c["failed_constraints"]) or "no"
             row["latency flagged"] = "yes" if c.get("latency_flagged") else ""
             rows.append(row)
@@ -323,7 +329,7 @@ class DecisionRecord:
     and what it rests on (values with intervals, spec, data, provenance, the model's artifact and hash).
     Stored with the study (``motune:decision:<number>``); :meth:`load_model` loads the chosen model."""
 
-    number: int  # 1, 2, ... within the study; the highest is current
+    number: int  # 1, 2, ... within the study, in time order; the highest is current
     study: str
     trial: int
     params: dict[str, Any]
@@ -341,6 +347,7 @@ class DecisionRecord:
     data_fingerprint: str | None
     provenance: dict[str, Any]
     artifact: dict[str, Any] | None  # the chosen model: artifact id, sha256, kind, size
+    id: str | None = None  # its storage key's unique part (time and a random id)
     _result: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -361,6 +368,17 @@ class DecisionRecord:
         if self._result is None:
             raise ArtifactError("this decision record is not attached to a study; use result.load_model(trial)")
         return self._result.load_model(self.trial, device=device)
+
+
+def interval_text(entry: dict[str, Any] | None) -> str:
+    """A confirmed value as ``value [low, high]`` (with ``coverage`` when the interval has its own), or ``n/a``."""
+    if entry is None:
+        return "n/a"
+    text = f"{entry['value']:.4g}"
+    if entry.get("low") is not None and entry.get("high") is not None:
+        coverage = f", {100 * entry['coverage']:.0f} %" if entry.get("coverage") is not None else ""
+        text += f" [{entry['low']:.4g}, {entry['high']:.4g}{coverage}]"
+    return text
 
 
 def _with_front(record: TrialRecord) -> TrialRecord:

@@ -217,8 +217,9 @@ class Study:
         return default_policy() if isinstance(self.pruning, str) else self.pruning
 
     def spec_record(self) -> dict[str, Any]:
-        """What must match when a stored study is resumed: objectives, constraints, the data,
-        the split measured on and the metric options (anything else would mix incomparable trials)."""
+        """What must match when a stored study is resumed: objectives, constraints, the data, the split
+        measured on and the metric options (anything else would mix incomparable trials), and the keep
+        policy (a "front" worker would remove the models an "all" worker keeps)."""
         return {
             "objectives": [o.to_record() for o in self.objectives],
             "constraints": [c.to_record() for c in self.constraints],
@@ -226,6 +227,7 @@ class Study:
             "split": self.split,
             "metric_options": json.loads(json.dumps({k: dict(v) for k, v in self.metric_options.items()},
                                                     sort_keys=True, default=str)),
+            "keep_models": self.keep_models,
         }
 
     def optimize(

@@ -26,6 +26,12 @@ URL = postgres_url()
 HERE = Path(__file__).parent
 
 pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(autouse=True)
+def models_in_a_temporary_folder(tmp_path, monkeypatch):
+    """A PostgreSQL study keeps its models in ./motune-artifacts by default: not in the checkout."""
+    monkeypatch.setenv("MOTUNE_ARTIFACTS", str(tmp_path / "artifacts"))
 GRACE_S = 3  # MOTUNE_HEARTBEAT_S=1: a heartbeat a second, stale after three
 
 

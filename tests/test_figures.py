@@ -54,9 +54,13 @@ def test_importances_per_objective(reported_result):
 
 
 def test_group_bars_come_from_the_stored_tables(reported_result):
+    from motune.viz.decision import candidates
+
     info = _get_group_info(reported_result)
     front = [int(t) for t in reported_result.front()["trial"]]
-    assert list(info.bars) == front[:5] and info.groups == ["a", "b"]
+    picked = candidates(reported_result)  # the knee and the best on each objective, not the first five
+    assert list(info.bars) == list(picked)[:5] and set(picked) <= set(front) and info.groups == ["a", "b"]
+    assert info.labels[list(picked)[0]] == "; ".join(picked[list(picked)[0]])
     records = {r.number: r for r in reported_result.records()}
     first = records[front[0]].attrs["fairness"]["by_group"]
     assert info.bars[front[0]]["selection_rate"] == {row["group"]: row["selection_rate"] for row in first}

@@ -173,3 +173,22 @@ def test_gpu_state_under_mig_reads_the_parent_gpu():
     nvml = FakeMigNvml()
     state = gpu_state("cuda:0", cuda=FakeTorchCuda(), nvml=nvml)
     assert state["temperature_c"] == 55 and ("uuid", "MIG-" + FakeProps.uuid) in nvml.calls
+
+
+def test_quantile_intervals_use_the_ranks_the_binomial_gives_and_say_their_coverage():
+    from scipy.stats import binom
+
+    from motune.metrics.latency import quantile_ci
+
+    for q in (0.5, 0.95, 0.99):
+        for n in (5, 30, 71, 72, 367, 368, 1000):
+            low, high, coverage = quantile_ci(np.arange(1, n + 1), q)
+            lows = [r for r in range(1, n + 1) if binom.cdf(r - 1, n, q) <= 0.025] or [1]
+            highs = [r for r in range(1, n + 1) if binom.sf(r - 1, n, q) <= 0.025] or [n]
+            assert (low, high) == (max(lows), min(highs)), (q, n)
+            assert coverage == pytest.approx(binom.cdf(high - 1, n, q) - binom.cdf(low - 1, n, q))
+    assert quantile_ci(np.arange(1, 400), 0.99)[2] >= 0.95  # confirmation's 400 calls: a p99 interval inside
+    assert quantile_ci(np.arange(1, 200), 0.99)[2] < 0.9  # 200 would not be
+    rng = np.random.default_rng(0)  # and the stated coverage is what happens
+    hits = [lo <= np.log(100) <= hi for lo, hi, _ in (quantile_ci(rng.exponential(size=100), 0.99) for _ in range(400))]
+    assert 0.55 < np.mean(hits) < 0.7  # stated about 0.63 at n = 100

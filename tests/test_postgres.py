@@ -22,6 +22,12 @@ HERE = Path(__file__).parent
 pytestmark = pytest.mark.postgres
 
 
+@pytest.fixture(autouse=True)
+def models_in_a_temporary_folder(tmp_path, monkeypatch):
+    """A PostgreSQL study keeps its models in ./motune-artifacts by default: not in the checkout."""
+    monkeypatch.setenv("MOTUNE_ARTIFACTS", str(tmp_path / "artifacts"))
+
+
 def test_two_worker_processes_share_one_study():
     name = f"pg-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "MOTUNE_TEST_STUDY": name, "PYTHONPATH": str(HERE)}

@@ -9,7 +9,9 @@
   accuracy, both where the task measures fairness (``task.fairness_split``);
 - ``equalized_odds_difference``: fairlearn's ``equalized_odds_difference`` on
   ``n_boot`` resamples of the same rows (seeded), because it is the larger of
-  two differences and MetricFrame's intervals are per metric.
+  two differences and MetricFrame's intervals are per metric; a resample that
+  drew one group only is skipped, and with fewer than half of them usable
+  there is no interval.
 
 Percentile intervals of ``n_boot`` resamples of the rows (fairlearn's
 bootstrap). Other metrics get none here (the latency run has its own
@@ -76,6 +78,7 @@ def bootstrap_intervals(model: Any, task: Any, names: Iterable[str], *, split: s
                     continue
                 samples.append(flm.equalized_odds_difference(y_true[rows], y_pred[rows],
                                                              sensitive_features=groups[rows]))
-            low, high = np.nanquantile(np.asarray(samples, dtype=float), quantiles)
-            out["equalized_odds_difference"] = (float(low), float(high))
+            if len(samples) >= n_boot / 2:
+                low, high = np.nanquantile(np.asarray(samples, dtype=float), quantiles)
+                out["equalized_odds_difference"] = (float(low), float(high))
     return out

@@ -20,7 +20,11 @@ returns its sha256 and size. :func:`load_archive` checks the archive's sha256
 against the one recorded when it was saved *before* anything in it is read
 (joblib and pickle run code when they load; a file that changed since is
 refused), then loads it. A corrupt or changed file is an
-:class:`~motune.errors.ArtifactError`.
+:class:`~motune.errors.ArtifactError`. The hash guards against a changed
+file only when the expected hash comes from somewhere the file's writer
+cannot change: the study's storage (``result.load_model``) does that; a
+hash read from beside the file (an exported folder) detects corruption,
+not tampering.
 """
 
 from __future__ import annotations
@@ -95,18 +99,27 @@ def save_archive(model: Any, path: str | Path) -> dict[str, Any]:
 
 
 def load_archive(path: str | Path, *, sha256: str, what: str = "the model", device: str | None = None) -> Any:
-    """Load the model archived at ``path`` after checking that its sha256 is ``sha256``."""
+    """Load the model archived at ``path`` after checking that its sha256 is ``sha256``.
+
+    The archive is first copied into a private temporary folder and hashed as it is copied; only that
+    copy is read, so a file swapped after the check is never loaded."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{what}: no archive at {str(path)!r}")
-    found = sha256_of(path)
-    if found != sha256:
-        raise ArtifactError(f"{what} is corrupt or was changed: its sha256 is {found[:16]}..., the one recorded "
-                            f"when it was saved is {sha256[:16]}...; it is not loaded")
     with tempfile.TemporaryDirectory(prefix="motune-model-") as tmp:
-        folder = Path(tmp)
+        folder = Path(tmp) / "model"
+        folder.mkdir()
+        copy_path = Path(tmp) / "archive.tar"
+        digest = hashlib.sha256()
+        with open(path, "rb") as src, open(copy_path, "wb") as dst:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                digest.update(block)
+                dst.write(block)
+        if digest.hexdigest() != sha256:
+            raise ArtifactError(f"{what} is corrupt or was changed: its sha256 is {digest.hexdigest()[:16]}..., the "
+                                f"one recorded when it was saved is {sha256[:16]}...; it is not loaded")
         try:
-            with tarfile.open(path) as tar:
+            with tarfile.open(copy_path) as tar:
                 tar.extractall(folder, filter="data")
             manifest = json.loads((folder / MANIFEST).read_text())
         except (tarfile.TarError, OSError, ValueError, KeyError) as err:
@@ -153,9 +166,14 @@ def _load_pickle(folder: Path) -> Any:
 
 def _save_torch(model: Any, folder: Path) -> None:
     import joblib
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file, save_model
 
     save_model(model.module, str(folder / "weights.safetensors"))  # shared (tied) tensors saved once
+    persistent = set(model.module.state_dict())
+    extra = {name: buffer.detach().cpu().contiguous() for name, buffer in model.module.named_buffers()
+             if name not in persistent}  # non-persistent buffers: not in the state dict, yet part of the model
+    if extra:
+        save_file(extra, str(folder / "buffers.safetensors"))
     skeleton = copy.copy(model)
     skeleton.module = copy.deepcopy(model.module).to("meta")  # the structure, without the weights
     buffer = io.BytesIO()
@@ -174,6 +192,11 @@ def _load_torch(folder: Path) -> Any:
     model = joblib.load(folder / "classifier.joblib")
     model.module = model.module.to_empty(device="cpu")
     load_model(model.module, str(folder / "weights.safetensors"), device="cpu")
+    if (folder / "buffers.safetensors").exists():
+        from safetensors.torch import load_file
+
+        for name, value in load_file(str(folder / "buffers.safetensors")).items():
+            model.module.get_buffer(name).copy_(value)
     model.module.eval()
     return model
 

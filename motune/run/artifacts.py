@@ -8,9 +8,10 @@ lists a trial's artifacts. Default (``Study(artifact_store=None)``):
 - a SQLite study: the folder ``<database>-artifacts/`` beside the database
   file (``motune.db`` -> ``motune-artifacts/``);
 - an in-memory study: a temporary folder that lives as long as the process;
-- any other storage (PostgreSQL): ``$MOTUNE_ARTIFACTS`` or ``./motune-artifacts``.
-  Workers on several machines need a store they all reach: pass a shared
-  folder or an S3 store.
+- any other storage (PostgreSQL): ``./motune-artifacts``. Workers on several
+  machines need a store they all reach: pass a shared folder or an S3 store.
+
+``$MOTUNE_ARTIFACTS`` (a folder) overrides the default in every case.
 
 A folder given as a string is made a ``FileSystemArtifactStore``; a folder
 store's path is written into the study record, so ``mt.load_study`` and the
@@ -29,8 +30,10 @@ trial's; ``"none"`` none. Each model is one archive
 
 from __future__ import annotations
 
+import atexit
 import datetime as _dt
 import os
+import shutil
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -41,6 +44,7 @@ import optuna
 from motune import _pareto, _schema
 from motune.errors import ArtifactError
 from motune.models import persist
+from motune.results import FINISHED
 from motune.run import _optuna_compat as compat
 from motune.run.storage import storage_location
 
@@ -72,7 +76,9 @@ def default_folder(storage: Any) -> str:
 
 @lru_cache(maxsize=1)
 def _process_temp_folder() -> str:
-    return tempfile.mkdtemp(prefix="motune-artifacts-")
+    folder = tempfile.mkdtemp(prefix="motune-artifacts-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # an in-memory study's models end with the process
+    return folder
 
 
 @lru_cache(maxsize=32)
@@ -147,7 +153,8 @@ def apply_keep_policy(result: Any, store: Any, policy: str) -> list[int]:
     removed_before = _schema.read_removed_models(result.study.user_attrs)
     removed = []
     for r in result.records():
-        if r.model is None or r.on_front or r.number in removed_before:
+        # only finished trials: a trial still running elsewhere may be storing a model it keeps
+        if r.model is None or r.on_front or r.number in removed_before or r.state not in FINISHED:
             continue
         try:
             store.remove(r.model["artifact_id"])
@@ -162,10 +169,28 @@ def apply_keep_policy(result: Any, store: Any, policy: str) -> list[int]:
 
 def load_model(result: Any, number: int, *, store: Any = None, device: str | None = None) -> Any:
     """The model of trial ``number`` of a stored study, after its recorded hash was checked."""
-    record = next((r for r in result.records() if r.number == number), None)
-    if record is None:
-        raise ArtifactError(f"study {result.name!r} has no trial {number}")
+    with tempfile.TemporaryDirectory(prefix="motune-download-") as tmp:
+        path = Path(tmp) / "model.tar"
+        model, what = _download(result, number, path, store)
+        return persist.load_archive(path, sha256=model["sha256"], what=what, device=device)
+
+
+def download_archive(result: Any, number: int, path: str | Path, *, store: Any = None) -> dict[str, Any]:
+    """Copy trial ``number``'s model archive to ``path`` and check its hash; returns its ``motune:model``."""
+    model, what = _download(result, number, Path(path), store)
+    if persist.sha256_of(path) != model["sha256"]:
+        Path(path).unlink(missing_ok=True)
+        raise ArtifactError(f"{what} is corrupt or was changed (its sha256 differs from the recorded one)")
+    return model
+
+
+def _download(result: Any, number: int, path: Path, store: Any) -> tuple[dict[str, Any], str]:
+    """Fetch trial ``number``'s archive to ``path``; a clear error naming the trial when it cannot be had."""
     what = f"the model of trial {number} of study {result.name!r}"
+    try:
+        record = result.record(number)
+    except KeyError:
+        raise ArtifactError(f"study {result.name!r} has no trial {number}") from None
     if record.model is None:
         raise ArtifactError(f"{what} was not kept (keep_models policy, or the trial did not complete)")
     if record.model_removed is not None:
@@ -174,27 +199,11 @@ def load_model(result: Any, number: int, *, store: Any = None, device: str | Non
     store = store if store is not None else result.artifact_store
     if store is None:
         raise ArtifactError(f"{what} is in a {(result.info.get('artifact_store') or {}).get('kind')} store: pass it "
-                            "(mt.load_study(..., artifact_store=store))")
-    with tempfile.TemporaryDirectory(prefix="motune-download-") as tmp:
-        path = Path(tmp) / record.model["filename"]
-        try:
-            optuna.artifacts.download_artifact(artifact_store=store, artifact_id=record.model["artifact_id"],
-                                               file_path=str(path))
-        except Exception as err:  # noqa: BLE001  (a missing file, an unreachable bucket)
-            raise ArtifactError(f"{what} (artifact {record.model['artifact_id']}) cannot be read from the store: "
-                                f"{type(err).__name__}: {err}") from None
-        return persist.load_archive(path, sha256=record.model["sha256"], what=what, device=device)
-
-
-def download_archive(result: Any, number: int, path: str | Path, *, store: Any = None) -> dict[str, Any]:
-    """Copy trial ``number``'s model archive to ``path`` after checking its hash; returns its ``motune:model``."""
-    record = next((r for r in result.records() if r.number == number), None)
-    if record is None or record.model is None or record.model_removed is not None:
-        raise ArtifactError(f"trial {number} of study {result.name!r} has no kept model")
-    store = store if store is not None else result.artifact_store
-    optuna.artifacts.download_artifact(artifact_store=store, artifact_id=record.model["artifact_id"],
-                                       file_path=str(path))
-    if persist.sha256_of(path) != record.model["sha256"]:
-        Path(path).unlink(missing_ok=True)
-        raise ArtifactError(f"the model of trial {number} is corrupt or was changed (sha256 differs)")
-    return record.model
+                            "(mt.load_study(..., artifact_store=store), --artifacts)")
+    try:
+        optuna.artifacts.download_artifact(artifact_store=store, artifact_id=record.model["artifact_id"],
+                                           file_path=str(path))
+    except Exception as err:  # noqa: BLE001  (a missing file, an unreachable bucket)
+        raise ArtifactError(f"{what} (artifact {record.model['artifact_id']}) cannot be read from the store: "
+                            f"{type(err).__name__}: {err}") from None
+    return record.model, what

@@ -34,6 +34,7 @@ def open_study(study: Study, *, artifact_store: Any = None) -> optuna.Study:
         study_id = None
     if study_id is not None:
         _check_resumable(study, storage, study_id)
+        _check_store(study, storage, study_id, artifact_store)
     sampler = study.sampler if study.sampler is not None else TrialSeededSampler(study.seed)
     ostudy = optuna.create_study(
         study_name=study.name, storage=storage, directions=study.directions, sampler=sampler, load_if_exists=True
@@ -76,7 +77,7 @@ def _check_resumable(study: Study, storage: optuna.storages.BaseStorage, study_i
             )
         return
     ours = study.spec_record()
-    theirs = {key: stored.get(key) for key in ours}
+    theirs = {key: stored.get(key, ours[key] if key == "keep_models" else None) for key in ours}  # older records
     if theirs != ours:
         if (theirs["objectives"], theirs["constraints"]) != (ours["objectives"], ours["constraints"]):
             what = f"was created with {_describe(theirs)}, but this definition has {_describe(ours)}"
@@ -84,14 +85,27 @@ def _check_resumable(study: Study, storage: optuna.storages.BaseStorage, study_i
             what = "was created with other " + " and ".join(
                 {"data_fingerprint": "data (the task's rows, label, sensitive feature or splits)",
                  "split": f"a split to measure on ({theirs['split']!r}, now {ours['split']!r})",
-                 "metric_options": f"metric options ({theirs['metric_options']}, now {ours['metric_options']})"}[k]
-                for k in ("data_fingerprint", "split", "metric_options") if theirs[k] != ours[k]
+                 "metric_options": f"metric options ({theirs['metric_options']}, now {ours['metric_options']})",
+                 "keep_models": f"a keep policy ({theirs['keep_models']!r}, now {ours['keep_models']!r})"}[k]
+                for k in ("data_fingerprint", "split", "metric_options", "keep_models") if theirs[k] != ours[k]
             )
         raise SpecError(
             f"study {study.name!r} in {where} {what}. Resuming would mix incomparable trials: "
             "use a new study name, or delete the stored study "
             f"(optuna delete-study --study-name {study.name!r} --storage URL) to start over."
         )
+
+
+def _check_store(study: Study, storage: Any, study_id: int, artifact_store: Any) -> None:
+    """Every worker of a study keeps its models in the same store (else load_study could not find some)."""
+    stored = (_schema.read_study_record(storage.get_study_user_attrs(study_id)) or {}).get("artifact_store")
+    if not stored or artifact_store is None:
+        return
+    ours = artifacts.describe_store(artifact_store)
+    if stored.get("kind") == ours.get("kind") == "filesystem" and stored.get("path") != ours.get("path"):
+        raise SpecError(f"study {study.name!r} keeps its models in {stored['path']!r}, but this run would keep them "
+                        f"in {ours['path']!r}: pass artifact_store={stored['path']!r} (or set MOTUNE_ARTIFACTS) "
+                        "so every worker uses one store")
 
 
 def _describe(record: dict[str, Any]) -> str:

@@ -112,7 +112,7 @@ def _keep_model(study: Study, trial: optuna.Trial, model: Any, objectives: list[
     """``(system attributes naming the kept model, user attributes saying why it was not kept)``. A model that
     cannot be saved does not fail the trial: its measurements stand, and the reason is recorded."""
     keys = [c.key for c in study.constraints]
-    feasible = all(v <= 0 for v in violations)
+    feasible = _schema.is_feasible(dict(zip(keys, violations)), keys)
     if store is None or not artifacts.should_keep(study.keep_models, trial, objectives, study.directions, feasible,
                                                   keys):
         return {}, {}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,19 +101,20 @@ def decide(choice: Choice, *, rationale: str, decided_by: str) -> DecisionRecord
             raise SpecTypeError(f"a decision needs a non-empty {what} (who decided, and why), got {text!r}")
     result = choice.result.refresh()
     record = result.record(choice.trial)
-    number = len(result.decisions()) + 1
+    now = _dt.datetime.now(_dt.timezone.utc)
+    key = _schema.decision_key(now, uuid.uuid4().hex[:8])
     decision = DecisionRecord(
-        number=number, study=result.name, trial=record.number, params=dict(record.params), rule=choice.rule,
+        number=0, study=result.name, trial=record.number, params=dict(record.params), rule=choice.rule,
         rule_params=choice.rule_params, reason=choice.reason, values_used=choice.values_used,
         validation=dict(record.metrics), test=(record.confirmation or {}).get("values"),
         alternatives=choice.alternatives, rationale=rationale.strip(), decided_by=decided_by.strip(),
-        decided_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        decided_at=now.isoformat(timespec="seconds"),
         spec_fingerprint=spec_fingerprint(result.info), data_fingerprint=result.info.get("data_fingerprint"),
         provenance=dict(record.attrs.get("provenance") or {}),
         artifact=None if record.model is None or record.model_removed is not None else dict(record.model),
     )
-    result.set_study_attrs(_schema.decision_attrs(number, decision.to_dict()))
-    return result.refresh().decisions()[-1]
+    result.set_study_attrs(_schema.decision_attrs(decision.to_dict(), key=key))
+    return next(d for d in result.refresh().decisions() if d.id == key)
 
 
 def spec_fingerprint(info: dict[str, Any]) -> str:

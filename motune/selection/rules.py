@@ -89,7 +89,7 @@ class Lexicographic(Rule):
 
     def choose(self, candidates, objectives, constraints):
         by_metric = {o.metric: o for o in objectives}
-        order = self.order or [o.metric for o in objectives]
+        order = list(self.order or [o.metric for o in objectives])
         unknown = [m for m in [*order, *self.tolerances] if m not in by_metric]
         if unknown:
             raise SpecError(f"lexicographic: {unknown} are not objectives; objectives are {list(by_metric)}")
@@ -100,7 +100,8 @@ class Lexicographic(Rule):
             o = by_metric[metric]
             best = candidates[_best(remaining, candidates, metric, o.direction)].values[metric]
             tol = self.tolerances.get(metric, 0.0)
-            kept = [i for i in remaining if abs(candidates[i].values[metric] - best) <= tol]
+            slack = tol + 1e-12 * max(1.0, abs(best))  # "within 0.02" holds at 0.88 vs 0.90 despite float error
+            kept = [i for i in remaining if abs(candidates[i].values[metric] - best) <= slack]
             near = f"within {_fmt(tol)} of " if tol else "at "
             parts.append(f"{len(kept)} of {len(remaining)} {near}the best {metric} ({_fmt(best)})")
             remaining = kept
@@ -121,7 +122,7 @@ class Knee(Rule):
         extremes = sorted({int(np.lexsort((z.sum(axis=1), z[:, j]))[0]) for j in range(m)})
         if m >= 2 and len(extremes) >= m:
             anchor = z[extremes]
-            # the hyperplane n . x = 1 through the extreme points (least squares when more than m of them)
+            # the hyperplane n . x = 1 through the m extreme points (no exact solution: they do not span one)
             normal, *_ = np.linalg.lstsq(anchor, np.ones(len(anchor)), rcond=None)
             if np.linalg.norm(normal) > 0 and np.allclose(anchor @ normal, 1.0, atol=1e-9):
                 distance = (1.0 - z @ normal) / np.linalg.norm(normal)  # > 0: on the ideal point's side
@@ -158,9 +159,11 @@ class Weighted(Rule):
         if unknown:
             raise SpecError(f"weighted: {unknown} are not objectives; objectives are {names}")
         w = np.array([float(self.weights.get(m, 0.0)) for m in names])
-        z = _normalised(candidates, objectives) * w
+        scaled = _normalised(candidates, objectives)
+        z = scaled * w
         score = z.max(axis=1) if self.kind == "chebyshev" else z.sum(axis=1)
-        chosen = min(range(len(candidates)), key=lambda i: (score[i], z[i].sum(), candidates[i].number))
+        # ties (a zero weight, Chebyshev's flat max) go to the smaller unweighted sum: never a dominated candidate
+        chosen = min(range(len(candidates)), key=lambda i: (score[i], scaled[i].sum(), candidates[i].number))
         shown = ", ".join(f"{m} {self.weights[m]:g}" for m in names if m in self.weights)
         return chosen, (f"weighted {self.kind}: the smallest weighted {'largest' if self.kind == 'chebyshev' else 'summed'} "
                         f"scaled loss ({_fmt(score[chosen])}) with weights {shown}")
@@ -188,8 +191,15 @@ class BestWithin(Rule):
         if direction is None:
             raise SpecError(f"best_within: {self.metric!r} is not an objective; pass direction='maximize' or "
                             "'minimize'")
-        if any(self.metric not in c.values for c in candidates):
-            raise SpecError(f"best_within: not every candidate has a value of {self.metric!r}")
+        if not isinstance(self.margin, (int, float)):
+            unknown = sorted(set(self.margin) - {k.metric for k in constraints})
+            if unknown:
+                raise SpecError(f"best_within: margins for {unknown}, which no constraint bounds; constraints are on "
+                                f"{sorted({k.metric for k in constraints})}")
+        needed = [self.metric, *(k.metric for k in constraints)]
+        lacking = sorted({n for c in candidates for n in needed if c.values.get(n) is None})
+        if lacking:
+            raise SpecError(f"best_within: not every candidate has a value of {lacking}")
         keep = [i for i, c in enumerate(candidates)
                 if all(k.violation(c.values[k.metric]) <= -self._margin(k.metric) for k in constraints)]
         if not keep:

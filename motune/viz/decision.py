@@ -13,7 +13,7 @@ import html
 from typing import Any
 
 from motune.errors import MotuneError
-from motune.results import Result
+from motune.results import Result, interval_text
 from motune.selection import rules, select
 
 
@@ -42,8 +42,8 @@ def _cell(record: Any, metric: str) -> str:
     text = "n/a" if validation is None else f"{validation:.4g}"
     test = ((record.confirmation or {}).get("values") or {}).get(metric)
     if test is not None:
-        interval = f" [{test['low']:.4g}, {test['high']:.4g}]" if test.get("low") is not None else ""
-        text += f" &rarr; <b>{test['value']:.4g}</b>{_esc(interval)}"
+        value, _, interval = interval_text(test).partition(" ")
+        text += f" &rarr; <b>{_esc(value)}</b> {_esc(interval)}"
     return text
 
 
@@ -65,7 +65,7 @@ def summary_html(result: Result) -> str:
     else:
         parts.append("<h2>No decision yet</h2><p>The candidates below are what the stated rules would choose; "
                      "record one with <code>motune decide</code>.</p>")
-    parts.append(f"<p class='muted'>{status}. Cells: validation &rarr; <b>test</b> [95 % interval].</p>")
+    parts.append(f"<p class='muted'>{status}. Cells: {_esc(result.interval_note())}.</p>")
     chosen = candidates(result)
     if chosen:
         records = {r.number: r for r in result.records()}

@@ -122,6 +122,11 @@ def plot_pareto_front(study: Any, *, objectives: list[str] | None = None,
         elif n == 3:
             common["marker"] |= {"symbol": "diamond", "size": 8}
             fig.add_trace(go.Scatter3d(x=[values[0]], y=[values[1]], z=[values[2]], mode="markers", **common))
+        else:  # a scatter matrix: its own trace, a larger marker in every panel
+            dims = [dict(label=t, values=[v]) for t, v in zip(info.titles, values)]
+            fig.add_trace(go.Splom(dimensions=dims, diagonal_visible=False, name=common["name"],
+                                   hovertext=common["hovertext"], hoverinfo="text",
+                                   marker=dict(color="#2ca02c", size=12, line=dict(color="#222", width=1))))
     title = f"Pareto front: {esc(result.name)}"
     if n == 1:
         fig.update_layout(xaxis_title="trial", yaxis_title=info.titles[0])

@@ -151,7 +151,7 @@ def render_report(result: Result, figures: list[tuple[str, str, Any]] | None = N
     parts.append(_table(front) if len(front) else "<p>No feasible trial yet.</p>")
     confirmations = result.confirmation_table()
     if len(confirmations):
-        parts.append("<h2>Confirmation on the test split</h2><p class='muted'>validation &rarr; test [95 % interval]; "
+        parts.append(f"<h2>Confirmation on the test split</h2><p class='muted'>{_esc(result.interval_note())}; "
                      "latency re-timed with nothing else of the study running</p>")
         parts.append(_table(confirmations))
     infeasible = result.infeasible_table()
