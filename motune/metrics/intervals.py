@@ -47,22 +47,26 @@ def bootstrap_intervals(model: Any, task: Any, names: Iterable[str], *, split: s
     model = model if isinstance(model, Predictor) else Predictor(model, task)
     quantiles = [(1 - confidence) / 2, 1 - (1 - confidence) / 2]
     out: dict[str, tuple[float, float]] = {}
-    if {"accuracy", "balanced_accuracy"} & set(names):
-        X, y, _ = task.split(split)
-        frame = flm.MetricFrame(metrics={"accuracy": accuracy_score, "balanced_accuracy": balanced_accuracy_score},
-                                y_true=np.asarray(y), y_pred=model.predict(X), sensitive_features=np.zeros(len(y)),
-                                n_boot=n_boot, ci_quantiles=quantiles, random_state=seed)
+    where = task.fairness_split(split)
+    overall = {"accuracy": accuracy_score, "balanced_accuracy": balanced_accuracy_score}
+    fairness = [n for n in names if n not in overall]
+    by_group = {"accuracy": accuracy_score, "selection_rate": flm.selection_rate}
+    if {"accuracy", "balanced_accuracy"} & set(names) and (where != split or not fairness):
+        X, y, _ = task.split(split)  # a text task: accuracy on the texts, fairness on the probe
+        frame = flm.MetricFrame(metrics=overall, y_true=np.asarray(y), y_pred=model.predict(X),
+                                sensitive_features=np.zeros(len(y)), n_boot=n_boot, ci_quantiles=quantiles,
+                                random_state=seed)
         low, high = frame.overall_ci
-        out |= {n: (float(low[n]), float(high[n])) for n in ("accuracy", "balanced_accuracy") if n in names}
-    fairness = [n for n in names if n not in ("accuracy", "balanced_accuracy")]
+        out |= {n: (float(low[n]), float(high[n])) for n in overall if n in names}
     if fairness:
-        where = task.fairness_split(split)
         X, y, sensitive = task.split(where)
         y_true, y_pred, groups = np.asarray(y), np.asarray(model.predict(X)), np.asarray(sensitive, dtype=str)
-        frame = flm.MetricFrame(
-            metrics={"accuracy": accuracy_score, "selection_rate": flm.selection_rate},
-            y_true=y_true, y_pred=y_pred, sensitive_features=groups, n_boot=n_boot, ci_quantiles=quantiles,
-            random_state=seed)
+        metrics = {**by_group, **(overall if where == split else {})}  # one bootstrap serves both on a table
+        frame = flm.MetricFrame(metrics=metrics, y_true=y_true, y_pred=y_pred, sensitive_features=groups,
+                                n_boot=n_boot, ci_quantiles=quantiles, random_state=seed)
+        if where == split:
+            low, high = frame.overall_ci
+            out |= {n: (float(low[n]), float(high[n])) for n in overall if n in names}
         if "demographic_parity_difference" in names:
             low, high = frame.difference_ci()
             out["demographic_parity_difference"] = (float(low["selection_rate"]), float(high["selection_rate"]))
