@@ -204,8 +204,16 @@ def _load_torch(folder: Path) -> Any:
 # ---------------------------------------------------------------- transformers
 
 def _save_transformers(model: Any, folder: Path) -> None:
-    model.module.save_pretrained(folder / "model", safe_serialization=True)
-    model.tokenizer.save_pretrained(folder / "tokenizer")
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar inside a study's progress output
+    try:
+        model.module.save_pretrained(folder / "model", safe_serialization=True)
+        model.tokenizer.save_pretrained(folder / "tokenizer")
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     (folder / "settings.json").write_text(json.dumps({"max_length": model.max_length, "batch_size": model.batch_size}))
 
 
