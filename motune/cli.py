@@ -21,11 +21,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from motune.errors import MotuneError, OutputError, StudyFileError
+from motune.errors import MotuneError, OutputError, SpecError, StudyFileError
 from motune.run import load_study, open_storage
 from motune.run.optimize import check_run_arguments
+from motune.run.pool import plan_workers, run_pool, worker_loop
 from motune.run.storage import redact_text, storage_name
-from motune.spec import studies_in_file
+from motune.spec import Study, studies_in_file
 
 app = typer.Typer(
     help="motune: multi-objective hyperparameter tuning with constraints.",
@@ -51,50 +52,127 @@ def _say(*parts: str | tuple[str, str]) -> None:
     err.print(Text.assemble(*parts), highlight=False, soft_wrap=True)
 
 
+HEARTBEAT_HELP = ("Seconds between a running trial's heartbeats (RDB storages); a trial with none for 3 intervals "
+                  "is failed as 'worker died' and retried. Default 10 (grace 30), or $MOTUNE_HEARTBEAT_S.")
+
+
+def _study_from(file: Path, study_name: Optional[str], storage: Optional[str], heartbeat: Optional[float]) -> Study:
+    """The study FILE defines (the one named ``study_name`` when it defines several), with CLI overrides."""
+    studies = studies_in_file(file)
+    if study_name is not None:
+        studies = [s for s in studies if s.name == study_name]
+    if not studies:
+        raise StudyFileError(f"{file} defines no motune.Study" + (f" named {study_name!r}" if study_name else ""))
+    if len(studies) > 1:
+        raise StudyFileError(f"{file} defines several studies ({', '.join(s.name for s in studies)}); "
+                             "pick one with --study")
+    return dataclasses.replace(studies[0], **_changes(file, storage, heartbeat))
+
+
+def _changes(file: Path, storage: Optional[str], heartbeat: Optional[float]) -> dict:
+    changes: dict = {"source_file": str(file.resolve())}
+    if storage is not None:
+        changes["storage"] = storage
+    if heartbeat is not None:
+        changes |= {"heartbeat_s": heartbeat, "heartbeat_grace_s": None}
+    return changes
+
+
 @app.command()
 def run(
     file: Path = typer.Argument(..., help="A Python file that defines a motune.Study at module level."),
-    trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Number of trials to run."),
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Number of trials to run (in all workers)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after this many seconds."),
     storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
     study_name: Optional[str] = typer.Option(None, "--study", help="Which study, when the file defines several."),
-    n_jobs: int = typer.Option(1, "--n-jobs", help="Trials in parallel threads in this process."),
-    heartbeat: Optional[float] = typer.Option(
-        None, "--heartbeat", help="Seconds between a running trial's heartbeats (RDB storages); a trial with "
-                                  "none for 3 intervals is failed as 'worker died' and retried. Default 10 "
-                                  "(grace 30), or $MOTUNE_HEARTBEAT_S."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes on the CPU (none sees a GPU)."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="'all' or GPU ids (0,1): one worker process per GPU, "
+                                       "each seeing only its own."),
+    workers_per_gpu: int = typer.Option(1, "--workers-per-gpu", help="With --gpus: workers sharing each GPU."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Threads per worker (default: its share of the "
+                                          "cores)."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Run the workers on a Ray cluster: its address, or "
+                                      "'auto' (needs motune[ray] and a storage every node reaches)."),
+    gpus_per_trial: float = typer.Option(0, "--gpus-per-trial", help="With --ray: GPUs each worker holds."),
+    cpus_per_trial: float = typer.Option(1, "--cpus-per-trial", help="With --ray: CPUs each worker holds."),
+    n_jobs: int = typer.Option(1, "--n-jobs", help="Trials in parallel threads in this one process."),
+    heartbeat: Optional[float] = typer.Option(None, "--heartbeat", help=HEARTBEAT_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Run (or resume) the study defined in FILE, then print its front."""
     if trials is None and timeout is None:
         raise _fail("give --trials N or --timeout SECONDS")
+    pooled = workers is not None or gpus is not None
     try:
         check_run_arguments(trials, timeout, n_jobs)
-        studies = studies_in_file(file)
-        if study_name is not None:
-            studies = [s for s in studies if s.name == study_name]
-        if not studies:
-            raise StudyFileError(f"{file} defines no motune.Study" + (f" named {study_name!r}" if study_name else ""))
-        if len(studies) > 1:
-            raise StudyFileError(f"{file} defines several studies ({', '.join(s.name for s in studies)}); "
-                                 "pick one with --study")
-        study = studies[0]
-        changes = {"source_file": str(file.resolve())}
-        if storage is not None:
-            changes["storage"] = storage
-        if heartbeat is not None:
-            changes |= {"heartbeat_s": heartbeat, "heartbeat_grace_s": None}
-        study = dataclasses.replace(study, **changes)
-        result = study.optimize(trials, timeout=timeout, n_jobs=n_jobs, show_progress=not quiet)
+        if sum(x is not None for x in (workers, gpus, ray)) > 1:
+            raise SpecError("give one of --workers, --gpus and --ray")
+        if (pooled or ray is not None) and n_jobs != 1:
+            raise SpecError("--n-jobs runs threads in one process: use it without --workers / --gpus / --ray")
+        specs = plan_workers(workers=workers, gpus=gpus, workers_per_gpu=workers_per_gpu, threads=threads) \
+            if pooled else None
+        study = _study_from(file, study_name, storage, heartbeat)
+        if ray is not None:
+            from motune.run.cluster import run_on_ray
+
+            result, signalled = run_on_ray(study, str(file.resolve()), address=ray, n_trials=trials,
+                                           timeout=timeout, changes=_changes(file, storage, heartbeat),
+                                           gpus_per_worker=gpus_per_trial, cpus_per_worker=cpus_per_trial,
+                                           workers=workers, show_progress=not quiet)
+        elif pooled:
+            result, signalled = run_pool(study, str(file.resolve()), specs, n_trials=trials, timeout=timeout,
+                                         changes=_changes(file, storage, heartbeat), show_progress=not quiet)
+        else:
+            result = study.optimize(trials, timeout=timeout, n_jobs=n_jobs, show_progress=not quiet)
+            signalled = result.interrupted
     except MotuneError as e:
         raise _fail(str(e)) from None
-    if result.interrupted is not None:
-        raise typer.Exit(code=130)
+    if signalled is not None:
+        raise typer.Exit(code=143 if signalled == "SIGTERM" else 130)
     _print_frame(result.front(), title=f"front of {result.name}")
     records = result.records()
     if records and not any(r.state == "COMPLETE" for r in records):
         first = next((r.error for r in records if r.error), None)
         raise _fail(f"no trial of {result.name!r} completed; the first error: {first}")
+
+
+@app.command()
+def worker(
+    file: Path = typer.Argument(..., help="A Python file that defines a motune.Study at module level."),
+    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Trials this worker runs."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after this many seconds."),
+    study_name: Optional[str] = typer.Option(None, "--study", help="Which study, when the file defines several."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Threads for this worker's pools (default: "
+                                          "what the process has, or $OMP_NUM_THREADS)."),
+    heartbeat: Optional[float] = typer.Option(None, "--heartbeat", help=HEARTBEAT_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """One worker of a study on shared storage: what a scheduler (Slurm, Kubernetes ...) starts on each machine."""
+    if trials is None and timeout is None:
+        raise _fail("give --trials N or --timeout SECONDS")
+    try:
+        check_run_arguments(trials, timeout, 1)
+        study = _study_from(file, study_name, storage, heartbeat)
+        threads = threads or (int(os.environ["OMP_NUM_THREADS"]) if os.environ.get("OMP_NUM_THREADS", "").isdigit()
+                              else None)
+        os.environ.setdefault("MOTUNE_WORKER", json.dumps({"index": None, "gpus": os.environ.get(
+            "CUDA_VISIBLE_DEVICES"), "threads": threads, "scheduler": _scheduler()}))
+        result = worker_loop(str(file.resolve()), study.name, _changes(file, storage, heartbeat), n_trials=trials,
+                             timeout=timeout, show_progress=not quiet, threads=threads)
+    except MotuneError as e:
+        raise _fail(str(e)) from None
+    if result.interrupted is not None:
+        raise typer.Exit(code=130)
+
+
+def _scheduler() -> dict | None:
+    """The scheduler job this worker runs in, if any (Slurm, Kubernetes), for provenance."""
+    if os.environ.get("SLURM_JOB_ID"):
+        return {"slurm_job_id": os.environ["SLURM_JOB_ID"], "array_task": os.environ.get("SLURM_ARRAY_TASK_ID")}
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return {"kubernetes_pod": os.environ.get("HOSTNAME"), "job_index": os.environ.get("JOB_COMPLETION_INDEX")}
+    return None
 
 
 @app.command()

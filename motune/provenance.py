@@ -57,4 +57,23 @@ def git_revision(path: str | None = None) -> str | None:
 
 def collect(*, task: Any, seed: int) -> dict[str, Any]:
     """The provenance record stored on a trial."""
-    return {**environment(), "seed": seed, "data": {"task": task.name, "fingerprint": task.fingerprint}}
+    return {**environment(), "seed": seed, "data": {"task": task.name, "fingerprint": task.fingerprint},
+            "worker": worker()}
+
+
+def worker() -> dict[str, Any]:
+    """The process that ran the trial: its pid, the GPUs it was given (``CUDA_VISIBLE_DEVICES``), its thread
+    counts, and the pool or scheduler slot (``$MOTUNE_WORKER``, set by a worker pool or ``motune worker``)."""
+    import json
+
+    info: dict[str, Any] = {"pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    if os.environ.get("MOTUNE_WORKER"):
+        try:
+            info |= json.loads(os.environ["MOTUNE_WORKER"])
+        except ValueError:
+            pass
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info["torch_threads"] = torch.get_num_threads()
+    info["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
+    return info

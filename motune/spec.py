@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from motune import metrics as _metrics  # noqa: F401  (registers the built-in metrics)
 from motune.errors import MotuneError, SpecError, SpecTypeError, StudyFileError, UnknownMetricError
+from motune.locks import TIMING_MODES
 from motune.metrics.registry import group_for, groups_for
 from motune.task import SPLITS, Task, TextTask
 
@@ -142,6 +143,9 @@ class Study:
         ``ConstraintAware() | SuccessiveHalving()``. A train function that never reports is never pruned.
     keep_models: which trained models are kept as artifacts: ``"front"`` (default: the front's, the
         others removed at the end of each run), ``"feasible"``, ``"all"`` or ``"none"``.
+    timing: ``"per-device"`` (default: a latency run holds its device's lock; other workers may train
+        meanwhile, and who did is recorded) or ``"exclusive"`` (no trial of any study on the host
+        trains while one times; see :mod:`motune.locks`).
     source_file: the Python file that defines the study (default: the file this ``Study(...)`` call is
         in), recorded so that ``motune confirm NAME`` can rebuild the task from storage alone.
     artifact_store: where models are kept: an Optuna artifact store (``FileSystemArtifactStore``,
@@ -173,6 +177,7 @@ class Study:
     heartbeat_grace_s: float | None = None
     keep_models: str = "front"
     artifact_store: Any = None
+    timing: str = "per-device"
     source_file: str | None = None
 
     def __post_init__(self) -> None:
@@ -384,6 +389,8 @@ def validate(study: Study) -> None:
     if isinstance(study.seed, bool) or not isinstance(study.seed, int):
         raise SpecTypeError(f"seed must be an int, got {study.seed!r}")
     check_heartbeat(study.heartbeat_s, study.heartbeat_grace_s)
+    if study.timing not in TIMING_MODES:
+        raise SpecError(f"timing must be one of {list(TIMING_MODES)}, got {study.timing!r}")
     if study.keep_models not in KEEP_POLICIES:
         raise SpecError(f"keep_models must be one of {list(KEEP_POLICIES)}, got {study.keep_models!r}")
 

@@ -98,7 +98,7 @@ def make_study(*, backbone=None, name="text-fairness", n_texts=1200, probe_insta
         transformers.logging.disable_progress_bar()
         model, tokenizer = load_classifier(backbone, seed=ctx.seed)
         keep_layers(model, params["layers"])
-        model.to(device)
+        model.to(ctx.device)  # "cuda" in a worker given a GPU (motune run --gpus all), else "cpu"
 
         def wrap(m):
             return TextClassifier(m, tokenizer, max_length=params["max_length"])
@@ -111,7 +111,7 @@ def make_study(*, backbone=None, name="text-fairness", n_texts=1200, probe_insta
                 learning_rate=params["learning_rate"], per_device_train_batch_size=16, per_device_eval_batch_size=64,
                 warmup_steps=0.1, weight_decay=0.01, eval_strategy="epoch", save_strategy="no",
                 logging_strategy="no", report_to="none", disable_tqdm=True, seed=ctx.seed, data_seed=ctx.seed,
-                use_cpu=device == "cpu",
+                use_cpu=ctx.device == "cpu",
             )
             trainer = transformers.Trainer(
                 model=model, args=args,

@@ -120,7 +120,7 @@ def test_gpu_state_records_name_clocks_and_temperature_by_uuid():
 
 
 def test_timing_runs_are_serialised_across_processes(tmp_path):
-    env = {**os.environ, "MOTUNE_LATENCY_LOCK": str(tmp_path / "latency.lock")}
+    env = {**os.environ, "MOTUNE_LOCK_DIR": str(tmp_path / "locks")}
     worker = Path(__file__).with_name("latency_worker.py")
     go = tmp_path / "go"
     procs = [subprocess.Popen([sys.executable, str(worker), str(worker.parent), str(go), str(tmp_path / f"ready{i}")],

@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from fairlearn import metrics as flm
-from filelock import FileLock
 
 import motune as mt
 from motune.metrics import known_metrics, measure
-from motune.metrics.latency import CpuTimer, CudaTimer, lock_path, time_calls, timer_for
+from motune.locks import timing_lock
+from motune.metrics.latency import CpuTimer, CudaTimer, time_calls, timer_for
 from motune.metrics.robustness import perturb
 from motune.models import Predictor, device_of
 
@@ -147,11 +147,11 @@ def test_latency_stops_at_max_time():
 
 
 def test_latency_waits_for_the_host_lock_without_counting_the_wait(task, tmp_path, monkeypatch):
-    monkeypatch.setenv("MOTUNE_LATENCY_LOCK", str(tmp_path / "latency.lock"))
+    monkeypatch.setenv("MOTUNE_LOCK_DIR", str(tmp_path / "locks"))
     held = threading.Event()
 
     def hold():
-        with FileLock(lock_path()):
+        with timing_lock("cpu"):
             held.set()
             time.sleep(0.4)
 

@@ -28,9 +28,11 @@ sentence in ``flags``), not silently used. On a CPU each call is timed with
 :func:`time.perf_counter_ns`. On a CUDA device each call is timed with CUDA events on the
 current stream and a synchronisation before reading them; the device name
 and, when nvidia-ml-py is installed, SM / memory clocks and temperature
-before and after the run are recorded. Timing runs hold a host-wide file
-lock, so trials running in parallel on one machine do not time each other;
-the wait for the lock is recorded and not counted.
+before and after the run are recorded. Timing runs hold the lock of their
+physical device (:mod:`motune.locks`: the host's CPU, or a GPU by its UUID),
+so workers do not time each other on one device; the wait is recorded and
+not counted, and so are the processes training on the host meanwhile (or, with
+``Study(timing="exclusive")``, none: training waits while one times).
 """
 
 from __future__ import annotations
@@ -38,16 +40,15 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from filelock import FileLock
 
 from motune.errors import SpecError
+from motune.locks import timing_lock
 from motune.metrics.registry import Measurement, register_metric
 from motune.models import device_of, unwrap
 
@@ -213,11 +214,6 @@ def quantile_ci(samples: Any, q: float, confidence: float = CONFIDENCE) -> tuple
     high_rank = min(n, int(binom.ppf(1 - alpha, n, q)) + 1)  # P(B >= u) <= alpha
     coverage = binom.cdf(high_rank - 1, n, q) - binom.cdf(low_rank - 1, n, q)
     return float(x[low_rank - 1]), float(x[high_rank - 1]), float(coverage)
-
-
-def lock_path() -> str:
-    """The host-wide lock file that serialises latency runs (``MOTUNE_LATENCY_LOCK`` overrides it)."""
-    return os.environ.get("MOTUNE_LATENCY_LOCK") or os.path.join(tempfile.gettempdir(), "motune-latency.lock")
 
 
 def thread_counts() -> dict[str, Any]:
@@ -420,9 +416,7 @@ def latency(
     rows = min(batch_size, len(X))
     options = dict(warmup=warmup, min_count=min_count, min_time_s=min_time_s, max_time_s=max_time_s)
     cuda = timer.method == "cuda_event"
-    asked = time.perf_counter()
-    with FileLock(lock_path()):
-        waited_s = time.perf_counter() - asked
+    with timing_lock(device) as lock:
         gpu_before = gpu_state(device) if cuda else None
         load_before = load_average()
         with fixed_threads(DEFAULT_THREADS if threads is None else threads) as thread_count, serving_mode(raw):
@@ -452,7 +446,10 @@ def latency(
         "noisy": bool(flags),
         "flags": flags,
         "gpu": None if not cuda else {"before": gpu_before, "after": gpu_after},
-        "lock_wait_s": waited_s,
+        "lock_wait_s": lock["lock_wait_s"],
+        "lock": lock["lock"],  # the physical device serialised on: cpu-<host> or gpu-<UUID>
+        "timing_mode": lock["mode"],
+        "others_training": lock["others_training"],  # processes training on this host meanwhile
         "batch_1": one.to_dict(),
         "batch": many.to_dict(),
     }

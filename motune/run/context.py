@@ -37,8 +37,9 @@ class TrialContext:
     """What ``train(params, task, ctx)`` gets besides params and task.
 
     ``seed`` (the study's seed plus the trial number; Python's, numpy's and torch's global
-    random generators are seeded with it when the trial starts), ``trial_number``, ``params``
-    and ``study_name``; :meth:`report` for intermediate results; :meth:`set_attr` to record a
+    random generators are seeded with it when the trial starts), ``trial_number``, ``params``,
+    ``study_name`` and ``device`` (``"cuda"`` when this worker was given a GPU, else ``"cpu"``;
+    put the model there); :meth:`report` for intermediate results; :meth:`set_attr` to record a
     value on the trial.
     """
 
@@ -46,6 +47,7 @@ class TrialContext:
     seed: int
     params: dict[str, Any]
     study_name: str
+    device: str  # where train should put the model: "cuda" when this worker has a GPU, else "cpu"
     _trial: optuna.Trial = field(repr=False)
     _study: Any = field(repr=False, default=None)  # the motune.Study
     _hooks: Hooks = field(repr=False, default_factory=lambda: Hooks([]))

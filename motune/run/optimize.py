@@ -15,7 +15,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import optuna
@@ -33,9 +33,9 @@ from motune.run.trial import run_trial
 from motune.spec import Study
 
 
-def check_run_arguments(n_trials: Any, timeout: Any, n_jobs: Any) -> None:
+def check_run_arguments(n_trials: Any, timeout: Any, n_jobs: Any, budget: Any = None) -> None:
     """Raise :class:`~motune.errors.SpecError` for arguments ``optimize`` cannot use."""
-    if n_trials is None and timeout is None:
+    if n_trials is None and timeout is None and budget is None:
         raise SpecError("give n_trials or timeout (or both); otherwise the study would run forever")
     if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
         raise SpecError(f"n_trials must be a positive integer, got {n_trials!r}")
@@ -54,9 +54,13 @@ def optimize(
     n_jobs: int = 1,
     show_progress: bool | None = None,
     callbacks: Sequence[Any] | None = None,
+    budget: Callable[[], bool] | None = None,
 ) -> Result:
-    """Run trials of ``study``; see :meth:`motune.Study.optimize`."""
-    check_run_arguments(n_trials, timeout, n_jobs)
+    """Run trials of ``study``; see :meth:`motune.Study.optimize`.
+
+    ``budget``: a worker pool's shared trial count; ``budget()`` takes a ticket (``False``: none left) before
+    each trial, so the pool runs exactly its number of trials however fast each worker is."""
+    check_run_arguments(n_trials, timeout, n_jobs, budget)
     ours, theirs = split_callbacks(callbacks)
     progress = TrialProgress(study, total=n_trials, enabled=True if show_progress is None else show_progress)
     hooks = Hooks([progress, *ours])
@@ -85,10 +89,12 @@ def optimize(
                 if (left is not None and left <= 0) or (left_s is not None and left_s <= 0):
                     break
                 taken = len(control.taken_over)
+                if budget is not None and not budget():
+                    break
                 try:
                     ostudy.optimize(lambda trial: run_trial(study, trial, hooks, control, store), n_trials=left,
                                     timeout=left_s, n_jobs=n_jobs, catch=(Exception,),
-                                    callbacks=[trial_ended, *theirs])
+                                    callbacks=[trial_ended, *theirs, *([] if budget is None else [_Budget(budget)])])
                     break
                 except TrialInterrupted as err:  # Optuna stored the trial FAIL, then re-raised
                     stopped = err
@@ -126,6 +132,17 @@ def optimize(
     if control.signal == "SIGTERM":
         raise SystemExit(143)
     return result
+
+
+class _Budget:
+    """An Optuna callback: after each trial, take the next trial's ticket, or stop the study."""
+
+    def __init__(self, take: Callable[[], bool]) -> None:
+        self.take = take
+
+    def __call__(self, study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+        if not self.take():
+            compat.request_stop(study)
 
 
 @contextlib.contextmanager

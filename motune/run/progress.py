@@ -33,6 +33,7 @@ class TrialProgress(Callback):
         self._bar: Progress | None = None
         self._lock = threading.Lock()
         self._task_id: Any = None
+        self.worker_states: dict[int, str] = {}  # a pool's workers: index -> "trial 5", "idle", "died" ...
 
     # -------------------------------------------------------------- lifecycle
     def on_study_start(self, info: StudyStart | None) -> None:
@@ -65,7 +66,7 @@ class TrialProgress(Callback):
         console.print(text if isinstance(text, Text) else Text(text), highlight=False, soft_wrap=True)
 
     # -------------------------------------------------------------- updates
-    def on_trial_end(self, record: Any) -> None:
+    def on_trial_end(self, record: Any, prefix: str | None = None) -> None:
         with self._lock:  # Optuna calls back from its worker threads when n_jobs > 1
             self.counts[record.state] = self.counts.get(record.state, 0) + 1
             if record.state == "COMPLETE":
@@ -78,9 +79,9 @@ class TrialProgress(Callback):
             if self._bar is not None:
                 self._bar.update(self._task_id, advance=1, description=self.status())
                 if record.state == "FAIL":  # above the bar, so the reason is not lost
-                    self.print(self.line(record))
+                    self.print(self.line(record, prefix))
             else:
-                self.print(self.line(record))
+                self.print(self.line(record, prefix))
 
     def _add_feasible(self, record: Any) -> None:
         objectives = self.study.objectives
@@ -105,9 +106,10 @@ class TrialProgress(Callback):
             f"done {self.done}{'/' + str(self.total) if self.total else ''} | front {len(self._front)} | "
             f"infeasible {self.infeasible} | pruned {self.counts.get('PRUNED', 0)} | "
             f"failed {self.counts.get('FAIL', 0)} | best feasible: {best}"
-        )
+        ) + ("" if not self.worker_states else " | workers: " + ", ".join(
+            f"w{i} {state}" for i, state in self.worker_states.items()))
 
-    def line(self, record: Any) -> str:
+    def line(self, record: Any, prefix: str | None = None) -> str:
         seconds = f" in {record.duration_s:.1f}s" if record.duration_s is not None else ""
         why = ""
         if record.state == "FAIL":
@@ -117,4 +119,5 @@ class TrialProgress(Callback):
             why = f" at step {pruned['step']} by {pruned['rule']} ({pruned['reason']})"
         latency = record.attrs.get("latency") or {}
         noisy = f" | latency noisy: {'; '.join(latency['flags'])}" if latency.get("noisy") else ""
-        return f"trial {record.number} {record.state.lower()}{seconds}{why}{noisy} | {self.status()}"
+        head = f"{prefix} " if prefix else ""
+        return f"{head}trial {record.number} {record.state.lower()}{seconds}{why}{noisy} | {self.status()}"

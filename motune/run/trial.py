@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from motune import _schema, provenance
+from motune import _schema, locks, provenance
 from motune.errors import CallbackError, MetricError, MotuneError, SpecTypeError
 from motune.metrics.registry import measure, non_finite
 from motune.run import _optuna_compat as compat
@@ -46,16 +46,18 @@ def run_trial(study: Study, trial: optuna.Trial, hooks: Hooks, control: Interrup
     keep policy); returns the objective values."""
     inherited = compat.frozen_system_attrs(trial)
     try:
-        with control.trial_scope(trial.number), compat.live_trial(trial):
+        with control.trial_scope(trial.number), compat.live_trial(trial), locks.study_timing(study.timing):
             params = suggested_params(study, trial)
             seed = study.seed + trial.number
             seed_everything(seed)
             compat.write_trial_attrs(trial, _schema.start_attrs(host=platform.node(), pid=os.getpid(), params=params),
                                      {})
-            ctx = TrialContext(trial.number, seed, params, study.name, trial, study, hooks, control)
+            device = worker_device()
+            ctx = TrialContext(trial.number, seed, params, study.name, device, trial, study, hooks, control)
             hooks("on_trial_start", TrialStart(trial.number, dict(params), seed, inherited.get("failed_trial")))
             began = time.perf_counter()
-            model = study.train(params, study.task, ctx)
+            with locks.training(device):
+                model = study.train(params, study.task, ctx)
             trained = time.perf_counter()
             if ctx.pruned is not None:  # a report pruned the trial and its TrialPruned was caught (a Trainer callback)
                 raise optuna.TrialPruned(ctx.pruned)
@@ -121,6 +123,15 @@ def _keep_model(study: Study, trial: optuna.Trial, model: Any, objectives: list[
     except (MotuneError, OSError) as err:
         warnings.warn(f"trial {trial.number}'s model was not kept: {err}", stacklevel=2)
         return {}, {_schema.MODEL_NOT_KEPT_ATTR: str(err)}
+
+
+def worker_device() -> str:
+    """Where this process's trials train: ``"cuda"`` when torch is loaded and sees a GPU (a worker pinned to
+    one sees only its own, as ``cuda:0``), else ``"cpu"``."""
+    torch = sys.modules.get("torch")  # a study that never imported torch trains on the CPU
+    if torch is not None and os.environ.get("CUDA_VISIBLE_DEVICES", None) != "" and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
 
 
 def suggested_params(study: Study, trial: optuna.Trial) -> dict[str, Any]:

@@ -1,0 +1,166 @@
+"""Locks that keep latency measurements honest on a shared machine.
+
+Timing is serialised **per device**: one lock file per physical device, a
+CPU host (``cpu-<host>``) or a GPU (``gpu-<UUID>``, so two workers that each
+see their GPU as ``cuda:0`` do not exclude each other, and two processes on
+one GPU do), in a folder every job on the machine can reach:
+``$MOTUNE_LOCK_DIR``, default ``~/.cache/motune/locks`` (not the temporary
+folder, which schedulers often make private per job).
+
+A study can also ask that nothing of it trains while it times
+(``Study(timing="exclusive")``): training then holds a shared lock on the
+host and timing an exclusive one, writer first (a waiting timer keeps new
+training from starting; training already under way finishes its trial).
+The default, ``"per-device"``, lets other workers train while one times and
+records who was training (``others_training`` in the latency record), from
+the marker files training processes keep in ``<lock folder>/training/``.
+
+:func:`timing_lock` is what :mod:`motune.metrics.latency` takes around a
+timing run; :func:`training` is what a trial holds around ``train``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import fcntl
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+TIMING_MODES = ("per-device", "exclusive")
+_mode: contextvars.ContextVar[str] = contextvars.ContextVar("motune_timing_mode", default="per-device")
+_held: contextvars.ContextVar[Any] = contextvars.ContextVar("motune_training_lock", default=None)
+
+
+def lock_folder() -> Path:
+    folder = Path(os.environ.get("MOTUNE_LOCK_DIR") or Path.home() / ".cache" / "motune" / "locks")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def device_key(device: str) -> str:
+    """The physical device a torch device string names: ``cpu-<host>`` or ``gpu-<UUID>``."""
+    device = str(device)
+    if not device.startswith("cuda"):
+        return f"cpu-{platform.node()}"
+    torch = sys.modules.get("torch")
+    try:
+        index = int(device.split(":")[1]) if ":" in device else torch.cuda.current_device()
+        uuid = str(getattr(torch.cuda.get_device_properties(index), "uuid", "") or "")
+        if uuid:
+            return f"gpu-{uuid}"
+    except Exception:  # noqa: BLE001  (an old torch without uuid: the host and the visible index)
+        index = device
+    return f"gpu-{platform.node()}-{os.environ.get('CUDA_VISIBLE_DEVICES', '')}-{index}"
+
+
+class _Flock:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self, mode: int) -> None:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        fcntl.flock(self.fd, mode)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+@contextlib.contextmanager
+def timing_lock(device: str) -> Iterator[dict[str, Any]]:
+    """Hold the device's timing lock (and, in exclusive mode, keep the host's training off) for the block.
+
+    Yields a record of the wait: ``lock`` (the device key), ``lock_wait_s``, ``mode`` and
+    ``others_training`` (processes training on this host while this one timed, per-device mode)."""
+    folder = lock_folder()
+    key = device_key(device)
+    asked = time.perf_counter()
+    device_lock = _Flock(folder / f"{key}.lock")
+    host = f"host-{platform.node()}"
+    exclusive = _mode.get() == "exclusive"
+    turnstile, training_lock = _Flock(folder / f"{host}.turnstile"), _Flock(folder / f"{host}.training")
+    mine = _held.get()
+    if exclusive and mine is not None:
+        mine.release()  # this trial's own training lock (a report inside train): let the timer have the host
+    try:
+        device_lock.acquire(fcntl.LOCK_EX)
+        if exclusive:
+            turnstile.acquire(fcntl.LOCK_EX)  # new training waits behind this timer
+            training_lock.acquire(fcntl.LOCK_EX)  # training already under way finishes first
+        info = {"lock": key, "lock_wait_s": time.perf_counter() - asked, "mode": _mode.get(),
+                "others_training": [] if exclusive else others_training()}
+        yield info
+    finally:
+        training_lock.release()
+        turnstile.release()
+        device_lock.release()
+        if exclusive and mine is not None:
+            mine.acquire(fcntl.LOCK_SH)
+
+
+@contextlib.contextmanager
+def study_timing(mode: str) -> Iterator[None]:
+    """The study's timing mode for a trial (``"per-device"`` or ``"exclusive"``), read by :func:`timing_lock`
+    and :func:`training`."""
+    if mode not in TIMING_MODES:
+        raise ValueError(f"timing must be one of {list(TIMING_MODES)}, got {mode!r}")
+    token = _mode.set(mode)
+    try:
+        yield
+    finally:
+        _mode.reset(token)
+
+
+@contextlib.contextmanager
+def training(device: str) -> Iterator[None]:
+    """This process trains on ``device`` in the block: a marker file other processes' timing records, and in
+    exclusive mode the host's shared training lock (after any timer already waiting)."""
+    folder = lock_folder()
+    marker = folder / "training" / f"{platform.node()}-{os.getpid()}-{time.monotonic_ns()}.json"
+    marker.parent.mkdir(exist_ok=True)
+    marker.write_text(json.dumps({"pid": os.getpid(), "device": str(device), "since": time.time()}))
+    held = None
+    if _mode.get() == "exclusive":
+        host = f"host-{platform.node()}"
+        turnstile = _Flock(folder / f"{host}.turnstile")
+        turnstile.acquire(fcntl.LOCK_EX)  # behind a timer that is waiting
+        turnstile.release()
+        held = _Flock(folder / f"{host}.training")
+        held.acquire(fcntl.LOCK_SH)
+    held_token = _held.set(held)
+    try:
+        yield
+    finally:
+        _held.reset(held_token)
+        if held is not None:
+            held.release()
+        marker.unlink(missing_ok=True)
+
+
+def others_training() -> list[dict[str, Any]]:
+    """Other live processes training on this host now (from the marker files)."""
+    out = []
+    for path in (lock_folder() / "training").glob(f"{platform.node()}-*.json"):
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if info.get("pid") == os.getpid():
+            continue
+        try:
+            os.kill(int(info["pid"]), 0)
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # a marker left by a process that died
+            continue
+        out.append({"pid": info["pid"], "device": info.get("device")})
+    return out

@@ -1,0 +1,211 @@
+"""Workers on a Ray cluster (``motune run FILE --ray ADDRESS|auto``; ``pip install "motune[ray]"``).
+
+The driver (the ``motune run`` process) checks and opens the study, then
+starts workers as Ray actors, each holding ``num_gpus`` / ``num_cpus`` of
+the cluster: Ray's own assignment sets each actor's ``CUDA_VISIBLE_DEVICES``,
+so a worker sees only the GPUs Ray gave it. Every worker runs the same loop
+as ``motune worker`` (:func:`motune.run.pool.worker_loop`) against the
+study's shared storage, taking a ticket from a counter actor before each
+trial, so the cluster runs exactly ``--trials`` trials. Requirements: a
+storage every node reaches (PostgreSQL; SQLite is refused when the cluster
+has more than one node), the study file at the same path on every node (a
+shared filesystem or the same checkout), and, for kept models, a shared
+artifact store.
+
+A worker whose actor dies (its node lost, its process killed) is reported;
+its running trial is failed at once with the reason and retried, and a new
+actor takes its place (up to ``max_replacements``). Ctrl-C or SIGTERM on
+the driver stops the workers and fails their running trials with the reason.
+Progress comes from the storage (the driver reads the finished trials every
+second).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+from typing import Any
+
+import optuna
+
+from motune.errors import SpecError
+from motune.results import Result, record_of
+from motune.run.pool import fail_trials_of
+from motune.run.progress import TrialProgress
+from motune.run.storage import storage_location
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise SpecError('--ray needs Ray: pip install "motune[ray]"') from None
+    return ray
+
+
+def _actor_classes(ray: Any) -> tuple[Any, Any]:
+    @ray.remote
+    class Tickets:
+        def __init__(self, n: int | None) -> None:
+            self.left = n
+
+        def take(self) -> bool:
+            if self.left is None:
+                return True
+            if self.left <= 0:
+                return False
+            self.left -= 1
+            return True
+
+        def give_back(self, n: int) -> None:
+            if self.left is not None:
+                self.left += n
+
+        def close(self) -> None:
+            self.left = 0
+
+        def remaining(self) -> int | None:
+            return self.left
+
+    @ray.remote
+    class Worker:
+        def where(self) -> dict[str, Any]:
+            return {"host": platform.node(), "pid": os.getpid(),
+                    "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+        def run(self, study_file: str, name: str, changes: dict[str, Any], timeout: float | None, tickets: Any,
+                index: int, threads: int) -> int:
+            import json
+
+            from motune.run.pool import worker_loop
+
+            os.environ["MOTUNE_WORKER"] = json.dumps({"index": index, "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                                      "threads": threads, "scheduler": "ray"})
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            result = worker_loop(study_file, name, changes, timeout=timeout, threads=threads,
+                                 budget=lambda: ray.get(tickets.take.remote()))
+            return sum(1 for r in result.records() if r.attrs.get("worker", {}).get("pid") == os.getpid())
+
+    return Tickets, Worker
+
+
+def run_on_ray(study: Any, study_file: str, *, address: str, n_trials: int | None, timeout: float | None,
+               changes: dict[str, Any], gpus_per_worker: float = 0, cpus_per_worker: float = 1,
+               workers: int | None = None, show_progress: bool = True, max_replacements: int = 3,
+               init_kwargs: dict[str, Any] | None = None, place_timeout_s: float = 120.0) -> tuple[Result, str | None]:
+    """Run ``study`` on the Ray cluster at ``address`` (``"auto"``, ``"ray://..."``, or ``"local"`` for a Ray
+    started here); returns the result read back and the signal that stopped it (``None``)."""
+    from motune.run import artifacts
+    from motune.run.study import attach_store, open_study
+
+    ray = _ray()
+    location = storage_location(study.storage)
+    if not isinstance(location, str):
+        raise SpecError("--ray needs the study's storage as a URL every node can open (postgresql://...)")
+    if not ray.is_initialized():
+        ray.init(address=None if address == "local" else address, **(init_kwargs or {}))
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if location.startswith("sqlite") and len(nodes) > 1:
+        raise SpecError(f"a SQLite file cannot be shared by the {len(nodes)} machines of this Ray cluster: use a "
+                        "PostgreSQL storage (--storage postgresql://...)")
+    resources = ray.cluster_resources()
+    if workers is None:
+        by_gpu = int(resources.get("GPU", 0) // gpus_per_worker) if gpus_per_worker > 0 else None
+        by_cpu = int(resources.get("CPU", 1) // max(cpus_per_worker, 1e-9))
+        workers = max(1, min(x for x in (by_gpu, by_cpu, n_trials) if x is not None))
+    if gpus_per_worker > resources.get("GPU", 0):
+        raise SpecError(f"--gpus-per-trial {gpus_per_worker:g}, but the Ray cluster has "
+                        f"{resources.get('GPU', 0):g} GPU(s)")
+    store = None if study.keep_models == "none" else artifacts.store_for(study.artifact_store, study.storage)
+    ostudy = open_study(study, artifact_store=store)
+    keys = [c.key for c in study.constraints]
+    TicketsActor, WorkerActor = _actor_classes(ray)
+    tickets = TicketsActor.remote(n_trials)
+    threads = max(1, int(cpus_per_worker))
+    progress = TrialProgress(study, total=n_trials, enabled=show_progress)
+    running: dict[Any, tuple[int, Any, dict[str, Any]]] = {}  # future -> (index, actor, where)
+    replacements = {"left": max_replacements}
+    stopping: list[str] = []
+    seen: set[int] = {t.number for t in ostudy.get_trials(deepcopy=False) if t.state.is_finished()}
+
+    actors: list[Any] = [tickets]
+
+    def start(index: int) -> None:
+        actor = WorkerActor.options(num_gpus=gpus_per_worker, num_cpus=cpus_per_worker).remote()
+        actors.append(actor)
+        try:
+            where = ray.get(actor.where.remote(), timeout=place_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise SpecError(f"Ray could not place a worker with {gpus_per_worker:g} GPU and {cpus_per_worker:g} CPU "
+                            f"within {place_timeout_s:g} s (cluster: {ray.available_resources()} free)") from None
+        future = actor.run.remote(study_file, study.name, changes, timeout, tickets, index, threads)
+        running[future] = (index, actor, where)
+
+    def stop(signum: int, _frame: Any) -> None:
+        if not stopping:
+            stopping.append(signal.Signals(signum).name)
+
+    def report_finished() -> None:
+        for t in ostudy.get_trials(deepcopy=False):
+            if t.state.is_finished() and t.number not in seen:
+                seen.add(t.number)
+                progress.on_trial_end(record_of(t, keys), prefix="ray")
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    progress.on_study_start(None)
+    progress.print(f"running {n_trials or 'trials'} of study {study.name} on Ray ({len(nodes)} node(s)) in "
+                   f"{workers} worker(s) of {gpus_per_worker:g} GPU and {cpus_per_worker:g} CPU each")
+    try:
+        for index in range(workers):
+            start(index)
+        while running:
+            done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            report_finished()
+            if stopping:
+                ray.get(tickets.close.remote())
+                for index, actor, where in running.values():
+                    ray.kill(actor)
+                    fail_trials_of(ostudy, where["pid"], where["host"], f"interrupted by {stopping[0]} (the Ray "
+                                   "worker was stopped)")
+                running.clear()
+                break
+            for future in done:
+                index, actor, where = running.pop(future)
+                try:
+                    ray.get(future)
+                except ray.exceptions.RayTaskError as err:  # the worker's own error (a study file that fails ...)
+                    ray.get(tickets.close.remote())
+                    for _, other, other_where in running.values():
+                        ray.kill(other)
+                        fail_trials_of(ostudy, other_where["pid"], other_where["host"],
+                                       f"stopped: another Ray worker failed ({err.cause!r})")
+                    running.clear()
+                    raise err.as_instanceof_cause() from None
+                except ray.exceptions.RayActorError as err:
+                    failed = fail_trials_of(ostudy, where["pid"], where["host"],
+                                            f"worker died (its Ray actor was lost: {type(err).__name__})")
+                    if failed:
+                        ray.get(tickets.give_back.remote(len(failed)))
+                    left = ray.get(tickets.remaining.remote())
+                    more = (left is None or left > 0) and replacements["left"] > 0
+                    progress.print(f"ray worker {index} (pid {where['pid']} on {where['host']}) died; its trial(s) "
+                                   f"{failed or 'none'} failed and retried" + ("; a new worker takes its place"
+                                                                             if more else ""))
+                    if more:
+                        replacements["left"] -= 1
+                        start(index)
+        report_finished()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        for actor in actors:  # free the cluster's GPUs and CPUs for whatever runs next
+            ray.kill(actor)
+        result = attach_store(Result(ostudy), study.storage, store)
+        result.spec = study
+        result.interrupted = stopping[0] if stopping else None
+        progress.on_study_end(result)
+    return result, result.interrupted
+
+
+__all__ = ["run_on_ray"]
