@@ -44,7 +44,7 @@ Trial (user attributes)
     ``timing``, ``provenance``, ``params`` (what ``train`` received, derived
     values included), ``worker`` (host and pid of the process that ran it),
     ``pruned`` (rule, step, reason), ``pruning_warning``, and on failure
-    ``error`` and ``traceback`` -- :func:`start_attrs`,
+    ``error`` and ``traceback`` -- :func:`worker_attrs`, :func:`params_attrs`,
     :func:`outcome_attrs`, :func:`pruned_attrs`, :func:`failure_attrs`,
     :func:`read_metrics`, :func:`read_params`.
     ``user:<key>``: a value a train function recorded with ``ctx.set_attr``.
@@ -150,10 +150,14 @@ RESERVED_KEYS = (METRICS_ATTR, "provenance", "timing", ERROR_ATTR, TRACEBACK_ATT
                  WORKER_ATTR, PRUNING_WARNING_ATTR)
 
 
-def start_attrs(*, host: str, pid: int, params: Mapping[str, Any]) -> dict[str, Any]:
-    """What a trial stores when it starts: which process runs it (host, pid) and the params ``train``
-    receives (derived and fixed values included)."""
-    return jsonable({WORKER_ATTR: {"host": host, "pid": int(pid)}, PARAMS_ATTR: dict(params)})
+def worker_attrs(*, host: str, pid: int) -> dict[str, Any]:
+    """Which process runs the trial (written first thing when it starts)."""
+    return {WORKER_ATTR: {"host": host, "pid": int(pid)}}
+
+
+def params_attrs(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The params ``train`` receives (derived and fixed values included), written before it trains."""
+    return {PARAMS_ATTR: jsonable(dict(params))}
 
 
 def outcome_attrs(*, values: Mapping[str, float], details: Mapping[str, Any], timing: Mapping[str, float],

@@ -8,6 +8,7 @@ printed as it is, never read as rich markup; storage passwords are hidden.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -24,7 +25,7 @@ from rich.text import Text
 from motune.errors import MotuneError, OutputError, SpecError, StudyFileError
 from motune.run import load_study, open_storage
 from motune.run.optimize import check_run_arguments
-from motune.run.pool import plan_workers, run_pool, worker_loop
+from motune.run.pool import apply_threads, plan_workers, run_pool, worker_loop
 from motune.run.storage import redact_text, storage_name
 from motune.spec import Study, studies_in_file
 
@@ -88,13 +89,16 @@ def run(
     workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes on the CPU (none sees a GPU)."),
     gpus: Optional[str] = typer.Option(None, "--gpus", help="'all' or GPU ids (0,1): one worker process per GPU, "
                                        "each seeing only its own."),
-    workers_per_gpu: int = typer.Option(1, "--workers-per-gpu", help="With --gpus: workers sharing each GPU."),
+    workers_per_gpu: Optional[int] = typer.Option(None, "--workers-per-gpu", help="With --gpus: workers sharing "
+                                                  "each GPU (default 1)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Threads per worker (default: its share of the "
                                           "cores)."),
     ray: Optional[str] = typer.Option(None, "--ray", help="Run the workers on a Ray cluster: its address, or "
                                       "'auto' (needs motune[ray] and a storage every node reaches)."),
-    gpus_per_trial: float = typer.Option(0, "--gpus-per-trial", help="With --ray: GPUs each worker holds."),
-    cpus_per_trial: float = typer.Option(1, "--cpus-per-trial", help="With --ray: CPUs each worker holds."),
+    gpus_per_trial: Optional[float] = typer.Option(None, "--gpus-per-trial", help="With --ray: GPUs each worker "
+                                                   "holds (default 0)."),
+    cpus_per_trial: Optional[float] = typer.Option(None, "--cpus-per-trial", help="With --ray: CPUs each worker "
+                                                   "holds (default 1)."),
     n_jobs: int = typer.Option(1, "--n-jobs", help="Trials in parallel threads in this one process."),
     heartbeat: Optional[float] = typer.Option(None, "--heartbeat", help=HEARTBEAT_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -102,14 +106,21 @@ def run(
     """Run (or resume) the study defined in FILE, then print its front."""
     if trials is None and timeout is None:
         raise _fail("give --trials N or --timeout SECONDS")
-    pooled = workers is not None or gpus is not None
+    pooled = ray is None and (workers is not None or gpus is not None)
+    exit_code = None
     try:
         check_run_arguments(trials, timeout, n_jobs)
-        if sum(x is not None for x in (workers, gpus, ray)) > 1:
-            raise SpecError("give one of --workers, --gpus and --ray")
+        if workers is not None and gpus is not None:
+            raise SpecError("give --workers (CPU processes) or --gpus (one process per GPU), not both")
+        if ray is not None and gpus is not None:
+            raise SpecError("with --ray, Ray assigns the GPUs: give --gpus-per-trial instead of --gpus")
+        if workers_per_gpu is not None and gpus is None:
+            raise SpecError("--workers-per-gpu goes with --gpus")
+        if (gpus_per_trial is not None or cpus_per_trial is not None) and ray is None:
+            raise SpecError("--gpus-per-trial and --cpus-per-trial go with --ray")
         if (pooled or ray is not None) and n_jobs != 1:
             raise SpecError("--n-jobs runs threads in one process: use it without --workers / --gpus / --ray")
-        specs = plan_workers(workers=workers, gpus=gpus, workers_per_gpu=workers_per_gpu, threads=threads) \
+        specs = plan_workers(workers=workers, gpus=gpus, workers_per_gpu=workers_per_gpu or 1, threads=threads) \
             if pooled else None
         study = _study_from(file, study_name, storage, heartbeat)
         if ray is not None:
@@ -117,16 +128,20 @@ def run(
 
             result, signalled = run_on_ray(study, str(file.resolve()), address=ray, n_trials=trials,
                                            timeout=timeout, changes=_changes(file, storage, heartbeat),
-                                           gpus_per_worker=gpus_per_trial, cpus_per_worker=cpus_per_trial,
-                                           workers=workers, show_progress=not quiet)
+                                           gpus_per_worker=gpus_per_trial or 0, cpus_per_worker=cpus_per_trial or 1,
+                                           workers=workers, threads=threads, show_progress=not quiet)
         elif pooled:
-            result, signalled = run_pool(study, str(file.resolve()), specs, n_trials=trials, timeout=timeout,
-                                         changes=_changes(file, storage, heartbeat), show_progress=not quiet)
+            result, signalled, exit_code = run_pool(study, str(file.resolve()), specs, n_trials=trials,
+                                                    timeout=timeout, changes=_changes(file, storage, heartbeat),
+                                                    show_progress=not quiet)
         else:
-            result = study.optimize(trials, timeout=timeout, n_jobs=n_jobs, show_progress=not quiet)
+            with apply_threads(threads) if threads else contextlib.nullcontext():
+                result = study.optimize(trials, timeout=timeout, n_jobs=n_jobs, show_progress=not quiet)
             signalled = result.interrupted
     except MotuneError as e:
         raise _fail(str(e)) from None
+    if exit_code is not None:
+        raise typer.Exit(code=exit_code if isinstance(exit_code, int) else 1)
     if signalled is not None:
         raise typer.Exit(code=143 if signalled == "SIGTERM" else 130)
     _print_frame(result.front(), title=f"front of {result.name}")

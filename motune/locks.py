@@ -7,13 +7,16 @@ one GPU do), in a folder every job on the machine can reach:
 ``$MOTUNE_LOCK_DIR``, default ``~/.cache/motune/locks`` (not the temporary
 folder, which schedulers often make private per job).
 
-A study can also ask that nothing of it trains while it times
-(``Study(timing="exclusive")``): training then holds a shared lock on the
-host and timing an exclusive one, writer first (a waiting timer keeps new
-training from starting; training already under way finishes its trial).
-The default, ``"per-device"``, lets other workers train while one times and
-records who was training (``others_training`` in the latency record), from
-the marker files training processes keep in ``<lock folder>/training/``.
+Every training (motune's ``train`` calls, in any study on the host) holds a
+shared host lock and keeps a marker file in ``<lock folder>/training/``. A
+study that times with ``Study(timing="exclusive")`` takes that lock
+exclusively, writer first: the timer waits for the trainings under way to
+finish, and new ones wait for the timer. The default, ``"per-device"``, lets
+others train while one times and records who was training
+(``others_training`` in the latency record). Trials in threads of one
+process (``n_jobs > 1``) share the process's locks, so exclusive timing
+there keeps out other processes only. Where the lock folder cannot be
+written, the temporary folder is used, and training goes on without a marker.
 
 :func:`timing_lock` is what :mod:`motune.metrics.latency` takes around a
 timing run; :func:`training` is what a trial holds around ``train``.
@@ -28,6 +31,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,13 +39,23 @@ from typing import Any
 
 TIMING_MODES = ("per-device", "exclusive")
 _mode: contextvars.ContextVar[str] = contextvars.ContextVar("motune_timing_mode", default="per-device")
-_held: contextvars.ContextVar[Any] = contextvars.ContextVar("motune_training_lock", default=None)
+_HELD: list[Any] = []  # the shared training locks this process holds (its trials in train)
 
 
 def lock_folder() -> Path:
-    folder = Path(os.environ.get("MOTUNE_LOCK_DIR") or Path.home() / ".cache" / "motune" / "locks")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    """``$MOTUNE_LOCK_DIR``, else ``~/.cache/motune/locks``; the temporary folder where those cannot be written."""
+    for folder in (Path(os.environ["MOTUNE_LOCK_DIR"]) if os.environ.get("MOTUNE_LOCK_DIR") else None,
+                   Path.home() / ".cache" / "motune" / "locks", Path(tempfile.gettempdir()) / "motune-locks"):
+        if folder is None:
+            continue
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "training").mkdir(exist_ok=True)
+            if os.access(folder, os.W_OK):
+                return folder
+        except OSError:
+            continue
+    raise OSError("no folder for motune's timing locks can be written: set MOTUNE_LOCK_DIR")
 
 
 def device_key(device: str) -> str:
@@ -66,8 +80,13 @@ class _Flock:
         self.fd: int | None = None
 
     def acquire(self, mode: int) -> None:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        fcntl.flock(self.fd, mode)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, mode)  # a signal here closes the descriptor; nothing is left locked
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
 
     def release(self) -> None:
         if self.fd is not None:
@@ -89,23 +108,23 @@ def timing_lock(device: str) -> Iterator[dict[str, Any]]:
     host = f"host-{platform.node()}"
     exclusive = _mode.get() == "exclusive"
     turnstile, training_lock = _Flock(folder / f"{host}.turnstile"), _Flock(folder / f"{host}.training")
-    mine = _held.get()
-    if exclusive and mine is not None:
-        mine.release()  # this trial's own training lock (a report inside train): let the timer have the host
+    mine = list(_HELD) if exclusive else []
+    for lock in mine:  # this process's own training locks (a report inside train): let the timer have the host
+        lock.release()
     try:
-        device_lock.acquire(fcntl.LOCK_EX)
-        if exclusive:
+        if exclusive:  # the host first, the device last: a training process may still time on the device meanwhile
             turnstile.acquire(fcntl.LOCK_EX)  # new training waits behind this timer
             training_lock.acquire(fcntl.LOCK_EX)  # training already under way finishes first
+        device_lock.acquire(fcntl.LOCK_EX)
         info = {"lock": key, "lock_wait_s": time.perf_counter() - asked, "mode": _mode.get(),
                 "others_training": [] if exclusive else others_training()}
         yield info
     finally:
+        device_lock.release()
         training_lock.release()
         turnstile.release()
-        device_lock.release()
-        if exclusive and mine is not None:
-            mine.acquire(fcntl.LOCK_SH)
+        for lock in mine:
+            lock.acquire(fcntl.LOCK_SH)
 
 
 @contextlib.contextmanager
@@ -123,28 +142,29 @@ def study_timing(mode: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def training(device: str) -> Iterator[None]:
-    """This process trains on ``device`` in the block: a marker file other processes' timing records, and in
-    exclusive mode the host's shared training lock (after any timer already waiting)."""
+    """This process trains on ``device`` in the block: the host's shared training lock (after any timer
+    already waiting) and a marker file that other processes' latency records name."""
     folder = lock_folder()
+    host = f"host-{platform.node()}"
     marker = folder / "training" / f"{platform.node()}-{os.getpid()}-{time.monotonic_ns()}.json"
-    marker.parent.mkdir(exist_ok=True)
-    marker.write_text(json.dumps({"pid": os.getpid(), "device": str(device), "since": time.time()}))
-    held = None
-    if _mode.get() == "exclusive":
-        host = f"host-{platform.node()}"
+    held = _Flock(folder / f"{host}.training")
+    try:
+        try:
+            marker.write_text(json.dumps({"pid": os.getpid(), "device": str(device), "since": time.time()}))
+        except OSError:
+            marker = None  # no marker: others' records will not name this training
         turnstile = _Flock(folder / f"{host}.turnstile")
         turnstile.acquire(fcntl.LOCK_EX)  # behind a timer that is waiting
         turnstile.release()
-        held = _Flock(folder / f"{host}.training")
         held.acquire(fcntl.LOCK_SH)
-    held_token = _held.set(held)
-    try:
+        _HELD.append(held)
         yield
     finally:
-        _held.reset(held_token)
-        if held is not None:
-            held.release()
-        marker.unlink(missing_ok=True)
+        if held in _HELD:
+            _HELD.remove(held)
+        held.release()
+        if marker is not None:
+            marker.unlink(missing_ok=True)
 
 
 def others_training() -> list[dict[str, Any]]:
@@ -159,8 +179,11 @@ def others_training() -> list[dict[str, Any]]:
             continue
         try:
             os.kill(int(info["pid"]), 0)
+        except PermissionError:
+            pass  # another user's live process
         except (OSError, ValueError, KeyError):
-            path.unlink(missing_ok=True)  # a marker left by a process that died
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)  # a marker left by a process that died
             continue
         out.append({"pid": info["pid"], "device": info.get("device")})
     return out

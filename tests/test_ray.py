@@ -32,24 +32,26 @@ def local_ray(tmp_path_factory):
     ray.shutdown()
 
 
-def _study(name):
-    import dataclasses
+def _study(name, monkeypatch):
+    """The fault-test study under ``name``: the driver's MOTUNE_* settings reach the Ray workers."""
     import runpy
 
-    study = runpy.run_path(str(HERE / "fault_study.py"))["study"]
-    return dataclasses.replace(study, name=name, storage=URL)
+    import dataclasses
+
+    monkeypatch.setenv("MOTUNE_TEST_STUDY", name)
+    return dataclasses.replace(runpy.run_path(str(HERE / "fault_study.py"))["study"], storage=URL)
 
 
 def _trials(name):
     return optuna.load_study(study_name=name, storage=URL).get_trials(deepcopy=False)
 
 
-def test_ray_workers_each_see_only_their_gpu(local_ray):
+def test_ray_workers_each_see_only_their_gpu(local_ray, monkeypatch):
     from motune.run.cluster import run_on_ray
 
     name = f"ray-{uuid.uuid4().hex[:8]}"
-    result, signalled = run_on_ray(_study(name), str(HERE / "fault_study.py"), address="local", n_trials=6,
-                                   timeout=None, changes={"storage": URL, "name": name}, gpus_per_worker=1,
+    result, signalled = run_on_ray(_study(name, monkeypatch), str(HERE / "fault_study.py"), address="local",
+                                   n_trials=6, timeout=None, changes={"storage": URL}, gpus_per_worker=1,
                                    cpus_per_worker=1, show_progress=False)
     assert signalled is None
     trials = _trials(name)
@@ -64,7 +66,7 @@ def test_ray_workers_each_see_only_their_gpu(local_ray):
     assert len({(t.params["C"], t.params["tol"]) for t in trials}) == 6
 
 
-def test_a_killed_ray_worker_has_its_trial_failed_and_retried(local_ray):
+def test_a_killed_ray_worker_has_its_trial_failed_and_retried(local_ray, monkeypatch):
     from motune.run.cluster import run_on_ray
 
     name = f"ray-kill-{uuid.uuid4().hex[:8]}"
@@ -79,8 +81,8 @@ def test_a_killed_ray_worker_has_its_trial_failed_and_retried(local_ray):
 
     killer = threading.Thread(target=kill_one)
     killer.start()
-    result, _ = run_on_ray(_study(name), str(HERE / "fault_study.py"), address="local", n_trials=5, timeout=None,
-                           changes={"storage": URL, "name": name}, gpus_per_worker=1, cpus_per_worker=1,
+    result, _ = run_on_ray(_study(name, monkeypatch), str(HERE / "fault_study.py"), address="local", n_trials=5,
+                           timeout=None, changes={"storage": URL}, gpus_per_worker=1, cpus_per_worker=1,
                            show_progress=False)
     killer.join(timeout=30)
     trials = {t.number: t for t in _trials(name)}

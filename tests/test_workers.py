@@ -8,8 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import optuna
@@ -38,7 +36,8 @@ def trials_of(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
 
 def test_two_worker_processes_run_the_trials_of_one_study(tmp_path):
     url = f"sqlite:///{tmp_path / 'pool.db'}"  # a new file: the workers start on a study with no trial
-    run = pool("--trials", "8", "--workers", "2", "--storage", url, env={"MOTUNE_TEST_STUDY": "pool"})
+    run = pool("--trials", "8", "--workers", "2", "--storage", url,
+               env={"MOTUNE_TEST_STUDY": "pool", "MOTUNE_TEST_SLEEP_S": "1.5"})  # longer than a worker's start-up
     out, err = run.communicate(timeout=300)
     assert run.returncode == 0, err
     trials = trials_of(url, "pool")
@@ -56,12 +55,13 @@ def test_two_worker_processes_run_the_trials_of_one_study(tmp_path):
 
 def test_workers_pinned_to_gpu_ids_each_see_only_their_own(tmp_path):
     url = f"sqlite:///{tmp_path / 'gpus.db'}"
-    run = pool("--trials", "4", "--gpus", "0,1", "--storage", url, env={"MOTUNE_TEST_STUDY": "gpus"})
+    run = pool("--trials", "4", "--gpus", "0,1", "--storage", url,
+               env={"MOTUNE_TEST_STUDY": "gpus", "MOTUNE_TEST_SLEEP_S": "3", "CUDA_VISIBLE_DEVICES": "6,7"})
     out, err = run.communicate(timeout=300)
     assert run.returncode == 0, err
     seen = {(t.user_attrs["provenance"]["worker"]["index"], t.user_attrs["provenance"]["worker"]["cuda_visible_devices"])
             for t in trials_of(url, "gpus")}
-    assert seen <= {(0, "0"), (1, "1")} and len({s[1] for s in seen}) == 2
+    assert seen == {(0, "6"), (1, "7")}  # --gpus 0,1 counts the GPUs this job was given (6 and 7)
 
 
 def test_sigterm_stops_every_worker_and_leaves_no_trial_running(tmp_path):
@@ -80,7 +80,7 @@ def test_sigterm_stops_every_worker_and_leaves_no_trial_running(tmp_path):
 
 def test_a_killed_worker_is_replaced_and_its_trial_failed_and_retried(tmp_path):
     url = f"sqlite:///{tmp_path / 'kill.db'}"
-    run = pool("--trials", "5", "--workers", "2", "--storage", url,
+    run = pool("--trials", "6", "--workers", "2", "--storage", url,
                env={"MOTUNE_TEST_STUDY": "killed", "MOTUNE_TEST_SLEEP_S": "3"})
     victim = wait_until(lambda: next((t for t in trials_of(url, "killed") if t.state.name == "RUNNING"
                                       and "worker" in t.user_attrs), None), 120, "a running trial")
@@ -94,18 +94,22 @@ def test_a_killed_worker_is_replaced_and_its_trial_failed_and_retried(tmp_path):
         "worker died (its process ended with exit code -9)"
     retry = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == dead.params
-    assert sum(t.state.name == "COMPLETE" for t in trials.values()) == 5  # the death did not eat a trial
+    assert sum(t.state.name == "COMPLETE" for t in trials.values()) == 6  # the death did not eat a trial
     assert len({t.user_attrs["worker"]["pid"] for t in trials.values()}) == 3  # a new worker took its place
+    assert "a new worker takes its place" in err
 
 
-def test_planning_workers():
+def test_planning_workers(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
     assert [s.gpus for s in plan_workers(workers=3, cpu_count=8)] == [(), (), ()]
     assert {s.threads for s in plan_workers(workers=3, cpu_count=8)} == {2}
     assert [s.gpus for s in plan_workers(gpus="0,1", workers_per_gpu=2, cpu_count=8)] == [("0",), ("0",), ("1",), ("1",)]
     assert {s.threads for s in plan_workers(gpus="3", threads=5)} == {5}
     spec = plan_workers(gpus="1")[0]
     assert spec.environment()["CUDA_VISIBLE_DEVICES"] == "1" and spec.environment()["OMP_NUM_THREADS"] == str(spec.threads)
-    for bad in (dict(workers=0), dict(gpus="0", workers_per_gpu=0), dict(workers=2, threads=0)):
+    with pytest.raises(mt.SpecError, match=r"may use 4 GPU\(s\).*\[7\] is not one of them"):
+        plan_workers(gpus="1,7")
+    for bad in (dict(workers=0), dict(gpus="0", workers_per_gpu=0), dict(workers=2, threads=0), dict(gpus="x")):
         with pytest.raises(mt.SpecError):
             plan_workers(**bad)
 
@@ -140,35 +144,76 @@ def test_timing_is_serialised_per_device_and_records_who_trains(tmp_path, monkey
         assert info["others_training"] == []  # the dead process's marker is cleared
 
 
-def test_exclusive_timing_waits_for_training_and_holds_new_training_back(tmp_path, monkeypatch):
-    monkeypatch.setenv("MOTUNE_LOCK_DIR", str(tmp_path))
-    events = []
+_ORDER_SCRIPT = """
+import sys, time, motune.locks as l
+role, log = sys.argv[1], sys.argv[2]
+def note(what):
+    with open(log, "a") as f:
+        f.write(f"{time.monotonic()} {what}\\n")
+if role == "trainer":
+    with l.training("cpu"):
+        note("train start " + sys.argv[3]); time.sleep(float(sys.argv[4])); note("train end " + sys.argv[3])
+else:
+    with l.study_timing("exclusive"), l.timing_lock("cpu") as info:
+        note("time start " + info["mode"]); time.sleep(0.5); note("time end")
+"""
 
-    def train(name, hold_s):
-        with locks.study_timing("exclusive"), locks.training("cpu"):
-            events.append(("train start", name, time.monotonic()))
-            time.sleep(hold_s)
-            events.append(("train end", name, time.monotonic()))
 
-    def timer():
-        with locks.study_timing("exclusive"), locks.timing_lock("cpu") as info:
-            events.append(("time start", info["mode"], time.monotonic()))
-            time.sleep(0.3)
-            events.append(("time end", None, time.monotonic()))
+def test_exclusive_timing_waits_for_training_and_holds_new_training_back(tmp_path):
+    """Three processes: a trainer, an exclusive timer that asks while it trains, a second trainer that asks
+    while the timer waits. Each starts only once the previous one has been seen waiting or working."""
+    log = tmp_path / "log"
+    env = {**os.environ, "MOTUNE_LOCK_DIR": str(tmp_path / "locks")}
+    script = tmp_path / "order.py"
+    script.write_text(_ORDER_SCRIPT)
 
-    first = threading.Thread(target=train, args=("first", 0.6))
-    first.start()
-    time.sleep(0.1)
-    timing = threading.Thread(target=timer)
-    timing.start()
-    time.sleep(0.1)
-    second = threading.Thread(target=train, args=("second", 0.1))  # asks while the timer waits
-    second.start()
-    for t in (first, timing, second):
-        t.join(timeout=10)
-    order = [(kind, name) for kind, name, _ in sorted(events, key=lambda e: e[2])]
-    assert order == [("train start", "first"), ("train end", "first"), ("time start", "exclusive"),
-                     ("time end", None), ("train start", "second"), ("train end", "second")]
+    first = subprocess.Popen([sys.executable, str(script), "trainer", str(log), "first", "3"], env=env)
+    wait_until(lambda: log.exists() and "train start first" in log.read_text(), 60, "the first trainer")
+    timer = subprocess.Popen([sys.executable, str(script), "timer", str(log)], env=env)
+    wait_until(lambda: _waits_on_a_lock(timer.pid), 60, "the timer waiting")
+    second = subprocess.Popen([sys.executable, str(script), "trainer", str(log), "second", "0.1"], env=env)
+    wait_until(lambda: _waits_on_a_lock(second.pid), 60, "the second trainer waiting")
+    for p in (first, timer, second):
+        assert p.wait(timeout=60) == 0
+    order = [line.split(" ", 1)[1] for line in sorted(log.read_text().splitlines(), key=lambda x: float(x.split()[0]))]
+    assert order == ["train start first", "train end first", "time start exclusive", "time end",
+                     "train start second", "train end second"]
+
+
+def _waits_on_a_lock(pid):
+    """Whether process ``pid`` is blocked in flock (Linux: its wchan, or its state, says so)."""
+    try:
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return False
+    return "lock" in wchan or "flock" in wchan
+
+
+def test_a_report_inside_train_times_in_exclusive_mode_without_deadlocking(task, tmp_path, monkeypatch):
+    from conftest import FAST_LATENCY, make_study
+    from conftest import train as fit
+
+    monkeypatch.setenv("MOTUNE_LOCK_DIR", str(tmp_path / "locks"))
+
+    def train(params, task_, ctx):
+        model = fit(params, task_, ctx)
+        ctx.report(0, model)  # latency measured inside train, which holds the shared training lock
+        return model
+
+    study = make_study(task, optuna.storages.InMemoryStorage(), train=train, timing="exclusive",
+                       objectives=[mt.maximize("accuracy"), mt.minimize("latency_p95_ms")],
+                       metric_options=FAST_LATENCY)
+    result = study.optimize(n_trials=2, show_progress=False)
+    assert [r.state for r in result.records()] == ["COMPLETE", "COMPLETE"]
+    assert not list((tmp_path / "locks" / "training").iterdir())  # markers removed
+
+
+def test_locks_work_where_home_cannot_be_written(tmp_path, monkeypatch):
+    monkeypatch.delenv("MOTUNE_LOCK_DIR", raising=False)
+    monkeypatch.setenv("HOME", "/proc/no-home-here")
+    with locks.training("cpu"), locks.timing_lock("cpu") as info:
+        assert info["lock"].startswith("cpu-")
+    assert str(locks.lock_folder()).startswith(str(Path(__import__("tempfile").gettempdir())))
 
 
 def test_a_study_records_its_timing_mode_and_device_lock(task, tmp_path, monkeypatch):

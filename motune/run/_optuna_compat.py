@@ -189,8 +189,12 @@ class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             super().__init__(max_retry=max_retry)
+        self.max_retry = max_retry
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        if self.max_retry is not None and self.max_retry < len(history):
+            return  # retried often enough (Optuna's own rule)
         clean = optuna.trial.create_trial(
             state=optuna.trial.TrialState.FAIL,
             params=trial.params,
@@ -200,6 +204,11 @@ class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
         )
         clean.number = trial.number  # Optuna's callback records the number it retries
         super().__call__(study, clean)
+        for hook in list(RETRY_CREATED):  # a worker pool gives the retry a ticket of its own
+            hook(1)
+
+
+RETRY_CREATED: list[Any] = []  # callables(n) told when a retry was queued (a worker pool's trial count)
 
 
 def artifact_folder(store: Any) -> str | None:

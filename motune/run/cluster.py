@@ -12,10 +12,15 @@ has more than one node), the study file at the same path on every node (a
 shared filesystem or the same checkout), and, for kept models, a shared
 artifact store.
 
-A worker whose actor dies (its node lost, its process killed) is reported;
-its running trial is failed at once with the reason and retried, and a new
-actor takes its place (up to ``max_replacements``). Ctrl-C or SIGTERM on
-the driver stops the workers and fails their running trials with the reason.
+The driver's ``MOTUNE_*`` settings (heartbeat, artifact folder, lock folder
+...) go to every worker through Ray's ``runtime_env``, and the storage URL is
+passed resolved (a relative SQLite path made absolute). A worker whose actor
+dies (its node lost, its process killed) is reported; its running trial is
+failed at once with the reason and retried (the retry brings its own ticket,
+whoever notices the death), and a new actor takes its place (up to
+``max_replacements``; one Ray cannot place is left out). Ctrl-C or SIGTERM
+on the driver stops the workers and fails their running trials with the
+reason.
 Progress comes from the storage (the driver reads the finished trials every
 second).
 """
@@ -25,12 +30,14 @@ from __future__ import annotations
 import os
 import platform
 import signal
+import time
 from typing import Any
 
 import optuna
 
 from motune.errors import SpecError
 from motune.results import Result, record_of
+from motune.run import _optuna_compat as compat
 from motune.run.pool import fail_trials_of
 from motune.run.progress import TrialProgress
 from motune.run.storage import storage_location
@@ -74,26 +81,34 @@ def _actor_classes(ray: Any) -> tuple[Any, Any]:
             return {"host": platform.node(), "pid": os.getpid(),
                     "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
-        def run(self, study_file: str, name: str, changes: dict[str, Any], timeout: float | None, tickets: Any,
-                index: int, threads: int) -> int:
+        def run(self, study_file: str, name: str, changes: dict[str, Any], deadline: float | None, tickets: Any,
+                index: int, threads: int) -> None:
             import json
 
+            from motune.run import _optuna_compat
             from motune.run.pool import worker_loop
 
             os.environ["MOTUNE_WORKER"] = json.dumps({"index": index, "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
                                                       "threads": threads, "scheduler": "ray"})
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            result = worker_loop(study_file, name, changes, timeout=timeout, threads=threads,
-                                 budget=lambda: ray.get(tickets.take.remote()))
-            return sum(1 for r in result.records() if r.attrs.get("worker", {}).get("pid") == os.getpid())
+            _optuna_compat.RETRY_CREATED.append(lambda n=1: tickets.give_back.remote(n))  # a retry's own ticket
+            timeout = None if deadline is None else max(0.001, deadline - time.time())
+            worker_loop(study_file, name, changes, timeout=timeout, threads=threads,
+                        budget=lambda: ray.get(tickets.take.remote()))
 
     return Tickets, Worker
 
 
+def _forwarded_environment() -> dict[str, str]:
+    """The driver's motune settings, for every worker (an existing cluster's nodes do not have them)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("MOTUNE_")}
+
+
 def run_on_ray(study: Any, study_file: str, *, address: str, n_trials: int | None, timeout: float | None,
                changes: dict[str, Any], gpus_per_worker: float = 0, cpus_per_worker: float = 1,
-               workers: int | None = None, show_progress: bool = True, max_replacements: int = 3,
-               init_kwargs: dict[str, Any] | None = None, place_timeout_s: float = 120.0) -> tuple[Result, str | None]:
+               workers: int | None = None, threads: int | None = None, show_progress: bool = True,
+               max_replacements: int = 3, init_kwargs: dict[str, Any] | None = None,
+               place_timeout_s: float = 120.0) -> tuple[Result, str | None]:
     """Run ``study`` on the Ray cluster at ``address`` (``"auto"``, ``"ray://..."``, or ``"local"`` for a Ray
     started here); returns the result read back and the signal that stopped it (``None``)."""
     from motune.run import artifacts
@@ -101,8 +116,12 @@ def run_on_ray(study: Any, study_file: str, *, address: str, n_trials: int | Non
 
     ray = _ray()
     location = storage_location(study.storage)
-    if not isinstance(location, str):
+    if not isinstance(location, str) or location.endswith(":memory:"):
         raise SpecError("--ray needs the study's storage as a URL every node can open (postgresql://...)")
+    if location.startswith("sqlite"):
+        from sqlalchemy.engine import make_url
+
+        location = f"sqlite:///{os.path.abspath(make_url(location).database)}"  # the same file from every worker
     if not ray.is_initialized():
         ray.init(address=None if address == "local" else address, **(init_kwargs or {}))
     nodes = [n for n in ray.nodes() if n.get("Alive")]
@@ -110,37 +129,47 @@ def run_on_ray(study: Any, study_file: str, *, address: str, n_trials: int | Non
         raise SpecError(f"a SQLite file cannot be shared by the {len(nodes)} machines of this Ray cluster: use a "
                         "PostgreSQL storage (--storage postgresql://...)")
     resources = ray.cluster_resources()
+    if gpus_per_worker > resources.get("GPU", 0):
+        raise SpecError(f"--gpus-per-trial {gpus_per_worker:g}, but the Ray cluster has "
+                        f"{resources.get('GPU', 0):g} GPU(s)")
     if workers is None:
         by_gpu = int(resources.get("GPU", 0) // gpus_per_worker) if gpus_per_worker > 0 else None
         by_cpu = int(resources.get("CPU", 1) // max(cpus_per_worker, 1e-9))
         workers = max(1, min(x for x in (by_gpu, by_cpu, n_trials) if x is not None))
-    if gpus_per_worker > resources.get("GPU", 0):
-        raise SpecError(f"--gpus-per-trial {gpus_per_worker:g}, but the Ray cluster has "
-                        f"{resources.get('GPU', 0):g} GPU(s)")
+    changes = {**changes, "storage": location}
     store = None if study.keep_models == "none" else artifacts.store_for(study.artifact_store, study.storage)
     ostudy = open_study(study, artifact_store=store)
     keys = [c.key for c in study.constraints]
     TicketsActor, WorkerActor = _actor_classes(ray)
     tickets = TicketsActor.remote(n_trials)
-    threads = max(1, int(cpus_per_worker))
+    threads = threads or max(1, int(cpus_per_worker))
+    deadline = None if timeout is None else time.time() + timeout
+    env = {"env_vars": _forwarded_environment()}
     progress = TrialProgress(study, total=n_trials, enabled=show_progress)
     running: dict[Any, tuple[int, Any, dict[str, Any]]] = {}  # future -> (index, actor, where)
+    placed: list[tuple[Any, dict[str, Any]]] = []  # every actor that ran, and where
     replacements = {"left": max_replacements}
     stopping: list[str] = []
     seen: set[int] = {t.number for t in ostudy.get_trials(deepcopy=False) if t.state.is_finished()}
 
-    actors: list[Any] = [tickets]
-
-    def start(index: int) -> None:
-        actor = WorkerActor.options(num_gpus=gpus_per_worker, num_cpus=cpus_per_worker).remote()
-        actors.append(actor)
-        try:
-            where = ray.get(actor.where.remote(), timeout=place_timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            raise SpecError(f"Ray could not place a worker with {gpus_per_worker:g} GPU and {cpus_per_worker:g} CPU "
-                            f"within {place_timeout_s:g} s (cluster: {ray.available_resources()} free)") from None
-        future = actor.run.remote(study_file, study.name, changes, timeout, tickets, index, threads)
-        running[future] = (index, actor, where)
+    def launch(indices: list[int]) -> list[int]:
+        """Start actors for ``indices``; returns the ones Ray could not place in time (Ctrl-C stops waiting)."""
+        pending = {}
+        for index in indices:
+            actor = WorkerActor.options(num_gpus=gpus_per_worker, num_cpus=cpus_per_worker, runtime_env=env).remote()
+            pending[actor.where.remote()] = (index, actor)
+        waited = time.monotonic()
+        while pending and not stopping and time.monotonic() - waited < place_timeout_s:
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.5)
+            for ref in ready:
+                index, actor = pending.pop(ref)
+                where = ray.get(ref)
+                placed.append((actor, where))
+                future = actor.run.remote(study_file, study.name, changes, deadline, tickets, index, threads)
+                running[future] = (index, actor, where)
+        for index, actor in pending.values():
+            ray.kill(actor)
+        return [index for index, _ in pending.values()]
 
     def stop(signum: int, _frame: Any) -> None:
         if not stopping:
@@ -152,41 +181,33 @@ def run_on_ray(study: Any, study_file: str, *, address: str, n_trials: int | Non
                 seen.add(t.number)
                 progress.on_trial_end(record_of(t, keys), prefix="ray")
 
+    def on_retry(n: int = 1) -> None:  # a retry the driver queued (a lost actor's trial) brings its own ticket
+        ray.get(tickets.give_back.remote(n))
+
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    compat.RETRY_CREATED.append(on_retry)
     progress.on_study_start(None)
     progress.print(f"running {n_trials or 'trials'} of study {study.name} on Ray ({len(nodes)} node(s)) in "
                    f"{workers} worker(s) of {gpus_per_worker:g} GPU and {cpus_per_worker:g} CPU each")
     try:
-        for index in range(workers):
-            start(index)
-        while running:
+        unplaced = launch(list(range(workers)))
+        if unplaced and not running:
+            raise SpecError(f"Ray could not place a worker with {gpus_per_worker:g} GPU and {cpus_per_worker:g} CPU "
+                            f"within {place_timeout_s:g} s (free: {ray.available_resources()})")
+        if unplaced:
+            progress.print(f"Ray placed {workers - len(unplaced)} of {workers} workers; going on with those")
+        while running and not stopping:
             done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             report_finished()
-            if stopping:
-                ray.get(tickets.close.remote())
-                for index, actor, where in running.values():
-                    ray.kill(actor)
-                    fail_trials_of(ostudy, where["pid"], where["host"], f"interrupted by {stopping[0]} (the Ray "
-                                   "worker was stopped)")
-                running.clear()
-                break
             for future in done:
                 index, actor, where = running.pop(future)
                 try:
                     ray.get(future)
                 except ray.exceptions.RayTaskError as err:  # the worker's own error (a study file that fails ...)
-                    ray.get(tickets.close.remote())
-                    for _, other, other_where in running.values():
-                        ray.kill(other)
-                        fail_trials_of(ostudy, other_where["pid"], other_where["host"],
-                                       f"stopped: another Ray worker failed ({err.cause!r})")
-                    running.clear()
                     raise err.as_instanceof_cause() from None
                 except ray.exceptions.RayActorError as err:
                     failed = fail_trials_of(ostudy, where["pid"], where["host"],
                                             f"worker died (its Ray actor was lost: {type(err).__name__})")
-                    if failed:
-                        ray.get(tickets.give_back.remote(len(failed)))
                     left = ray.get(tickets.remaining.remote())
                     more = (left is None or left > 0) and replacements["left"] > 0
                     progress.print(f"ray worker {index} (pid {where['pid']} on {where['host']}) died; its trial(s) "
@@ -194,13 +215,21 @@ def run_on_ray(study: Any, study_file: str, *, address: str, n_trials: int | Non
                                                                              if more else ""))
                     if more:
                         replacements["left"] -= 1
-                        start(index)
+                        if launch([index]):
+                            progress.print(f"Ray could not place a new worker {index}; going on without it")
         report_finished()
     finally:
+        ray.get(tickets.close.remote())
+        for actor, _ in placed:  # free the cluster's GPUs and CPUs; then fail whatever they left running
+            ray.kill(actor)
+        time.sleep(1.0 if placed else 0.0)  # ray.kill returns before the actor is gone
+        reason = f"interrupted by {stopping[0]} (the Ray worker was stopped)" if stopping else "the Ray worker was stopped"
+        for _, where in placed:
+            fail_trials_of(ostudy, where["pid"], where["host"], reason, retry=False)
+        ray.kill(tickets)
+        compat.RETRY_CREATED.remove(on_retry)
         for s, handler in previous.items():
             signal.signal(s, signal.SIG_DFL if handler is None else handler)
-        for actor in actors:  # free the cluster's GPUs and CPUs for whatever runs next
-            ray.kill(actor)
         result = attach_store(Result(ostudy), study.storage, store)
         result.spec = study
         result.interrupted = stopping[0] if stopping else None

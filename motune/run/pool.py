@@ -4,24 +4,33 @@
 starts worker *processes* (not threads: each has its own interpreter, CUDA
 context and thread pools), all on the study's storage:
 
-- each worker sees only its GPU(s) (``CUDA_VISIBLE_DEVICES``, set before the
-  worker starts, so before CUDA initialises; a CPU worker sees none) and trains
-  on ``ctx.device`` (``"cuda"`` there, as ``cuda:0``);
+- each worker sees only its GPU(s): ``CUDA_VISIBLE_DEVICES`` (with
+  ``CUDA_DEVICE_ORDER=PCI_BUS_ID``) is in its environment from the moment it
+  starts, so before CUDA initialises; ``--gpus 0,1`` counts the GPUs this
+  process may use (a job given GPUs 2 and 3 by its scheduler has them as 0 and
+  1); a CPU worker sees none. ``train`` finds where to put the model in
+  ``ctx.device`` (``"cuda"`` there, as ``cuda:0``);
 - its thread pools (torch intra-op, OpenMP and BLAS through threadpoolctl, and
-  the ``OMP_NUM_THREADS`` family for libraries that read them) are sized to its
-  share of the cores (``--threads`` overrides), stated in each trial's
-  provenance (``worker``);
-- the run's trial count is shared: a worker takes a ticket before each trial,
-  so the pool runs exactly ``--trials`` trials however fast each worker is;
-  sampler seeds differ per trial (:mod:`motune.run.sampling`); workers start a
-  moment apart;
+  ``OMP_NUM_THREADS`` and its kin from its start) are sized to its share of
+  the cores (``--threads`` overrides), stated in each trial's provenance;
+- the trial count is the pool's: a worker asks the pool for a ticket before
+  each trial, so the pool runs exactly ``--trials`` trials however fast each
+  worker is; the retry of a trial whose worker died comes with a ticket of its
+  own (a death does not eat one); ``--timeout`` is one deadline for the pool;
+  sampler seeds differ per trial (:mod:`motune.run.sampling`); workers start
+  a moment apart;
+- each worker talks to the pool over its own pipe (tickets, trial starts and
+  ends), so a worker killed mid-message harms no other;
 - one progress display for the pool: a line per finished trial (``w2``: which
-  worker), and the workers' states;
+  worker) and the workers' states;
 - Ctrl-C or SIGTERM stops every worker: each fails its running trial with the
-  reason; nothing is left RUNNING;
+  reason; a worker that does not stop within a minute is killed and its trial
+  failed by the pool; workers stop when the pool's process dies;
 - a worker that dies (``kill -9``, out of memory) is reported; its running
-  trial is failed at once ("worker died (exit code -9)") and retried, and a
-  new worker takes its place (up to ``max_replacements``).
+  trial is failed at once ("worker died (its process ended with exit code
+  -9)") and retried, and a new worker takes its place (up to
+  ``max_replacements``). A worker whose ``train`` calls ``sys.exit(code)``, or
+  that fails on its own (its study file does not load there), stops the pool.
 
 :func:`worker_loop` is one worker's life, the same for ``motune worker`` (a
 scheduler such as Slurm or Kubernetes starts one per job) and for Ray.
@@ -29,18 +38,21 @@ scheduler such as Slurm or Kubernetes starts one per job) and for Ray.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing
 import os
-import queue
+import platform
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import wait as wait_for_messages
 from typing import Any
 
 import optuna
@@ -54,6 +66,7 @@ from motune.run.progress import TrialProgress
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS")
+STOP_GRACE_S = 60.0  # how long a stopping worker may take to fail its trial and exit before it is killed
 
 
 @dataclass(frozen=True)
@@ -67,12 +80,14 @@ class WorkerSpec:
     def environment(self) -> dict[str, str]:
         env = {name: str(self.threads) for name in THREAD_VARIABLES}
         env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the numbering nvidia-smi and schedulers use
         env["MOTUNE_WORKER"] = json.dumps({"index": self.index, "gpus": list(self.gpus), "threads": self.threads})
         return env
 
 
 def visible_gpus() -> list[str]:
-    """The GPUs this machine lets us use: ``CUDA_VISIBLE_DEVICES`` when set, else ``nvidia-smi``'s list."""
+    """The GPUs this process may use (as ``CUDA_VISIBLE_DEVICES`` names them): that variable when set,
+    else ``nvidia-smi``'s list."""
     if "CUDA_VISIBLE_DEVICES" in os.environ:
         return [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
     if shutil.which("nvidia-smi") is None:
@@ -87,7 +102,23 @@ def plan_workers(*, workers: int | None = None, gpus: str | None = None, workers
     """The workers for ``--workers N`` (CPU) or ``--gpus all|0,1`` (``workers_per_gpu`` on each)."""
     cpu_count = cpu_count or os.cpu_count() or 1
     if gpus is not None:
-        ids = visible_gpus() if gpus == "all" else [g.strip() for g in gpus.split(",") if g.strip()]
+        visible = visible_gpus()
+        if gpus == "all":
+            ids = visible
+        else:
+            try:
+                wanted = [int(g) for g in gpus.split(",") if g.strip()]
+            except ValueError:
+                raise SpecError(f"--gpus must be 'all' or GPU numbers such as 0,1, got {gpus!r}") from None
+            outside = [g for g in wanted if not 0 <= g < len(visible)]
+            if outside and not visible:
+                raise SpecError(f"--gpus {gpus}: no GPU is visible here (CUDA_VISIBLE_DEVICES is empty or nvidia-smi "
+                                "lists none); use --workers N for CPU workers")
+            if outside:
+                raise SpecError(f"--gpus {gpus}: this process may use {len(visible)} GPU(s) (numbered 0 to "
+                                f"{len(visible) - 1}, CUDA_VISIBLE_DEVICES={','.join(visible) or 'none'}); "
+                                f"{outside} is not one of them")
+            ids = [visible[g] for g in wanted]  # what a scheduler gave this job, not the machine's numbering
         if not ids:
             raise SpecError("--gpus all: no GPU is visible here (CUDA_VISIBLE_DEVICES is empty or nvidia-smi "
                             "lists none); use --workers N for CPU workers")
@@ -106,41 +137,6 @@ def plan_workers(*, workers: int | None = None, gpus: str | None = None, workers
 
 # ---------------------------------------------------------------- one worker
 
-class Tickets:
-    """The pool's trial budget, shared by its processes: a worker takes one before each trial."""
-
-    def __init__(self, n: int, context: Any) -> None:
-        self._left = context.Value("i", n)
-
-    def take(self) -> bool:
-        with self._left.get_lock():
-            if self._left.value <= 0:
-                return False
-            self._left.value -= 1
-            return True
-
-    def give_back(self, n: int = 1) -> None:
-        with self._left.get_lock():
-            self._left.value += n
-
-    @property
-    def left(self) -> int:
-        return self._left.value
-
-
-class _Events(Callback):
-    """A worker's trial starts and ends, sent to the pool's process as plain records."""
-
-    def __init__(self, events: Any, index: int) -> None:
-        self.events, self.index = events, index
-
-    def on_trial_start(self, trial: TrialStart) -> None:
-        self.events.put(("start", self.index, os.getpid(), trial.number))
-
-    def on_trial_end(self, record: Any) -> None:
-        self.events.put(("end", self.index, os.getpid(), record))
-
-
 def apply_threads(threads: int) -> Any:
     """Size this process's thread pools to ``threads`` for its lifetime (keep the returned object)."""
     from threadpoolctl import threadpool_limits
@@ -153,49 +149,85 @@ def apply_threads(threads: int) -> Any:
 
 
 def worker_loop(study_file: str, name: str, changes: dict[str, Any], *, n_trials: int | None = None,
-                timeout: float | None = None, budget: Any = None, callbacks: Sequence[Any] = (),
-                show_progress: bool = False, threads: int | None = None) -> Result:
+                timeout: float | None = None, budget: Callable[[], bool] | None = None,
+                callbacks: Sequence[Any] = (), show_progress: bool = False, threads: int | None = None) -> Result:
     """One worker: load the study from its file, size its thread pools, run trials until its budget
     (``budget()``: take a ticket), ``n_trials`` or ``timeout`` ends."""
     from motune.run.optimize import optimize
     from motune.spec import studies_in_file
 
-    studies = studies_in_file(study_file)
-    found = [s for s in studies if s.name == name] or (studies if len(studies) == 1 and "name" in changes else [])
+    found = [s for s in studies_in_file(study_file) if s.name == name]
     if not found:
         raise SpecError(f"{study_file} defines no motune.Study named {name!r}")
     study = dataclasses.replace(found[0], **changes)
     if threads is None and os.environ.get("MOTUNE_WORKER"):
         threads = json.loads(os.environ["MOTUNE_WORKER"]).get("threads")
-    limits = apply_threads(threads) if threads else None
-    try:
+    limits = apply_threads(threads) if threads else contextlib.nullcontext()
+    with limits:
         return optimize(study, n_trials=n_trials, timeout=timeout, show_progress=show_progress,
                         callbacks=list(callbacks), budget=budget)
-    finally:
-        del limits
 
 
-def _worker_process(study_file: str, name: str, changes: dict[str, Any], spec: WorkerSpec, timeout: float | None,
-                    budget: Tickets | None, events: Any, delay_s: float) -> None:
-    """The body of a pool's worker process (``spawn``: a fresh interpreter)."""
-    os.environ.update(spec.environment())  # before the study file imports torch, so before CUDA initialises
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the pool's process shows progress for all of them
-    time.sleep(delay_s)
+class _PoolLink(Callback):
+    """A worker's pipe to the pool: tickets, trial starts and ends (plain records), its exit."""
+
+    def __init__(self, conn: Any, index: int) -> None:
+        self.conn, self.index = conn, index
+        self._lock = threading.Lock()
+
+    def send(self, *message: Any) -> None:
+        with self._lock:
+            self.conn.send((message[0], self.index, os.getpid(), *message[1:]))
+
+    def take(self) -> bool:
+        with self._lock:
+            self.conn.send(("ticket", self.index, os.getpid()))
+            return bool(self.conn.recv())
+
+    def give_back(self, n: int = 1) -> None:
+        self.send("give_back", n)
+
+    def on_trial_start(self, trial: TrialStart) -> None:
+        self.send("start", trial.number)
+
+    def on_trial_end(self, record: Any) -> None:
+        self.send("end", record)
+
+
+def _stop_with_parent() -> None:
+    """Linux: this worker gets SIGTERM when the pool's process dies (``kill -9`` included)."""
     try:
-        worker_loop(study_file, name, changes, timeout=timeout, budget=None if budget is None else budget.take,
-                    callbacks=[_Events(events, spec.index)], threads=spec.threads)
-    except SystemExit as err:  # SIGTERM (143) and sys.exit in train end the process with their code
-        events.put(("exit", spec.index, os.getpid(), err.code))
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker_process(study_file: str, name: str, changes: dict[str, Any], spec: WorkerSpec, deadline: float | None,
+                    limited: bool, conn: Any, delay_s: float) -> None:
+    """The body of a pool's worker process (``spawn``: a fresh interpreter whose environment the pool set)."""
+    _stop_with_parent()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the pool's process shows progress for all of them
+    link = _PoolLink(conn, spec.index)
+    compat.RETRY_CREATED.append(link.give_back)  # a dead trial's retry brings its own ticket
+    time.sleep(delay_s)
+    timeout = None if deadline is None else max(0.001, deadline - time.time())
+    try:
+        worker_loop(study_file, name, changes, timeout=timeout, budget=link.take if limited else None,
+                    callbacks=[link], threads=spec.threads)
+    except SystemExit as err:  # SIGTERM (143), or sys.exit in train: the pool hears the code
+        link.send("exit", err.code)
         raise
     except BaseException as err:
-        events.put(("error", spec.index, os.getpid(), f"{type(err).__name__}: {err}"))
+        link.send("error", f"{type(err).__name__}: {err}")
         raise
-    events.put(("exit", spec.index, os.getpid(), 0))
+    link.send("exit", 0)
 
 
 # ---------------------------------------------------------------- the pool
 
-def fail_trials_of(ostudy: optuna.Study, pid: int, host: str, reason: str) -> list[int]:
+def fail_trials_of(ostudy: optuna.Study, pid: int, host: str, reason: str, *, retry: bool = True) -> list[int]:
     """Fail (and retry) the RUNNING trials a dead process left, at once: the pool saw it die."""
     failed = []
     storage = compat.storage_of(ostudy)
@@ -208,51 +240,137 @@ def fail_trials_of(ostudy: optuna.Study, pid: int, host: str, reason: str) -> li
             storage.set_trial_system_attr(tid, _schema.FAIL_REASON_ATTR, reason)
             if storage.set_trial_state_values(tid, optuna.trial.TrialState.FAIL):
                 failed.append(t.number)
-                compat.RetryStaleTrial()(ostudy, storage.get_trial(tid))
+                if retry:
+                    compat.RetryStaleTrial()(ostudy, storage.get_trial(tid))
         except optuna.exceptions.UpdateFinishedTrialError:  # its heartbeat was seen stale first
             pass
     return failed
 
 
+@contextlib.contextmanager
+def _environment(env: dict[str, str]):
+    """``env`` in this process's environment while a worker starts (a spawned process copies it)."""
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run_pool(study: Any, study_file: str, specs: Sequence[WorkerSpec], *, n_trials: int | None,
              timeout: float | None, changes: dict[str, Any], show_progress: bool = True,
-             max_replacements: int = 3, stagger_s: float = 0.3) -> tuple[Result, str | None]:
-    """Run ``study`` (already checked and opened) in worker processes; returns the result read back and the
-    signal that stopped the pool (``None``)."""
-    import platform
-
+             max_replacements: int = 3, stagger_s: float = 0.3) -> tuple[Result, str | None, Any]:
+    """Run ``study`` in worker processes; returns the result read back, the signal that stopped the pool
+    (``None``) and the exit code a worker's ``train`` asked for with ``sys.exit`` (``None``)."""
     from motune.run import artifacts
+    from motune.run.storage import storage_location
     from motune.run.study import attach_store, open_study
 
+    if not isinstance(storage_location(study.storage), str) or storage_location(study.storage).endswith(":memory:"):
+        raise SpecError("worker processes need a storage they can all open (a SQLite file or PostgreSQL URL), not "
+                        "an in-memory one")
     context = multiprocessing.get_context("spawn")
-    tickets = None if n_trials is None else Tickets(n_trials, context)
-    events = context.Queue()
     store = None if study.keep_models == "none" else artifacts.store_for(study.artifact_store, study.storage)
     ostudy = open_study(study, artifact_store=store)  # the spec is checked once, here, before any worker starts
     keys = [c.key for c in study.constraints]
+    host = platform.node()
+    deadline = None if timeout is None else time.time() + timeout
+    tickets = {"left": n_trials}
     progress = TrialProgress(study, total=n_trials, enabled=show_progress)
     states: dict[int, str] = {}
     processes: dict[int, Any] = {}
+    links: dict[int, Any] = {}
+    exits: dict[int, Any] = {}  # index -> the exit code a worker announced
     replacements = {"left": max_replacements}
     stopping: list[str] = []
     errors: list[str] = []
+    asked_exit: list[Any] = []
+
+    def on_retry(n: int = 1) -> None:
+        if tickets["left"] is not None:
+            tickets["left"] += n
 
     def start(spec: WorkerSpec, delay_s: float) -> None:
+        if stopping:
+            return
+        ours, theirs = context.Pipe()
         process = context.Process(target=_worker_process, name=f"motune-worker-{spec.index}",
-                                  args=(study_file, study.name, changes, spec, timeout, tickets, events, delay_s),
-                                  daemon=False)
-        process.start()
-        processes[spec.index] = process
-        states[spec.index] = "starting"
+                                  args=(study_file, study.name, changes, spec, deadline, n_trials is not None, theirs,
+                                        delay_s))
+        with _environment(spec.environment()):
+            process.start()
+        theirs.close()
+        processes[spec.index], links[spec.index], states[spec.index] = process, ours, "starting"
+        exits.pop(spec.index, None)
+        if stopping:  # a signal came while it started
+            os.kill(process.pid, signal.SIGTERM)
 
     def stop(signum: int, _frame: Any) -> None:
         if not stopping:
             stopping.append(signal.Signals(signum).name)
         for process in processes.values():  # every worker fails its running trial with the reason, then exits
             if process.is_alive():
-                os.kill(process.pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM)
+
+    def handle(index: int, message: tuple) -> None:
+        kind = message[0]
+        if kind == "ticket":
+            granted = tickets["left"] is None or tickets["left"] > 0
+            if granted and tickets["left"] is not None:
+                tickets["left"] -= 1
+            with contextlib.suppress(OSError):  # it died after asking
+                links[index].send(granted and not stopping)
+        elif kind == "give_back":
+            on_retry(message[3])
+        elif kind == "start":
+            states[index] = f"trial {message[3]}"
+        elif kind == "end":
+            states[index] = "idle"
+            progress.on_trial_end(message[3], prefix=f"w{index}")
+        elif kind == "exit":
+            exits[index] = message[3]
+        elif kind == "error":  # the worker's own error (a study file that fails there ...): stop the pool
+            progress.print(f"w{index} stopped: {message[3]}")
+            errors.append(f"worker w{index} failed: {message[3]}")
+            states[index] = "failed"
+            stop(signal.SIGTERM, None)
+
+    def reap(index: int, process: Any) -> None:
+        code = process.exitcode
+        announced = exits.get(index)
+        if code == 0 or states.get(index) == "failed":
+            states[index] = "done" if code == 0 else states[index]
+            return
+        failed = fail_trials_of(ostudy, process.pid, host, f"worker died (its process ended with exit code {code})",
+                                retry=not stopping)
+        for number in failed:
+            t = next(t for t in ostudy.get_trials(deepcopy=False) if t.number == number)
+            progress.on_trial_end(record_of(t, keys), prefix=f"w{index}")
+        if stopping or announced in (143, 130):
+            states[index] = "stopped"
+            return
+        if announced is not None:  # sys.exit(code) in train: the trial is stored FAIL; the pool stops with it
+            states[index] = f"exited {announced}"
+            asked_exit.append(announced)
+            stop(signal.SIGTERM, None)
+            return
+        states[index] = "died"
+        more = tickets["left"] is None or tickets["left"] > 0
+        progress.print(f"w{index} (pid {process.pid}) died with exit code {code}; its trial(s) {failed or 'none'} "
+                       "failed and retried" + (f"; a new worker takes its place ({replacements['left'] - 1} more "
+                                               "allowed)" if more and replacements["left"] > 0 else ""))
+        if more and replacements["left"] > 0:
+            replacements["left"] -= 1
+            start(by_index[index], 0.0)
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    compat.RETRY_CREATED.append(on_retry)
     progress.on_study_start(None)
     progress.print(f"running {n_trials or 'trials'}{'' if n_trials else f' for {timeout:g} s'} of study "
                    f"{study.name} in {len(specs)} worker processes: " + ", ".join(
@@ -262,64 +380,46 @@ def run_pool(study: Any, study_file: str, specs: Sequence[WorkerSpec], *, n_tria
     try:
         for k, spec in enumerate(specs):
             start(spec, stagger_s * k)
-        while any(p.is_alive() for p in processes.values()) or not _drained(events):
-            try:
-                kind, index, pid, payload = events.get(timeout=0.2)
-            except queue.Empty:
-                kind = None
-            if kind == "start":
-                states[index] = f"trial {payload}"
-            elif kind == "end":
-                states[index] = "idle"
-                progress.on_trial_end(payload, prefix=f"w{index}")
-            elif kind == "error":  # the worker's own error (a study file that fails there ...): stop the pool
-                progress.print(f"w{index} stopped: {payload}")
-                errors.append(f"worker w{index} failed: {payload}")
-                states[index] = "failed"
-                stop(signal.SIGTERM, None)
+        while links or any(not _final(states.get(i, "")) for i in processes):
+            for conn in wait_for_messages(list(links.values()), timeout=0.2):
+                index = next(i for i, c in links.items() if c is conn)
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError):  # the worker is gone (or died mid-message): only its pipe is lost
+                    links.pop(index).close()
+                    continue
+                handle(index, message)
             for index, process in list(processes.items()):
-                if process.is_alive() or states.get(index) in ("done", "died", "failed"):
-                    continue
-                code = process.exitcode
-                if code == 0 or stopping:
-                    states[index] = "done"
-                    continue
-                states[index] = "died"
-                failed = fail_trials_of(ostudy, process.pid, platform.node(),
-                                        f"worker died (its process ended with exit code {code})")
-                if tickets is not None and failed:
-                    tickets.give_back(len(failed))  # the retry runs in the dead trial's place
-                for number in failed:
-                    t = next(t for t in ostudy.get_trials(deepcopy=False) if t.number == number)
-                    progress.on_trial_end(record_of(t, keys), prefix=f"w{index}")
-                more = tickets is None or tickets.left > 0
-                progress.print(f"w{index} (pid {process.pid}) died with exit code {code}; its trial(s) "
-                               f"{failed or 'none'} failed and retried"
-                               + (f"; a new worker takes its place ({replacements['left'] - 1} more allowed)"
-                                  if more and replacements["left"] > 0 else ""))
-                if more and replacements["left"] > 0:
-                    replacements["left"] -= 1
-                    start(by_index[index], 0.0)
+                if not process.is_alive() and index in links and not links[index].poll():
+                    links.pop(index).close()
+                if not process.is_alive() and index not in links and not _final(states.get(index, "")):
+                    process.join()
+                    reap(index, process)
             progress.worker_states = dict(sorted(states.items()))
     finally:
+        if any(p.is_alive() for p in processes.values()):
+            stop(signal.SIGTERM, None)
+        for index, process in processes.items():
+            process.join(timeout=STOP_GRACE_S)
+            if process.is_alive():  # it did not stop: kill it, and fail its trial here
+                process.kill()
+                process.join()
+                fail_trials_of(ostudy, process.pid, host, f"worker killed: it did not stop within {STOP_GRACE_S:g} s "
+                               f"of {stopping[0] if stopping else 'the end'}", retry=False)
         for s, handler in previous.items():
             signal.signal(s, signal.SIG_DFL if handler is None else handler)
-        for process in processes.values():
-            process.join(timeout=60)
+        compat.RETRY_CREATED.remove(on_retry)
         result = attach_store(Result(ostudy), study.storage, store)
         result.spec = study
-        result.interrupted = stopping[0] if stopping and not errors else None
+        result.interrupted = stopping[0] if stopping and not errors and not asked_exit else None
         progress.on_study_end(result)
     if errors:
         raise SpecError(errors[0])
-    return result, result.interrupted
+    return result, result.interrupted, (asked_exit[0] if asked_exit else None)
 
 
-def _drained(events: Any) -> bool:
-    try:
-        return events.empty()
-    except (OSError, ValueError):
-        return True
+def _final(state: str) -> bool:
+    return state in ("done", "died", "failed", "stopped") or state.startswith("exited")
 
 
-__all__ = ["Tickets", "WorkerSpec", "fail_trials_of", "plan_workers", "run_pool", "visible_gpus", "worker_loop"]
+__all__ = ["WorkerSpec", "fail_trials_of", "plan_workers", "run_pool", "visible_gpus", "worker_loop"]

@@ -47,11 +47,12 @@ def run_trial(study: Study, trial: optuna.Trial, hooks: Hooks, control: Interrup
     inherited = compat.frozen_system_attrs(trial)
     try:
         with control.trial_scope(trial.number), compat.live_trial(trial), locks.study_timing(study.timing):
+            # which process runs it, first: a pool fails a dead worker's trial by it, even one dead in space()
+            compat.write_trial_attrs(trial, _schema.worker_attrs(host=platform.node(), pid=os.getpid()), {})
             params = suggested_params(study, trial)
             seed = study.seed + trial.number
             seed_everything(seed)
-            compat.write_trial_attrs(trial, _schema.start_attrs(host=platform.node(), pid=os.getpid(), params=params),
-                                     {})
+            compat.write_trial_attrs(trial, _schema.params_attrs(params), {})
             device = worker_device()
             ctx = TrialContext(trial.number, seed, params, study.name, device, trial, study, hooks, control)
             hooks("on_trial_start", TrialStart(trial.number, dict(params), seed, inherited.get("failed_trial")))
@@ -126,12 +127,18 @@ def _keep_model(study: Study, trial: optuna.Trial, model: Any, objectives: list[
 
 
 def worker_device() -> str:
-    """Where this process's trials train: ``"cuda"`` when torch is loaded and sees a GPU (a worker pinned to
-    one sees only its own, as ``cuda:0``), else ``"cpu"``."""
-    torch = sys.modules.get("torch")  # a study that never imported torch trains on the CPU
-    if torch is not None and os.environ.get("CUDA_VISIBLE_DEVICES", None) != "" and torch.cuda.is_available():
-        return "cuda"
-    return "cpu"
+    """Where this process's trials train: ``"cuda"`` when torch sees a GPU (a worker pinned to one sees only its
+    own, as ``cuda:0``), else ``"cpu"``. A worker given a GPU asks torch even if the study has not imported it
+    yet; elsewhere torch is not imported just to ask."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return "cpu"  # a CPU worker of a pool: it sees no GPU
+    torch = sys.modules.get("torch")
+    if torch is None and os.environ.get("CUDA_VISIBLE_DEVICES"):
+        try:
+            import torch
+        except ImportError:
+            return "cpu"
+    return "cuda" if torch is not None and torch.cuda.is_available() else "cpu"
 
 
 def suggested_params(study: Study, trial: optuna.Trial) -> dict[str, Any]:
