@@ -93,7 +93,7 @@ def test_a_killed_worker_is_replaced_and_its_trial_failed_and_retried(tmp_path):
     assert dead.state.name == "FAIL" and dead.system_attrs["fail_reason"] == \
         "worker died (its process ended with exit code -9)"
     retry = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim.number]
-    assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == dead.params
+    assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and dead.params.items() <= retry[0].params.items()
     assert sum(t.state.name == "COMPLETE" for t in trials.values()) == 6  # the death did not eat a trial
     assert len({t.user_attrs["worker"]["pid"] for t in trials.values()}) == 3  # a new worker took its place
     assert "a new worker takes its place" in err
@@ -145,14 +145,17 @@ def test_timing_is_serialised_per_device_and_records_who_trains(tmp_path, monkey
 
 
 _ORDER_SCRIPT = """
-import sys, time, motune.locks as l
+import os, sys, time, motune.locks as l
 role, log = sys.argv[1], sys.argv[2]
 def note(what):
     with open(log, "a") as f:
         f.write(f"{time.monotonic()} {what}\\n")
-if role == "trainer":
+if role == "trainer":  # trains until the file argv[4] exists
     with l.training("cpu"):
-        note("train start " + sys.argv[3]); time.sleep(float(sys.argv[4])); note("train end " + sys.argv[3])
+        note("train start " + sys.argv[3])
+        while not os.path.exists(sys.argv[4]):
+            time.sleep(0.05)
+        note("train end " + sys.argv[3])
 else:
     with l.study_timing("exclusive"), l.timing_lock("cpu") as info:
         note("time start " + info["mode"]); time.sleep(0.5); note("time end")
@@ -167,12 +170,14 @@ def test_exclusive_timing_waits_for_training_and_holds_new_training_back(tmp_pat
     script = tmp_path / "order.py"
     script.write_text(_ORDER_SCRIPT)
 
-    first = subprocess.Popen([sys.executable, str(script), "trainer", str(log), "first", "3"], env=env)
+    release = tmp_path / "release"  # the first trainer trains until the other two are seen waiting
+    first = subprocess.Popen([sys.executable, str(script), "trainer", str(log), "first", str(release)], env=env)
     wait_until(lambda: log.exists() and "train start first" in log.read_text(), 60, "the first trainer")
     timer = subprocess.Popen([sys.executable, str(script), "timer", str(log)], env=env)
     wait_until(lambda: _waits_on_a_lock(timer.pid), 60, "the timer waiting")
-    second = subprocess.Popen([sys.executable, str(script), "trainer", str(log), "second", "0.1"], env=env)
+    second = subprocess.Popen([sys.executable, str(script), "trainer", str(log), "second", str(tmp_path)], env=env)
     wait_until(lambda: _waits_on_a_lock(second.pid), 60, "the second trainer waiting")
+    release.touch()
     for p in (first, timer, second):
         assert p.wait(timeout=60) == 0
     order = [line.split(" ", 1)[1] for line in sorted(log.read_text().splitlines(), key=lambda x: float(x.split()[0]))]
