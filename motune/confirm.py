@@ -9,7 +9,7 @@
   (:mod:`motune.metrics.intervals`);
 - re-times latency quietly: only when no trial of the study is running (a
   running one is refused unless ``allow_running=True``, and then flagged), under
-  the host-wide timing lock, with more calls (``latency_min_count``,
+  its device's timing lock, in the study's latency mode, with more calls (``latency_min_count``,
   ``latency_min_time_s``), the study's thread settings and the host's load
   recorded; p50 / p95 / p99 get order-statistic intervals; a run whose median
   interval stays wider than ``max_ci_width`` is flagged ``noisy``;

@@ -11,7 +11,7 @@ import motune as mt
 from conftest import EVIL, make_study
 from motune.viz.groups import _get_group_info
 from motune.viz.history import RULE, _get_hypervolume_history_info, reference_point
-from motune.viz.latency import _get_latency_info
+from motune.viz.latency import _get_latency_info, mode_label, plot_latency
 from motune.viz.pruning import _get_pruning_info
 from motune.viz.tradeoffs import _get_importance_info, _get_parallel_info
 
@@ -74,6 +74,11 @@ def test_latency_info_and_pruning_info(reported_result):
     complete = [r for r in reported_result.records() if r.state == "COMPLETE"]
     assert info.trials == [r.number for r in complete] and info.device == "cpu"
     assert all(s["p50_ci_low_ms"] <= s["p50_ms"] <= s["p50_ci_high_ms"] for s in info.stats)
+    # scikit-learn models are timed on predict, host rows to host predictions: end to end, and the figure says so
+    assert set(info.modes) == {"end_to_end"} and "model.predict" in info.window
+    assert "end to end" in plot_latency(reported_result).layout.title.text
+    assert mode_label(["device", "device"]) == "device time"
+    assert mode_label(["device", None]) == "mixed modes: device time, mode not recorded"
     pruning = _get_pruning_info(reported_result)
     assert pruning.by_rule == {"odd_trials": 4} and pruning.steps == {"odd_trials": [2, 2, 2, 2]}
     assert pruning.budget_steps == 8 * 3 and pruning.used_steps == 4 * 3 + 4 * 2

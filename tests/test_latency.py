@@ -57,7 +57,8 @@ def test_a_torch_module_is_timed_on_fixed_inputs_in_eval_mode_with_fixed_threads
     assert d["batch_1"]["count"] >= 20 and d["batch"]["batch_size"] == 16
     for name in ("latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "batch_latency_p50_ms", "batch_latency_p95_ms"):
         assert m.values[name] > 0
-    assert m.values["throughput_per_s"] == pytest.approx(16 / (d["batch"]["p50_ms"] / 1000))
+    flow = d["throughput"]
+    assert m.values["throughput_per_s"] == pytest.approx(16 * flow["calls"] / flow["seconds"])
 
 
 def test_fixed_threads_restores_the_count():
@@ -87,9 +88,12 @@ class FakeTorchCuda:
 
 class FakeNvml:
     NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
+    NVML_MEMORY_ERROR_TYPE_UNCORRECTED, NVML_VOLATILE_ECC = 1, 0
+    nvmlClocksEventReasonGpuIdle, nvmlClocksEventReasonSwPowerCap, nvmlClocksEventReasonHwSlowdown = 1, 4, 8
+    nvmlClocksEventReasonNone = 0
 
     def __init__(self, fail=False):
-        self.fail, self.calls = fail, []
+        self.fail, self.calls, self.reads = fail, [], 0
 
     def nvmlInit(self):
         self.calls.append("init")
@@ -104,19 +108,81 @@ class FakeNvml:
         return "handle"
 
     def nvmlDeviceGetClockInfo(self, handle, kind):
-        return {1: 1980, 2: 2619}[kind]
+        self.reads += 1
+        return {1: 1980 - (self.reads % 3) * 10, 2: 2619}[kind]
 
     def nvmlDeviceGetTemperature(self, handle, kind):
         return 41
 
+    def nvmlDeviceGetPowerUsage(self, handle):
+        return 250_500  # mW
 
-def test_gpu_state_records_name_clocks_and_temperature_by_uuid():
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle):
+        return 4 | 8
+
+    def nvmlDeviceGetTotalEccErrors(self, handle, kind, counter):
+        return 0
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        return type("Mem", (), {"used": 3 * 2**30})()
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        return [type("Proc", (), {"pid": 4242, "usedGpuMemory": 2**30})()]
+
+    def nvmlSystemGetDriverVersion(self):
+        return "580.65"
+
+
+def test_gpu_state_records_identity_clocks_power_throttling_ecc_and_other_processes_by_uuid():
     nvml = FakeNvml()
     state = gpu_state("cuda:2", cuda=FakeTorchCuda(), nvml=nvml)
-    assert state == {"name": "Fake GPU 2", "sm_clock_mhz": 1980, "memory_clock_mhz": 2619, "temperature_c": 41}
+    assert state["name"] == "Fake GPU 2" and state["index_visible"] == 2
+    assert state["uuid"] == FakeProps.uuid  # what tells apart workers that each see their GPU as cuda:0
+    assert state["memory_clock_mhz"] == 2619 and state["temperature_c"] == 41 and state["power_w"] == 250.5
+    assert state["throttle_reasons"] == ["HwSlowdown", "SwPowerCap"] and state["ecc_uncorrected_volatile"] == 0
+    assert state["memory_used_mb"] == 3072 and state["other_processes"] == [{"pid": 4242, "used_mb": 1024}]
+    assert state["driver_version"] == "580.65"
     assert ("uuid", "GPU-" + FakeProps.uuid) in nvml.calls and nvml.calls[-1] == "shutdown"
     failing = gpu_state("cuda", cuda=FakeTorchCuda(), nvml=FakeNvml(fail=True))
     assert failing["name"] == "Fake GPU 0" and "NVML driver not loaded" in failing["nvml_error"]
+
+
+class OldProps:  # a torch that reports no UUID: NVML is matched by PCI bus id
+    pci_domain_id, pci_bus_id, pci_device_id = 0, 0x41, 0
+
+
+class OldTorchCuda(FakeTorchCuda):
+    def get_device_properties(self, index):
+        return OldProps()
+
+
+class PciNvml(FakeNvml):
+    def nvmlDeviceGetHandleByPciBusId(self, bus):
+        self.calls.append(("pci", bus))
+        return "handle"
+
+
+def test_gpu_state_without_a_uuid_from_torch_finds_the_gpu_by_pci_bus_id():
+    nvml = PciNvml()
+    state = gpu_state("cuda:0", cuda=OldTorchCuda(), nvml=nvml)
+    assert ("pci", "00000000:41:00.0") in nvml.calls and state["uuid"] is None and state["temperature_c"] == 41
+
+
+def test_the_gpu_is_sampled_during_the_run_not_only_before_and_after():
+    from motune.metrics.gpu import GpuSampler
+
+    nvml = FakeNvml()
+    with GpuSampler("cuda:0", interval_s=0.01, cuda=FakeTorchCuda(), nvml=nvml) as sampler:
+        time.sleep(0.15)
+    summary = sampler.summary()
+    assert summary["samples"] >= 5 and summary["sm_clock_mhz"]["min"] == 1960 and summary["sm_clock_mhz"]["max"] == 1980
+    assert summary["power_w"]["median"] == 250.5 and summary["throttle_reasons"] == ["HwSlowdown", "SwPowerCap"]
+    assert summary["ecc_uncorrected_new"] == 0 and summary["other_processes_max"][0]["pid"] == 4242
+    assert nvml.calls[-1] == "shutdown"
+    broken = GpuSampler("cuda:0", cuda=FakeTorchCuda(), nvml=FakeNvml(fail=True))
+    with broken:
+        pass
+    assert broken.summary()["samples"] == 0 and "NVML driver not loaded" in broken.summary()["nvml_error"]
 
 
 def test_timing_runs_are_serialised_across_processes(tmp_path):

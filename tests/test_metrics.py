@@ -127,14 +127,20 @@ class Sleepy:
 
 def test_latency_is_measured_until_min_count_and_min_time(task):
     m = measure(Sleepy(0.002), task, ["latency_p95_ms"],
-                options={"latency": {"warmup": 2, "min_count": 10, "min_time_s": 0.1, "batch_size": 16}})
+                options={"latency": {"warmup": 2, "warmup_s": 0.0, "min_count": 10, "min_time_s": 0.1,
+                                     "batch_size": 16}})
     d = m.details["latency"]
     one = d["batch_1"]
-    assert one["count"] >= 10 and one["total_s"] >= 0.1 and one["warmup"] == 2
+    # p95 was asked: its interval needs 72 samples, so min_count 10 is raised for the batch-1 run
+    assert d["count_asked"] == 72 and one["count"] >= 72 and one["total_s"] >= 0.1 and one["warmup"] == 2
+    assert d["batch"]["count"] >= 10 and one["p95_ci_confidence"] >= 0.95
     assert 2.0 <= m.values["latency_p50_ms"] <= m.values["latency_p95_ms"] <= m.values["latency_p99_ms"]
     assert d["batch"]["batch_size"] == 16
-    assert m.values["throughput_per_s"] == pytest.approx(16 / (d["batch"]["p50_ms"] / 1000))
-    assert d["device"] == "cpu" and d["method"] == "perf_counter_ns"
+    flow = d["throughput"]  # back-to-back calls, one synchronisation: each call sleeps 2 ms, so at most 8000 rows/s
+    assert flow["calls"] >= 10 and m.values["throughput_per_s"] == pytest.approx(16 * flow["calls"] / flow["seconds"])
+    assert m.values["throughput_per_s"] <= 16 / 0.002
+    assert d["device"] == "cpu" and d["method"] == "perf_counter_ns" and d["mode"] == "end_to_end"
+    assert d["timed"] == "predict" and "model.predict" in d["window"]
     assert d["threads"]["cpu_count"] >= 1
 
 
@@ -186,12 +192,14 @@ class FakeCuda:
     """Records the calls CudaTimer makes, with a clock the timed function advances."""
 
     def __init__(self):
-        self.log, self.clock = [], [0.0]
+        self.log, self.clock, self.events = [], [0.0], 0
 
     def current_stream(self, device):
         return f"stream:{device}"
 
     def Event(self, enable_timing):
+        self.events += 1
+        self.log.append(("new_event",))
         return FakeEvent(self.log, self.clock, enable_timing)
 
     def synchronize(self, device):
@@ -202,6 +210,11 @@ def test_cuda_timer_logic_without_a_gpu():
     cuda = FakeCuda()
     timer = timer_for("cuda:1", cuda=cuda)
     assert isinstance(timer, CudaTimer) and timer.method == "cuda_event"
+    # both events exist (made and recorded once) before any timed window: torch would otherwise create an
+    # event lazily at its first record, inside the window
+    assert cuda.log == [("new_event",), ("new_event",), ("record", "stream:cuda:1"), ("record", "stream:cuda:1"),
+                        ("event_sync",)]
+    cuda.log.clear()
 
     def work():
         cuda.log.append(("work",))
@@ -212,6 +225,7 @@ def test_cuda_timer_logic_without_a_gpu():
                         ("record", "stream:cuda:1"), ("event_sync",)]
     stats = time_calls(work, timer=timer, batch_size=1, warmup=2, min_count=4, min_time_s=0.0)
     assert stats.count == 4 and stats.p50_ms == 3.5
+    assert cuda.events == 2 and ("new_event",) not in cuda.log  # reused, never made inside a window
     assert isinstance(timer_for("cpu"), CpuTimer)
 
 

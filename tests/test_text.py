@@ -161,7 +161,12 @@ def test_text_classifier_pads_to_max_length_and_keeps_training_mode(text_task, t
     assert np.allclose(TextClassifier(again, tokenizer, max_length=24).predict_proba(text_task.X_valid), proba)
     m = measure(clf, text_task, ["latency_p50_ms"], options={"latency": {"warmup": 1, "min_count": 5,
                                                                          "min_time_s": 0.0, "batch_size": 8}})
-    assert m.details["latency"]["timed"] == "forward"
+    d = m.details["latency"]
+    assert d["timed"] == "forward"
+    # every timed text is padded to max_length, so a short row and a long one take the same attention path
+    assert {k: v for k, v in d["inputs"]["shapes_batch_1"].items() if k in ("input_ids", "attention_mask")} == \
+        {"input_ids": [1, 24], "attention_mask": [1, 24]}
+    assert d["inputs"]["rows"] == min(32, len(text_task.X_valid))
 
 
 def test_compression_knobs(text_task, tiny_bert):

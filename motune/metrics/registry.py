@@ -188,12 +188,13 @@ def measure(
 
     ``options`` maps a function's key to keyword arguments for it. Details are
     returned under the function's key; ``split`` is passed to every function
-    that takes it. The model is wrapped in a
+    that takes it, and ``asked`` (the names asked of it) to every function with that parameter. The model is wrapped in a
     :class:`motune.models.Predictor` so the functions share predictions.
     """
     from motune.models import Predictor
 
     options = options or {}
+    names = list(names)
     model = model if isinstance(model, Predictor) else Predictor(model, task)
     values: dict[str, float] = {}
     details: dict[str, Any] = {}
@@ -201,6 +202,8 @@ def measure(
         kwargs = dict(options.get(group.key, {}))
         if split is not None and group.accepts("split"):
             kwargs.setdefault("split", split)
+        if "asked" in inspect.signature(group.fn).parameters:  # which of its names were asked (latency: p99)
+            kwargs["asked"] = [n for n in names if n in group.produces]
         m = group(model, task, **kwargs)
         values.update(m.values)
         if m.details:

@@ -214,7 +214,8 @@ def _save_transformers(model: Any, folder: Path) -> None:
     finally:
         if shown:
             hf_logging.enable_progress_bar()
-    (folder / "settings.json").write_text(json.dumps({"max_length": model.max_length, "batch_size": model.batch_size}))
+    (folder / "settings.json").write_text(json.dumps({"max_length": model.max_length, "batch_size": model.batch_size,
+                                                      "autocast": model.autocast}))
 
 
 def _load_transformers(folder: Path) -> Any:

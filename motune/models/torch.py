@@ -54,19 +54,24 @@ class TorchClassifier:
     ``encode`` returns a tensor or a dict of tensors (a tokenizer's output); it is moved to
     the module's device. ``continuous`` is a boolean mask over the input features that an
     adversarial attack may perturb (``None``: the inputs are not continuous, e.g. token ids).
-    A module whose output has ``.logits`` (transformers) is read through it.
+    A module whose output has ``.logits`` (transformers) is read through it. ``autocast``
+    (``"bfloat16"`` or ``"float16"``) runs the forward pass under ``torch.autocast`` (mixed
+    precision), beside whole-module half precision (:func:`motune.models.compress.cast`).
     """
 
     predict_from_proba = True  # predict is the argmax of predict_proba (motune then runs one pass)
 
     def __init__(self, module: Any, encode: Callable[[Any], Any], *, batch_size: int = 512,
-                 continuous: np.ndarray | None = None) -> None:
+                 continuous: np.ndarray | None = None, autocast: str | None = None) -> None:
         if batch_size < 1:
             raise SpecError(f"batch_size must be >= 1, got {batch_size}")
+        if autocast not in (None, "bfloat16", "float16"):
+            raise SpecError(f"autocast must be None, 'bfloat16' or 'float16', got {autocast!r}")
         self.module = module
         self.encode = encode
         self.batch_size = batch_size
         self.continuous = continuous
+        self.autocast = autocast
 
     @classmethod
     def for_task(cls, module: Any, task: Any, **kwargs: Any) -> TorchClassifier:
@@ -82,26 +87,48 @@ class TorchClassifier:
     def device(self) -> str:
         return device_of(self.module)
 
+    @property
+    def dtype(self) -> Any:
+        """The module's floating-point dtype (``None`` when it has no floating-point parameter)."""
+        return next((p.dtype for p in self.module.parameters() if p.is_floating_point()), None)
+
     def inputs(self, X: Any) -> Any:
         """Encoded inputs for rows ``X`` on the module's device; floating-point inputs in the
         module's floating-point dtype (a module cast to half precision gets half inputs)."""
+        return self.to_device(self.host_inputs(X))
+
+    def host_inputs(self, X: Any, *, pin: bool = False) -> Any:
+        """Encoded inputs for rows ``X`` in host memory (pinned when ``pin``, for non-blocking copies)."""
         encoded = self.encode(X)
-        device = self.device
-        dtype = next((p.dtype for p in self.module.parameters() if p.is_floating_point()), None)
+        dtype = self.dtype
 
-        def place(t: Any) -> Any:
+        def host(t: Any) -> Any:
+            t = t.cpu()
             if dtype is not None and t.is_floating_point():
-                return t.to(device=device, dtype=dtype)
-            return t.to(device)
+                t = t.to(dtype)
+            return t.pin_memory() if pin else t
 
-        if isinstance(encoded, dict) or hasattr(encoded, "keys"):
-            return {k: place(v) for k, v in encoded.items()}
-        return place(encoded)
+        return {k: host(v) for k, v in encoded.items()} if _is_mapping(encoded) else host(encoded)
+
+    def to_device(self, inputs: Any, *, non_blocking: bool = False) -> Any:
+        device = self.device
+        if _is_mapping(inputs):
+            return {k: v.to(device, non_blocking=non_blocking) for k, v in inputs.items()}
+        return inputs.to(device, non_blocking=non_blocking)
 
     def forward(self, inputs: Any) -> Any:
-        """Logits for encoded ``inputs`` (no mode or grad handling: callers decide)."""
-        out = self.module(**inputs) if isinstance(inputs, dict) else self.module(inputs)
+        """Logits for encoded ``inputs`` (no mode or grad handling: callers decide; ``autocast`` applies)."""
+        with self._autocast():
+            out = self.module(**inputs) if isinstance(inputs, dict) else self.module(inputs)
         return getattr(out, "logits", out)
+
+    def _autocast(self) -> Any:
+        if getattr(self, "autocast", None) is None:  # (archives saved before autocast existed have none)
+            return contextlib.nullcontext()
+        import torch
+
+        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        return torch.autocast(device_type, dtype=getattr(torch, self.autocast))
 
     def predict_proba(self, X: Any) -> np.ndarray:
         import torch
@@ -116,6 +143,10 @@ class TorchClassifier:
 
     def predict(self, X: Any) -> np.ndarray:
         return self.predict_proba(X).argmax(axis=1)
+
+
+def _is_mapping(value: Any) -> bool:
+    return isinstance(value, dict) or hasattr(value, "keys")
 
 
 def fit(

@@ -21,12 +21,13 @@ from motune.models.torch import TorchClassifier
 class TextClassifier(TorchClassifier):
     """A transformers sequence-classification ``model`` with its ``tokenizer``."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_length: int = 64, batch_size: int = 64) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, max_length: int = 64, batch_size: int = 64,
+                 autocast: str | None = None) -> None:
         if max_length < 2:
             raise SpecError(f"max_length must be at least 2 tokens, got {max_length}")
         self.tokenizer = tokenizer
         self.max_length = max_length
-        super().__init__(model, self._encode, batch_size=batch_size, continuous=None)
+        super().__init__(model, self._encode, batch_size=batch_size, continuous=None, autocast=autocast)
 
     def dataset(self, X: Any, y: Any) -> TextDataset:
         """Rows ``X`` tokenised once, with labels ``y``: the map-style dataset a ``Trainer`` reads."""

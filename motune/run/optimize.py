@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 
 from motune.errors import SpecError
+from motune.metrics.settings import StudySettings
 from motune.results import Result, record_of
 from motune.run import _optuna_compat as compat
 from motune.run import artifacts
@@ -68,6 +69,7 @@ def optimize(
     with _quiet_optuna(progress.enabled):
         ostudy = open_study(study, artifact_store=store)
     control = Interrupts(ostudy)
+    settings = StudySettings()  # torch's process-wide settings (TF32, cuDNN, attention) each trial starts with
     keys = [c.key for c in study.constraints]
     ended: set[int] = set()
 
@@ -92,7 +94,7 @@ def optimize(
                 if budget is not None and not budget():
                     break
                 try:
-                    ostudy.optimize(lambda trial: run_trial(study, trial, hooks, control, store), n_trials=left,
+                    ostudy.optimize(lambda trial: run_trial(study, trial, hooks, control, store, settings), n_trials=left,
                                     timeout=left_s, n_jobs=n_jobs, catch=(Exception,),
                                     callbacks=[trial_ended, *theirs, *([] if budget is None else [_Budget(budget)])])
                     break

@@ -8,7 +8,10 @@ before training; ``train(params, task, ctx) -> model``; the study's metrics
 are measured on the model; constraint values (Optuna's ``constraints:*``
 keys, and the legacy list optuna-dashboard 0.21 reads), metrics, details and
 provenance are stored in one transaction; the objective values go back to
-Optuna. A trial that raises (or whose objective or constraint metric is not
+Optuna. torch's process-wide settings (TF32, cuDNN flags, attention
+backends; :mod:`motune.metrics.settings`) are the run's at the start and
+the end of every trial, so one trial cannot change the next one's numbers.
+A trial that raises (or whose objective or constraint metric is not
 a finite number) fails with its reason under ``error`` and the study goes
 on; an interrupted one fails with the reason and the run stops
 (:mod:`motune.run.interrupt`).
@@ -32,6 +35,7 @@ import optuna
 from motune import _schema, locks, provenance
 from motune.errors import CallbackError, MetricError, MotuneError, SpecTypeError
 from motune.metrics.registry import measure, non_finite
+from motune.metrics.settings import StudySettings
 from motune.run import _optuna_compat as compat
 from motune.run import artifacts
 from motune.run.callbacks import Hooks, TrialStart
@@ -41,12 +45,14 @@ from motune.spec import Study
 
 
 def run_trial(study: Study, trial: optuna.Trial, hooks: Hooks, control: Interrupts,
-              store: Any = None) -> tuple[float, ...]:
+              store: Any = None, settings: StudySettings | None = None) -> tuple[float, ...]:
     """One trial of ``study``: train, measure, record (and keep the model in ``store`` by the study's
-    keep policy); returns the objective values."""
+    keep policy) under the run's torch ``settings`` (put back afterwards); returns the objective values."""
     inherited = compat.frozen_system_attrs(trial)
+    settings = settings or StudySettings()
     try:
-        with control.trial_scope(trial.number), compat.live_trial(trial), locks.study_timing(study.timing):
+        with control.trial_scope(trial.number), compat.live_trial(trial), locks.study_timing(study.timing), \
+                settings.pinned():
             # which process runs it, first: a pool fails a dead worker's trial by it, even one dead in space()
             compat.write_trial_attrs(trial, _schema.worker_attrs(host=platform.node(), pid=os.getpid()), {})
             params = suggested_params(study, trial)

@@ -1,10 +1,12 @@
-"""Latency percentiles per trial, with their spread.
+"""Latency percentiles per trial, with their spread, labelled with what was timed.
 
 For each completed trial with a latency record: p50 with its confidence
 interval (order statistics, 95 %, less with under 6 samples; stored with the
-run) as an error bar,
-p90 / p95 / p99 as markers, and min-max as a thin range, at batch size 1 (or
-at the deployment batch with ``batch=True``).
+run) as an error bar, p90 / p95 / p99 as markers (p95 and p99 with their
+intervals on hover), and min-max as a thin range, at batch size 1 (or at the
+deployment batch with ``batch=True``). The title says the timing mode
+(device time or end to end; :mod:`motune.metrics.latency`), or that the
+trials were timed in several modes (each trial's mode is on hover).
 """
 
 from __future__ import annotations
@@ -17,16 +19,21 @@ from motune.results import Result
 from motune.viz._common import as_result, empty_figure, esc
 
 
+MODE_LABELS = {"device": "device time", "end_to_end": "end to end", None: "mode not recorded"}
+
+
 class _LatencyInfo(NamedTuple):
     trials: list[int]
     stats: list[dict[str, float]]  # the stored run statistics per trial
     device: str | None
     method: str | None
     batch_size: int | None
+    modes: list[str | None]  # per trial: "device", "end_to_end", or None (recorded before modes existed)
+    window: str | None  # what was timed, in words (when every trial was timed the same way)
 
 
 def _get_latency_info(result: Result, *, batch: bool = False) -> _LatencyInfo:
-    trials, stats, device, method, size = [], [], None, None, None
+    trials, stats, device, method, size, modes, windows = [], [], None, None, None, [], set()
     for r in result.records():
         latency = r.attrs.get("latency")
         if r.state != "COMPLETE" or not latency:
@@ -36,8 +43,16 @@ def _get_latency_info(result: Result, *, batch: bool = False) -> _LatencyInfo:
             continue
         trials.append(r.number)
         stats.append(run)
+        modes.append(latency.get("mode"))
+        windows.add(latency.get("window"))
         device, method, size = latency.get("device"), latency.get("method"), run.get("batch_size")
-    return _LatencyInfo(trials, stats, device, method, size)
+    return _LatencyInfo(trials, stats, device, method, size, modes, windows.pop() if len(windows) == 1 else None)
+
+
+def mode_label(modes: list[str | None]) -> str:
+    """The timing mode of a set of trials, in words: one mode, or the modes they mix."""
+    kinds = sorted({MODE_LABELS.get(m, str(m)) for m in modes})
+    return kinds[0] if len(kinds) == 1 else "mixed modes: " + ", ".join(kinds)
 
 
 def plot_latency(study: Any, *, batch: bool = False) -> go.Figure:
@@ -64,8 +79,23 @@ def plot_latency(study: Any, *, batch: bool = False) -> go.Figure:
     for name, colour in (("p90", "#2ca02c"), ("p95", "#ff7f0e"), ("p99", "#d62728")):
         if all(f"{name}_ms" in v for v in s):
             fig.add_trace(go.Scatter(x=x, y=[v[f"{name}_ms"] for v in s], mode="markers", name=name,
-                                     marker=dict(size=8, symbol="diamond", color=colour)))
+                                     marker=dict(size=8, symbol="diamond", color=colour),
+                                     customdata=[[_interval(v, name), MODE_LABELS.get(m, str(m))]
+                                                 for v, m in zip(s, info.modes)],
+                                     hovertemplate=f"%{{x}}: {name} %{{y:.4g}} ms%{{customdata[0]}}, "
+                                                   "%{customdata[1]}<extra></extra>"))
     what = f"batch of {info.batch_size}" if batch else "batch size 1"
-    fig.update_layout(title=f"Latency per trial ({what}, {esc(info.device)}, {esc(info.method)}): {esc(result.name)}",
+    fig.update_layout(title=f"Latency per trial ({what}, {esc(mode_label(info.modes))}, {esc(info.device)}, "
+                            f"{esc(info.method)}): {esc(result.name)}",
                       yaxis_title="latency (ms)", template="plotly_white", height=420)
+    if info.window:
+        fig.add_annotation(text=esc(f"timed: {info.window}"), xref="paper", yref="paper", x=0, y=1.02,
+                           showarrow=False, xanchor="left", yanchor="bottom", font=dict(size=11, color="#555"))
     return fig
+
+
+def _interval(run: dict[str, Any], name: str) -> str:
+    low, high, confidence = (run.get(f"{name}_ci_{k}") for k in ("low_ms", "high_ms", "confidence"))
+    if low is None or high is None or confidence is None:
+        return ""
+    return f" ({100 * confidence:.0f} % interval {low:.4g} to {high:.4g})"

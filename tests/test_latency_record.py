@@ -1,0 +1,262 @@
+"""What a latency record says and what keeps it honest, on the CPU: the ten points of the latency review
+(issue 12). The CUDA halves (events, device time against torch.utils.benchmark, TF32 on a GPU, two GPUs'
+UUIDs) are in tests/gpu/test_gpu.py; the fakes of torch.cuda and NVML are in test_metrics.py and
+test_latency.py; the per-device timing locks in test_workers.py."""
+
+import gc
+import time
+
+import numpy as np
+import pytest
+
+import motune as mt
+from motune.errors import MetricError, SpecError
+from motune.metrics import measure
+from motune.metrics.latency import WINDOWS
+from motune.metrics.settings import StudySettings, apply, torch_settings
+from motune.metrics.timing import CpuTimer, throughput, time_calls
+
+torch = pytest.importorskip("torch")
+
+from motune.models.torch import TorchClassifier  # noqa: E402
+
+FAST = {"warmup": 1, "warmup_s": 0.0, "min_count": 10, "min_time_s": 0.0, "batch_size": 16, "throughput_s": 0.05}
+
+
+def mlp(task, **kwargs):
+    torch.manual_seed(0)
+    width = task.numeric().X_train.shape[1]
+    module = torch.nn.Sequential(torch.nn.Linear(width, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+    return TorchClassifier.for_task(module, task, **kwargs)
+
+
+# 1. the timed window is stated, and end-to-end includes the copies
+
+@pytest.mark.parametrize("mode", ["device", "end_to_end"])
+def test_each_mode_says_what_it_times_and_end_to_end_copies_inside_every_call(task, mode):
+    model = mlp(task)
+    copies, forwards = [], []
+    to_device = model.to_device
+    model.to_device = lambda x, **kw: copies.append(1) or to_device(x, **kw)
+    model.module.register_forward_hook(lambda *_: forwards.append(1))
+    m = measure(model, task, ["latency_p50_ms"], options={"latency": {**FAST, "mode": mode, "n_inputs": 8}})
+    d = m.details["latency"]
+    assert d["mode"] == mode and d["window"] == WINDOWS[mode] and d["timed"] == "forward"
+    if mode == "device":  # inputs placed once, before timing: 8 rows and the batch
+        assert len(copies) == 8 + 1 and len(forwards) > 20
+    else:  # every timed call copies its input to the device itself
+        assert len(copies) == len(forwards) > 20
+
+
+def test_an_unknown_mode_is_refused(task):
+    with pytest.raises(SpecError, match="mode must be one of"):
+        measure(mlp(task), task, ["latency_p50_ms"], options={"latency": {**FAST, "mode": "wall"}})
+
+
+# 3 and 10. a GPU model that is not torch's: timed with its own synchronisation, threads fixed as asked
+
+class GpuThing:
+    """A model that says it runs on a GPU and is not a torch module (TensorRT, CuPy, ONNX Runtime ...)."""
+
+    device = "cuda:0"
+
+    def __init__(self):
+        self.synced = 0
+
+    def predict(self, X):
+        time.sleep(0.0005)
+        return np.zeros(len(X), dtype=int)
+
+
+class SyncedGpuThing(GpuThing):
+    def synchronize(self):
+        self.synced += 1
+
+
+def test_a_non_torch_gpu_model_without_synchronize_is_refused(task):
+    with pytest.raises(MetricError, match="synchronize"):
+        measure(GpuThing(), task, ["latency_p50_ms"], options={"latency": FAST})
+
+
+def test_a_non_torch_gpu_model_is_timed_with_its_synchronize_and_the_threads_asked(task):
+    model = SyncedGpuThing()
+    before = torch.get_num_threads()
+    m = measure(model, task, ["latency_p50_ms"], options={"latency": {**FAST, "threads": 2}})
+    d = m.details["latency"]
+    assert d["method"] == "perf_counter_ns+synchronize" and d["device"] == "cuda:0"
+    assert model.synced >= 2 * (d["batch_1"]["count"] + d["batch"]["count"])  # around every timed call
+    assert d["threads_fixed"] == 2 and d["threads"]["torch"] == 2  # honoured and recorded on a GPU device too
+    assert torch.get_num_threads() == before
+    assert d["gpu"] is not None and "before" in d["gpu"]  # what torch could say of the device (here: no CUDA)
+
+
+# 6. warm-up by count and by time; no garbage collection inside a sample
+
+def test_warm_up_lasts_until_both_its_count_and_its_time():
+    stats = time_calls(lambda: None, timer=CpuTimer(), batch_size=1, warmup=2, warmup_s=0.05, min_count=5,
+                       min_time_s=0.0)
+    assert stats.warmup > 2 and stats.warmup_s >= 0.05
+    slow = time_calls(lambda: time.sleep(0.002), timer=CpuTimer(), batch_size=1, warmup=10, warmup_s=0.0,
+                      min_count=5, min_time_s=0.0)
+    assert slow.warmup == 10
+
+
+def test_the_garbage_collector_is_off_during_timed_calls_and_restored_after():
+    seen = []
+    stats = time_calls(lambda: seen.append(gc.isenabled()), timer=CpuTimer(), batch_size=1, warmup=3,
+                       min_count=20, min_time_s=0.0)
+    assert seen[:3] == [True] * 3 and seen[3:] == [False] * 20 and stats.gc_disabled
+    assert gc.isenabled()
+    gc.disable()  # a caller that had it off keeps it off
+    try:
+        time_calls(lambda: None, timer=CpuTimer(), batch_size=1, warmup=0, min_count=3, min_time_s=0.0)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_bad_timing_options_are_refused():
+    with pytest.raises(SpecError, match="min_count >= 1"):
+        time_calls(lambda: None, timer=CpuTimer(), batch_size=1, min_count=0)
+    with pytest.raises(SpecError, match="at least one call"):
+        time_calls([], timer=CpuTimer(), batch_size=1)
+
+
+# 7. tails with enough samples and intervals; throughput back to back
+
+class Sleepy:
+    def predict(self, X):
+        time.sleep(0.001)
+        return np.zeros(len(X), dtype=int)
+
+
+def test_a_p99_from_too_few_samples_is_refused_with_the_reason(task):
+    with pytest.raises(MetricError, match=r"latency_p99_ms needs at least 368 timed calls .* raise max_time_s"):
+        measure(Sleepy(), task, ["latency_p99_ms"], options={"latency": {**FAST, "max_time_s": 0.05}})
+
+
+def test_a_p99_asked_is_extended_to_the_samples_its_interval_needs(task):
+    m = measure(mlp(task), task, ["latency_p99_ms"], options={"latency": {**FAST, "min_count": 20}})
+    d = m.details["latency"]
+    one = d["batch_1"]
+    assert d["count_asked"] == 368 and one["count"] >= 368 and d["batch"]["count"] >= 20
+    for q in ("p50", "p95", "p99"):  # each percentile with its order-statistic interval, inside the samples
+        assert one[f"{q}_ci_low_ms"] <= one[f"{q}_ms"] <= one[f"{q}_ci_high_ms"]
+        assert one[f"{q}_ci_confidence"] >= 0.95
+    assert one["p99_ci_high_ms"] <= one["max_ms"]
+    not_asked = measure(mlp(task), task, ["latency_p50_ms"], options={"latency": FAST}).details["latency"]
+    assert not_asked["count_asked"] == 10  # only a p95 / p99 objective pays for the longer run
+
+
+class CountingTimer(CpuTimer):
+    def __init__(self):
+        super().__init__()
+        self.syncs = 0
+
+    def synchronize(self):
+        self.syncs += 1
+
+
+def test_throughput_runs_calls_back_to_back_and_synchronises_once_at_the_end():
+    timer, calls = CountingTimer(), []
+    flow = throughput(lambda: calls.append(time.sleep(0.001)), timer=timer, rows=16, min_time_s=0.05, min_count=10)
+    assert timer.syncs == 2  # after the untimed first call, and once after the timed ones
+    assert flow["calls"] == len(calls) - 1 >= 10
+    assert flow["throughput_per_s"] == pytest.approx(16 * flow["calls"] / flow["seconds"])
+    assert flow["throughput_per_s"] <= 16 / 0.001  # every call sleeps 1 ms
+
+
+def test_no_throughput_run_when_not_asked_for(task):
+    d = measure(mlp(task), task, ["latency_p50_ms"], options={"latency": {**FAST, "throughput_s": 0}})
+    assert d.details["latency"]["throughput"] is None
+
+
+# 8. what moves the number is recorded, and one trial cannot change the next one's settings
+
+def test_the_record_states_mode_count_intervals_settings_dtype_shapes_versions_and_gc(task):
+    width = task.numeric().X_train.shape[1]
+    d = measure(mlp(task), task, ["latency_p95_ms"], options={"latency": FAST}).details["latency"]
+    assert d["mode"] == "device" and d["batch_1"]["count"] >= 72 and d["gc_disabled"] is True
+    assert d["dtype"] == "torch.float32" and d["autocast"] is None
+    assert d["inputs"]["shapes_batch_1"] == {"input": [1, width]} and d["inputs"]["rows"] == 32
+    settings = d["torch_settings"]
+    assert settings["torch"] == torch.__version__ and settings["float32_matmul_precision"] == "highest"
+    assert {"cudnn_benchmark", "cudnn_deterministic", "cuda_matmul_allow_tf32"} <= set(settings)
+    assert d["versions"]["torch"] == torch.__version__
+    assert d["versions"]["numpy"] == np.__version__ and d["versions"]["python"]
+    assert d["threads"]["torch"] == 1 and d["threads_fixed"] == 1 and len(d["load_average_before"]) == 3
+
+
+@pytest.fixture
+def fresh_settings():
+    before = torch_settings()
+    yield before
+    apply(before)
+
+
+def test_settings_a_trial_changes_are_put_back_with_either_torch_api(fresh_settings):
+    pin = StudySettings()
+    with pin.pinned():
+        torch.set_float32_matmul_precision("medium")
+        torch.backends.cudnn.benchmark = True
+        if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch >= 2.9: the newer API, mixed in
+            torch.backends.cuda.matmul.fp32_precision = "tf32"
+    assert torch_settings() == fresh_settings
+    with pin.pinned():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = False
+    assert torch_settings() == fresh_settings
+
+
+def _tf32_space(trial):
+    trial.suggest_int("width", 4, 8)
+
+
+def _tf32_train(params, task, ctx):
+    if ctx.trial_number == 0:  # what a Trainer with tf32=True does to the process
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.benchmark = True
+    return mlp(task)
+
+
+def test_a_trial_that_switches_tf32_on_does_not_change_the_next_trials_timing(task, sqlite_url, fresh_settings):
+    study = mt.Study(name="tf32", task=task, space=_tf32_space, train=_tf32_train, storage=sqlite_url, seed=0,
+                     objectives=[mt.maximize("accuracy"), mt.minimize("latency_p50_ms")],
+                     metric_options={"latency": FAST}, keep_models="none")
+    result = study.optimize(n_trials=2, show_progress=False)
+    first, second = result.records()
+    assert first.attrs["latency"]["torch_settings"]["float32_matmul_precision"] == "high"  # its own, recorded
+    assert first.attrs["latency"]["torch_settings"]["cudnn_benchmark"] is True
+    assert second.attrs["latency"]["torch_settings"] == fresh_settings  # the study's, not trial 0's
+    assert torch_settings() == fresh_settings  # and the process is left as the run found it
+
+
+# 9. the inputs: rows drawn by a stated policy, not one row repeated
+
+def test_calls_cycle_through_the_drawn_rows(task):
+    model = mlp(task)
+    seen = set()
+    model.module.register_forward_hook(
+        lambda mod, args, out: seen.add(args[0].numpy().tobytes()) if args[0].shape[0] == 1 else None)
+    d = measure(model, task, ["latency_p50_ms"], options={"latency": {**FAST, "n_inputs": 8, "seed": 3}})
+    assert len(seen) == 8 and d.details["latency"]["inputs"]["rows"] == 8
+    assert "8 rows of the valid split drawn with seed 3" in d.details["latency"]["inputs"]["policy"]
+    everything = measure(mlp(task), task, ["latency_p50_ms"], options={"latency": {**FAST, "n_inputs": 10_000}})
+    assert everything.details["latency"]["inputs"]["rows"] == len(task.X_valid)  # all rows, when fewer
+    with pytest.raises(SpecError, match="n_inputs"):
+        measure(mlp(task), task, ["latency_p50_ms"], options={"latency": {**FAST, "n_inputs": 0}})
+
+
+# autocast beside whole-module half precision
+
+def test_autocast_runs_the_forward_pass_in_bfloat16_and_is_recorded(task):
+    model = mlp(task, autocast="bfloat16")
+    with torch.inference_mode():
+        assert model.forward(model.inputs(task.X_valid.iloc[:4])).dtype == torch.bfloat16
+    assert model.dtype == torch.float32  # the weights stay in float32
+    proba = model.predict_proba(task.X_valid)
+    assert proba.dtype == np.float32 and np.allclose(proba.sum(axis=1), 1, atol=1e-3)
+    d = measure(model, task, ["latency_p50_ms"], options={"latency": FAST}).details["latency"]
+    assert d["autocast"] == "bfloat16" and d["dtype"] == "torch.float32"
+    with pytest.raises(SpecError, match="autocast"):
+        mlp(task, autocast="float8")
