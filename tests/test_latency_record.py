@@ -168,7 +168,72 @@ def test_throughput_runs_calls_back_to_back_and_synchronises_once_at_the_end():
 
 def test_no_throughput_run_when_not_asked_for(task):
     d = measure(mlp(task), task, ["latency_p50_ms"], options={"latency": {**FAST, "throughput_s": 0}})
-    assert d.details["latency"]["throughput"] is None
+    assert d.details["latency"]["throughput"] is None and np.isnan(d.values["throughput_per_s"])  # not estimated
+
+
+def test_a_batch_p95_asked_extends_the_batch_run_and_tails_not_asked_are_left_out(task):
+    m = measure(mlp(task), task, ["batch_latency_p95_ms"], options={"latency": {**FAST, "min_count": 10}})
+    d = m.details["latency"]
+    assert d["batch_count_asked"] == 72 and d["batch"]["count"] >= 72 and m.values["batch_latency_p95_ms"] > 0
+    assert d["batch"]["p95_ci_confidence"] >= 0.95
+    # the batch-1 run kept its 10 calls: p50 (6 needed) is read, p90 (36), p95 (72) and p99 (368) are not
+    assert m.values["latency_p50_ms"] > 0 and set(d["not_computed"]) == {"latency_p90_ms", "latency_p95_ms",
+                                                                          "latency_p99_ms"}
+    assert all(np.isnan(m.values[n]) for n in d["not_computed"])
+
+
+def test_overlapping_timing_runs_leave_the_garbage_collector_as_they_found_it():
+    import threading
+
+    started = threading.Barrier(2)
+
+    def run(delay):
+        started.wait()
+        time.sleep(delay)
+        time_calls(lambda: time.sleep(0.001), timer=CpuTimer(), batch_size=1, warmup=0, min_count=40,
+                   min_time_s=0.0)
+
+    threads = [threading.Thread(target=run, args=(d,)) for d in (0.0, 0.01)]  # the second starts inside the first
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert gc.isenabled()
+
+
+class SettingsChanger:
+    """A model whose prediction changes torch's process-wide settings (as another thread's trial would)."""
+
+    def predict(self, X):
+        torch.backends.cudnn.benchmark = not torch.backends.cudnn.benchmark
+        return np.zeros(len(X), dtype=int)
+
+
+def test_a_run_during_which_torch_settings_changed_is_flagged(task, fresh_settings):
+    d = measure(SettingsChanger(), task, ["latency_p50_ms"], options={"latency": FAST}).details["latency"]
+    if torch.backends.cudnn.benchmark == fresh_settings["cudnn_benchmark"]:  # an even number of flips
+        SettingsChanger().predict(task.X_valid)
+    assert d["noisy"] and any("torch settings changed while timing: cudnn_benchmark" in f for f in d["flags"])
+
+
+def test_settings_are_taken_right_after_torch_is_imported_when_the_run_began_without_it(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "late_torch.py"
+    script.write_text(
+        "import sys\n"
+        "from motune.metrics.settings import StudySettings, torch_settings\n"
+        "assert 'torch' not in sys.modules\n"
+        "pin = StudySettings()\n"
+        "with pin.pinned():  # the first trial imports torch and changes its settings\n"
+        "    import torch\n"
+        "    torch.set_float32_matmul_precision('medium'); torch.backends.cudnn.benchmark = True\n"
+        "assert pin.settings['float32_matmul_precision'] == 'highest' and not pin.settings['cudnn_benchmark']\n"
+        "assert torch_settings() == pin.settings\n"
+        "print('ok')\n")
+    ran = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0 and ran.stdout.strip() == "ok", ran.stderr
 
 
 # 8. what moves the number is recorded, and one trial cannot change the next one's settings

@@ -7,9 +7,11 @@ memory and the other processes on it, from torch and NVML (nvidia-ml-py, ``pip i
 - :func:`gpu_state`: one reading (the identity plus SM / memory clocks,
   temperature, power, throttle reasons, uncorrected ECC errors, memory used,
   other processes);
-- :class:`GpuSampler`: readings every ``interval_s`` in a thread for the
-  length of a timing run, summarised as min / median / max per quantity and
-  the union of the throttle reasons seen.
+- :class:`GpuSampler`: readings every ``interval_s`` (50 ms) in a thread for
+  the length of a timing run, summarised as min / median / max per quantity
+  and the union of the throttle reasons seen (the thread takes the GIL about
+  20 times a second, a few microseconds each: visible only in the tail of a
+  microsecond-scale model).
 
 The NVML handle is found by UUID (torch >= 2.1 reports it; a MIG slice's
 clocks are its parent's), else by PCI bus id. Trouble with NVML is recorded
@@ -19,6 +21,7 @@ module) and ``nvml`` (``pynvml``) are injectable for tests.
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 from typing import Any
@@ -88,7 +91,8 @@ def _reading(nvml: Any, handle: Any) -> dict[str, Any]:
             handle, nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC)),
         "memory_used_mb": lambda: nvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20,
         "other_processes": lambda: [{"pid": p.pid, "used_mb": (p.usedGpuMemory or 0) / 2**20}
-                                    for p in nvml.nvmlDeviceGetComputeRunningProcesses(handle)],
+                                    for p in nvml.nvmlDeviceGetComputeRunningProcesses(handle)
+                                    if p.pid != os.getpid()],  # (a container's pid namespace may hide the match)
     }
     for key, read in optional.items():
         try:
@@ -105,13 +109,15 @@ def _throttle_mask(nvml: Any, handle: Any) -> int:
 
 
 def _throttle_names(nvml: Any, mask: int) -> list[str]:
-    names = []
-    for name in dir(nvml):
+    """One name per reason bit set (NVML has two names for some bits: the first in sorted order is kept).
+    ``GpuIdle`` is the GPU waiting for work (between synchronised calls), not a slowdown."""
+    by_bit: dict[int, str] = {}
+    for name in sorted(dir(nvml)):
         if name.startswith(("nvmlClocksThrottleReason", "nvmlClocksEventReason")) and not name.endswith(("All", "None")):
             bit = getattr(nvml, name)
             if isinstance(bit, int) and bit and mask & bit:
-                names.append(name.replace("nvmlClocksThrottleReason", "").replace("nvmlClocksEventReason", ""))
-    return sorted(set(names))
+                by_bit.setdefault(bit, name.replace("nvmlClocksThrottleReason", "").replace("nvmlClocksEventReason", ""))
+    return sorted(set(by_bit.values()))
 
 
 def gpu_facts(device: str) -> dict[str, Any]:
@@ -170,9 +176,14 @@ class GpuSampler:
             if nvml is None:
                 import pynvml as nvml
             nvml.nvmlInit()
+        except Exception as err:  # noqa: BLE001
+            self.error = f"{type(err).__name__}: {err}"
+            return self
+        try:
             handle = _nvml_handle(nvml, props)
         except Exception as err:  # noqa: BLE001
             self.error = f"{type(err).__name__}: {err}"
+            nvml.nvmlShutdown()
             return self
 
         def sample() -> None:

@@ -4,19 +4,23 @@
 ``latency_p50_ms``, ``latency_p90_ms``, ``latency_p95_ms``, ``latency_p99_ms``
 (one row at a time), ``batch_latency_p50_ms`` / ``batch_latency_p95_ms`` (one
 call on ``batch_size`` rows, the deployment batch) and ``throughput_per_s``
-(rows per second of calls at ``batch_size`` run back to back with one
-synchronisation at the end: real throughput, not rows over one call's time).
+(rows per second of calls at ``batch_size`` run back to back for
+``throughput_s`` with one synchronisation at the end: real throughput, not
+rows over one call's time; NaN with ``throughput_s=0``).
 
 **What is timed** (``mode``, written in every record as ``mode`` and ``window``):
 
 - ``"device"`` (default): a :class:`~motune.models.torch.TorchClassifier`'s
   forward pass on inputs already encoded and resident on its device, with the
   outputs left there. On a CUDA device the window is two CUDA events around the
-  call (device time); on a CPU the wall clock.
+  call, recorded after the device has drained: device time, including any gap
+  while the host launches the kernels (a launch-bound model's host cost shows
+  here); on a CPU the wall clock.
 - ``"end_to_end"``: from encoded inputs in host memory (pinned, on a CUDA
   device) to the outputs in host memory: the non-blocking copy to the device,
-  the forward pass and the copy back, on the wall clock (what MLPerf
-  Inference times). Always at least the device time.
+  the forward pass and the copy back, on the wall clock, the current stream
+  synchronised before and after (what MLPerf Inference times). Always at least
+  the device time.
 
 Any other model is timed on ``model.predict(rows)``, host rows to host
 predictions, whatever the mode. A non-torch model that says it is on a CUDA
@@ -28,14 +32,16 @@ called around each call.
 weights hot in cache and hides length effects), each encoded once with fixed
 shapes (texts padded to ``max_length``); untimed warm-up until both
 ``warmup`` calls and ``warmup_s`` seconds; then, with Python's garbage
-collector off, timed calls until both ``min_count`` calls and ``min_time_s``
-(or ``max_time_s`` with at least 3 calls). A percentile whose interval needs
-more samples is not computed from too few: when a study asks for
-``latency_p99_ms`` (or p95), ``min_count`` is raised to what its 95 % interval
-needs inside the samples (368; 72 for p95), and if ``max_time_s`` ends the run
-first the measurement is refused with the reason. Each run keeps p50 / p90 /
-p95 / p99 with distribution-free intervals of p50, p95 and p99 (coverage
-stated). Every thread pool that decides the number (torch's intra-op threads,
+collector off, timed calls until both ``min_count`` (72) calls at batch size 1
+(``batch_min_count``, 36, at ``batch_size``) and ``min_time_s`` (or
+``max_time_s`` with at least 3 calls). A percentile is not read from fewer
+samples than its 95 % interval needs inside them (p50: 6, p90: 36, p95: 72,
+p99: 368): when a study asks for one (``latency_p99_ms``,
+``batch_latency_p95_ms`` ...), the run is extended to that count, and if
+``max_time_s`` ends it first the measurement is refused with the reason; one
+not asked for is NaN, with the reason under ``not_computed``. Each run keeps
+p50 / p90 / p95 / p99 as seen, with distribution-free intervals of p50, p95
+and p99 (coverage stated). Every thread pool that decides the number (torch's intra-op threads,
 the BLAS / OpenMP pools through threadpoolctl) is fixed to ``threads``
 (default 1), on a CUDA device too (the host that launches the work).
 
@@ -49,7 +55,8 @@ identity (name, UUID, versions), NVML readings before and after and sampled
 during the run (clocks, temperature, power, throttle reasons, ECC, other
 processes; :mod:`motune.metrics.gpu`) and peak memory. A run whose median's
 interval is wider than ``max_ci_width`` (10 %) of the median is flagged
-(``noisy``, ``flags``), not silently used.
+(``noisy``, ``flags``), not silently used; so is one during which torch's
+settings changed (another thread's trial).
 """
 
 from __future__ import annotations
@@ -89,6 +96,10 @@ from motune.models import device_of, unwrap
 
 DEFAULT_MAX_CI_WIDTH = 0.10  # a run whose median's interval is wider than this share of the median is flagged
 MODES = ("device", "end_to_end")
+PERCENTILES = {  # metric: (run, quantile)
+    "latency_p50_ms": ("batch_1", 0.5), "latency_p90_ms": ("batch_1", 0.9), "latency_p95_ms": ("batch_1", 0.95),
+    "latency_p99_ms": ("batch_1", 0.99), "batch_latency_p50_ms": ("batch", 0.5), "batch_latency_p95_ms": ("batch", 0.95),
+}
 LATENCY_METRICS = ("latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
                    "batch_latency_p50_ms", "batch_latency_p95_ms", "throughput_per_s")
 WINDOWS = {
@@ -108,16 +119,18 @@ def timer_for(device: str, *, cuda: Any = None) -> Timer:
     return CudaTimer(device, cuda=cuda) if str(device).startswith("cuda") else CpuTimer(str(device))
 
 
-def check_latency_options(*, batch_size: int = 256, warmup: int = 5, warmup_s: float = 0.1, min_count: int = 30,
-                          min_time_s: float = 0.2, max_time_s: float = 10.0, device: Any = None,
+def check_latency_options(*, batch_size: int = 256, warmup: int = 5, warmup_s: float = 0.1, min_count: int = 72,
+                          batch_min_count: int = 36, min_time_s: float = 0.2, max_time_s: float = 10.0, device: Any = None,
                           threads: int | None = None, max_ci_width: float = DEFAULT_MAX_CI_WIDTH,
                           mode: str = "device", n_inputs: int = 32, seed: int = 0,
                           throughput_s: float = 0.3) -> None:
     """Raise :class:`~motune.errors.SpecError` for option values :func:`latency` cannot use."""
-    if batch_size < 1 or warmup < 0 or warmup_s < 0 or min_count < 1 or min_time_s < 0 or max_time_s <= 0:
+    if batch_size < 1 or warmup < 0 or warmup_s < 0 or min_count < 1 or batch_min_count < 1 or min_time_s < 0 \
+            or max_time_s <= 0:
         raise SpecError(
-            "need batch_size >= 1, warmup >= 0, warmup_s >= 0, min_count >= 1, min_time_s >= 0 and max_time_s > 0; "
-            f"got batch_size={batch_size}, warmup={warmup}, warmup_s={warmup_s}, min_count={min_count}, "
+            "need batch_size >= 1, warmup >= 0, warmup_s >= 0, min_count >= 1, batch_min_count >= 1, min_time_s >= 0 "
+            f"and max_time_s > 0; got batch_size={batch_size}, warmup={warmup}, warmup_s={warmup_s}, "
+            f"min_count={min_count}, batch_min_count={batch_min_count}, "
             f"min_time_s={min_time_s}, max_time_s={max_time_s}"
         )
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
@@ -207,7 +220,8 @@ def _timer(model: Any, device: str, mode: str, calls: _Calls) -> Timer:
     if mode == "end_to_end":
         import torch
 
-        return SyncTimer(device, lambda: torch.cuda.synchronize(device))
+        stream = torch.cuda.current_stream(device)  # this stream only: not other threads' work on the device
+        return SyncTimer(device, stream.synchronize)
     return CudaTimer(device)
 
 
@@ -251,7 +265,8 @@ def latency(
     batch_size: int = 256,
     warmup: int = 5,
     warmup_s: float = 0.1,
-    min_count: int = 30,
+    min_count: int = 72,
+    batch_min_count: int = 36,
     min_time_s: float = 0.2,
     max_time_s: float = 10.0,
     device: Any = None,
@@ -264,16 +279,19 @@ def latency(
 ) -> Measurement:
     """Latency percentiles at batch size 1 and at ``batch_size``, and throughput (see the module docstring)."""
     check_latency_options(batch_size=batch_size, warmup=warmup, warmup_s=warmup_s, min_count=min_count,
-                          min_time_s=min_time_s, max_time_s=max_time_s, device=device, threads=threads,
-                          max_ci_width=max_ci_width, mode=mode, n_inputs=n_inputs, seed=seed,
-                          throughput_s=throughput_s)
+                          batch_min_count=batch_min_count, min_time_s=min_time_s, max_time_s=max_time_s,
+                          device=device, threads=threads, max_ci_width=max_ci_width, mode=mode, n_inputs=n_inputs,
+                          seed=seed, throughput_s=throughput_s)
     raw = unwrap(model)
     device = _check_device(raw, device)
     X = task.split(split)[0]
     if len(X) == 0:
         raise SpecError(f"split {split!r} has no rows to time")
-    needed = {"latency_p99_ms": required_count(0.99), "latency_p95_ms": required_count(0.95)}
-    count = max([min_count] + [n for name, n in needed.items() if name in (asked or [])])
+    asked = list(asked or [])
+    count = max([min_count] + [required_count(q) for name, (run, q) in PERCENTILES.items()
+                               if run == "batch_1" and name in asked])
+    batch_count = max([batch_min_count] + [required_count(q) for name, (run, q) in PERCENTILES.items()
+                                           if run == "batch" and name in asked])
     rows = _rows(X, n_inputs, seed)
     calls = _Calls(raw, X, rows, batch_size, mode)
     timer = _timer(raw, device, mode, calls)
@@ -282,6 +300,7 @@ def latency(
     cuda = str(device).startswith("cuda")
     torch = sys.modules.get("torch") if cuda and calls.torch else None  # peak memory: torch's allocator
     with timing_lock(device) as lock:
+        settings_before = torch_settings.torch_settings()
         gpu_before = gpu_facts(device) if cuda else None
         load_before = load_average()
         if torch is not None:
@@ -289,28 +308,36 @@ def latency(
         with fixed_threads(DEFAULT_THREADS if threads is None else threads) as thread_count, serving_mode(raw), \
                 (GpuSampler(device) if cuda else contextlib.nullcontext()) as sampler:
             one = time_calls(calls.single, timer=timer, batch_size=1, **options)
-            many = time_calls(calls.batch, timer=timer, batch_size=batch_rows, **{**options, "min_count": min_count})
+            many = time_calls(calls.batch, timer=timer, batch_size=batch_rows, **{**options, "min_count": batch_count})
             flow = throughput(calls.batch, timer=timer, rows=batch_rows, min_time_s=throughput_s) \
                 if throughput_s > 0 else None
             threads_seen = thread_counts()
         load_after = load_average()
+        settings_after = torch_settings.torch_settings()
         gpu_after = gpu_facts(device) if cuda else None
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if torch is not None else None
-    short = [name for name, n in needed.items() if name in (asked or []) and one.count < n]
-    if short:
-        raise MetricError(f"{short[0]} needs at least {needed[short[0]]} timed calls for its {CONFIDENCE:.0%} interval "
-                          f"to lie inside the samples; max_time_s={max_time_s:g} allowed only {one.count}: raise "
-                          "max_time_s (metric_options latency) or ask for a lower percentile")
+    runs = {"batch_1": one, "batch": many}
+    values: dict[str, float] = {}
+    not_computed = {}
+    for name, (run, q) in PERCENTILES.items():
+        stats, needed = runs[run], required_count(q)
+        if stats.count >= needed:
+            values[name] = getattr(stats, f"p{round(100 * q)}_ms")
+            continue
+        why = (f"needs at least {needed} timed calls for its {CONFIDENCE:.0%} interval to lie inside the samples; "
+               f"the {run} run had {stats.count}")
+        if name in asked:
+            raise MetricError(f"{name} {why} (max_time_s={max_time_s:g} ended it): raise max_time_s "
+                              "(metric_options latency) or ask for a lower percentile")
+        values[name] = float("nan")  # not read from too few samples; the run's statistics keep what was seen
+        not_computed[name] = why
     flags = wide_intervals({"batch_1": one, "batch": many}, max_ci_width)
-    values = {
-        "latency_p50_ms": one.p50_ms,
-        "latency_p90_ms": one.p90_ms,
-        "latency_p95_ms": one.p95_ms,
-        "latency_p99_ms": one.p99_ms,
-        "batch_latency_p50_ms": many.p50_ms,
-        "batch_latency_p95_ms": many.p95_ms,
-        "throughput_per_s": flow["throughput_per_s"] if flow else batch_rows / (many.p50_ms / 1000.0),
-    }
+    if settings_after != settings_before:  # another thread of this process changed them meanwhile
+        changed = sorted(k for k in {*(settings_before or {}), *(settings_after or {})}
+                         if (settings_before or {}).get(k) != (settings_after or {}).get(k))
+        flags.append(f"torch settings changed while timing: {', '.join(changed)} (trials in threads share them; "
+                     "use worker processes)")
+    values["throughput_per_s"] = flow["throughput_per_s"] if flow else float("nan")  # not measured: not estimated
     window = "predict" if calls.timed == "predict" else mode
     details = {
         "mode": "end_to_end" if window == "predict" else mode,
@@ -322,7 +349,7 @@ def latency(
                              f"first {batch_rows} rows", "rows": len(rows), "shapes_batch_1": calls.shapes},
         "dtype": str(getattr(raw, "dtype", None)) if calls.torch else None,
         "autocast": getattr(raw, "autocast", None) if calls.torch else None,
-        "torch_settings": torch_settings.torch_settings(),
+        "torch_settings": settings_before,
         "versions": _versions(),
         "threads": threads_seen,
         "threads_fixed": thread_count,
@@ -330,6 +357,8 @@ def latency(
         "load_average_after": load_after,
         "gc_disabled": one.gc_disabled,
         "count_asked": count,
+        "batch_count_asked": batch_count,
+        "not_computed": not_computed,  # percentiles left out (NaN): too few samples for their interval
         "noisy": bool(flags),
         "flags": flags,
         "throughput": flow,

@@ -11,17 +11,25 @@ run with ``tf32=True`` switches TF32 on for every later trial in it.
 :class:`StudySettings` takes those in force when a run begins and puts them
 back before and after each of its trials.
 
-torch refuses to read the older flags once both APIs have set them (a
-``RuntimeError`` about a "mix of the legacy and new APIs"); such a flag is
-recorded as ``None`` and the newer values, which are what torch uses, are
-the record.
+torch refuses to read an older flag when the two APIs have set it to
+disagreeing values (a ``RuntimeError`` about a "mix of the legacy and new
+APIs"); such a flag is recorded as ``None`` and the newer values, which are
+what torch uses, are the record (and an older flag unreadable when the run
+began cannot be put back by its old name: the newer values are).
+
+The settings are process-wide, so they can be pinned per trial only when one
+trial runs at a time in the process: with ``n_jobs`` threads they are
+recorded, not pinned (use worker processes, ``--workers``), and a latency run
+during which they changed says so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.util
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 # torch >= 2.9: where fp32_precision lives, parents before children ("none": the parent's)
@@ -98,20 +106,64 @@ def apply(settings: dict[str, Any] | None) -> None:
 
 
 class StudySettings:
-    """The settings a run's trials start and end with: those in force when the run began (or, when
-    torch was not loaded yet, when the first trial starts with torch loaded; a trial that loads torch
-    itself is measured under what it set, and its latency record says what that was)."""
+    """The settings a run's trials start and end with: those in force when the run began, or, when torch
+    is installed but not loaded yet, those it has right after its import (a trial that imports torch
+    and changes them is measured under what it set, and its latency record says so; the next trial
+    is not). ``pin=False``: nothing is put back (several trials at once in one process)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, pin: bool = True) -> None:
+        self.pin = pin
         self.settings = torch_settings()
+        if self.settings is None and importlib.util.find_spec("torch") is not None:
+            _after_import("torch", self._capture)
+
+    def _capture(self) -> None:
+        if self.settings is None:
+            self.settings = torch_settings()
 
     @contextlib.contextmanager
     def pinned(self) -> Iterator[None]:
         """Run a trial under the study's settings, then put them back, whatever the trial changed."""
-        if self.settings is None:
-            self.settings = torch_settings()
-        apply(self.settings)
+        if self.pin:
+            apply(self.settings)
         try:
             yield
         finally:
-            apply(self.settings)
+            if self.pin:
+                apply(self.settings)
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """A one-shot import hook: ``callback()`` right after module ``name`` has been executed."""
+
+    def __init__(self, name: str, callback: Callable[[], None]) -> None:
+        self.name, self.callback = name, callback
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != self.name:
+            return None
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _CallbackLoader(spec.loader, self.callback)
+        return spec
+
+
+class _CallbackLoader(importlib.abc.Loader):
+    def __init__(self, loader: Any, callback: Callable[[], None]) -> None:
+        self.loader, self.callback = loader, callback
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self.loader.exec_module(module)
+        self.callback()
+
+    def __getattr__(self, name: str) -> Any:  # get_resource_reader, is_package ...
+        return getattr(self.loader, name)
+
+
+def _after_import(name: str, callback: Callable[[], None]) -> None:
+    sys.meta_path.insert(0, _AfterImport(name, callback))

@@ -26,6 +26,7 @@ import contextlib
 import gc
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -180,10 +181,8 @@ def time_calls(
     warmed_s = time.perf_counter() - began
     samples: list[float] = []
     stopped_by = "min_count_and_time"
-    collecting = gc.isenabled()
-    gc.collect()
-    gc.disable()  # no collection pause inside a sample
-    try:
+    with gc_paused():  # no collection pause inside a sample
+        gc_off = not gc.isenabled()
         began = time.perf_counter()
         while True:
             samples.append(timer.time_ms(calls[len(samples) % len(calls)]))
@@ -193,9 +192,6 @@ def time_calls(
             if elapsed >= max_time_s and len(samples) >= 3:
                 stopped_by = "max_time"
                 break
-    finally:
-        if collecting:
-            gc.enable()
     arr = np.asarray(samples)
     p50, p90, p95, p99 = np.percentile(arr, [50, 90, 95, 99])
     intervals = {}
@@ -207,8 +203,32 @@ def time_calls(
         p50_ms=float(p50), p90_ms=float(p90), p95_ms=float(p95), p99_ms=float(p99),
         mean_ms=float(arr.mean()), min_ms=float(arr.min()), max_ms=float(arr.max()),
         total_s=float(time.perf_counter() - began), stopped_by=stopped_by, warmup_s=warmed_s,
-        gc_disabled=True, **intervals,
+        gc_disabled=gc_off, **intervals,
     )
+
+
+_GC = threading.Lock()
+_gc_state = {"holders": 0, "was_enabled": False}
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's garbage collector off for the block (a collection first), as ``timeit`` and
+    ``torch.utils.benchmark`` do; overlapping blocks in several threads share one pause, and the
+    collector comes back on (if it was on) when the last one ends."""
+    gc.collect()
+    with _GC:
+        if _gc_state["holders"] == 0:
+            _gc_state["was_enabled"] = gc.isenabled()
+        _gc_state["holders"] += 1
+        gc.disable()
+    try:
+        yield
+    finally:
+        with _GC:
+            _gc_state["holders"] -= 1
+            if _gc_state["holders"] == 0 and _gc_state["was_enabled"]:
+                gc.enable()
 
 
 def throughput(fn: Callable[[], Any], *, timer: Timer, rows: int, min_time_s: float = 0.5,

@@ -69,7 +69,9 @@ def optimize(
     with _quiet_optuna(progress.enabled):
         ostudy = open_study(study, artifact_store=store)
     control = Interrupts(ostudy)
-    settings = StudySettings()  # torch's process-wide settings (TF32, cuDNN, attention) each trial starts with
+    # torch's process-wide settings (TF32, cuDNN, attention) each trial starts with; with n_jobs threads,
+    # several trials share them at once, so they are recorded but cannot be pinned per trial
+    settings = StudySettings(pin=n_jobs == 1)
     keys = [c.key for c in study.constraints]
     ended: set[int] = set()
 
