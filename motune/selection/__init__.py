@@ -56,7 +56,8 @@ def candidates_of(result: Result) -> tuple[list[Candidate], list[dict[str, Any]]
     chosen, left_out = [], []
     for r in front:
         if confirmed:
-            values = {n: v["value"] for n, v in r.confirmation["values"].items()}
+            values = {n: v["value"] for n, v in r.confirmation["values"].items()
+                      if v.get("value") is not None}  # an unasked tail the test timing could not read is None
             if r.confirmation.get("fails_on_test"):
                 left_out.append({"trial": r.number, "values": values,
                                  "left_out": "fails on test: " + ", ".join(r.confirmation["failed_constraints"])})
@@ -84,9 +85,9 @@ def select(result: Result, rule: Rule) -> Choice:
     alternatives = []
     for c in candidates:
         if c.number != chosen.number:
-            alternatives.append({"trial": c.number, "values": dict(c.values),
-                                 "difference": {n: c.values[n] - chosen.values[n] for n in chosen.values
-                                                if n in c.values}, "left_out": None})
+            difference = {n: c.values[n] - chosen.values[n] for n in chosen.values if c.values.get(n) is not None}
+            alternatives.append({"trial": c.number, "values": dict(c.values), "difference": difference,
+                                 "left_out": None})
     alternatives += left_out
     return Choice(result.name, chosen.number, rule.name, rule.params(), reason, used, dict(chosen.values),
                   alternatives, result)

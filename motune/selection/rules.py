@@ -59,8 +59,15 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
+def _require(candidates: Sequence[Candidate], metrics: Sequence[str], rule: str) -> None:
+    lacking = sorted({m for c in candidates for m in metrics if c.values.get(m) is None})
+    if lacking:
+        raise SpecError(f"{rule}: not every candidate has a value of {lacking}")
+
+
 def _normalised(candidates: Sequence[Candidate], objectives: Sequence[Any]) -> np.ndarray:
     """Losses scaled per objective to [0, 1] over the candidates (0 = best); a constant objective is 0."""
+    _require(candidates, [o.metric for o in objectives], "this rule")
     losses = _pareto.to_losses([[c.values[o.metric] for o in objectives] for c in candidates],
                                [o.direction for o in objectives])
     low, high = losses.min(axis=0), losses.max(axis=0)
@@ -94,6 +101,7 @@ class Lexicographic(Rule):
         if unknown:
             raise SpecError(f"lexicographic: {unknown} are not objectives; objectives are {list(by_metric)}")
         order += [m for m in by_metric if m not in order]
+        _require(candidates, order, "lexicographic")
         remaining = list(range(len(candidates)))
         parts = []
         for metric in order:
