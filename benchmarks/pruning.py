@@ -1,150 +1,412 @@
-"""Does motune's pruning keep the front for a fraction of the training compute?
+"""Does motune's pruning pay? Anytime hypervolume against the training compute, at equal budgets.
 
-The same study (studies/adult_mlp_pruned.py: an MLP trained epoch by epoch,
-up to 27 epochs, reporting after each; maximize accuracy, minimize
-demographic-parity difference, under an equalized-odds and a
-balanced-accuracy constraint), the same TPE sampler and the same seeds, run
-with no pruning and with motune's default policy (constraint-aware rules |
-multi-objective successive halving at epochs 1, 3, 9, 27), on Adult (10,000
-rows) and on German Credit. Per run it records the final feasible
-hypervolume against a fixed reference point (accuracy 0.5, demographic
-parity difference 0.5), the training compute (epochs trained, and seconds of
-trial time, which include the per-epoch measurements both arms make), and the
-compute at which the pruned run first reached 95 % and 98 % of the unpruned
-run's final hypervolume. The pruned arm runs ``--pruned-trials`` trials
-(default twice ``--trials``): ``hv_ratio`` and ``compute_ratio`` compare the
-two arms after the same number of trials, and the 95 % / 98 % marks are
-looked for along the whole pruned run (the compute pruning saves buys more
-trials).
+Per problem (benchmarks/pruning_problems.py: ``adult``, the shipped
+studies/adult_mlp_pruned.py, and ``adult_wide``, a PyTorch MLP with a
+fairness-penalised loss in a wide space where most configurations are poor)
+and per seed, every arm tunes the same problem with the same training loop
+and the same per-epoch measurements:
 
-    python benchmarks/pruning.py --seeds 5 --trials 24 > benchmarks/results/pruning.json
+- ``none``: motune without pruning, ``--trials`` trials of 27 epochs; its
+  epochs are the budget B;
+- motune arms (``ARMS``), run until B epochs are spent: ``classic`` (the
+  rules before issue 13: successive halving at every rung, the
+  constraint-aware rule with patience, the sampler blind to pruned trials),
+  ``classic_sees`` (the same rules, the sampler learning from pruned trials),
+  ``constraint_aware`` (that rule alone), ``default`` (motune's default
+  policy) and ``default_blind`` (it, with a blind sampler); in every arm a
+  trial that reaches epoch 27 completes;
+- ``moasha`` / ``moasha_fixed``: Syne Tune 0.16's MOASHA (random
+  configurations, multi-objective successive halving at epochs 1, 3, 9)
+  as published and with its ranking read as intended (benchmarks/pruning_moasha.py).
+
+The measure is the hypervolume of the feasible front of the trials that
+finished all 27 epochs (reference point: accuracy 0.5, demographic-parity
+difference 0.5), after 12.5 / 25 / 50 / 100 % of B epochs (and of the
+``none`` arm's seconds), as a ratio to the ``none`` arm's final
+hypervolume (same seed); medians and ranges over seeds. ``epochs_to_98pct``
+is the share of B after which an arm first holds 98 % of that hypervolume.
+The replay runs each pruning rule over the ``none`` arm's recorded learning
+curves (trials in their order, each rule deciding at each epoch on the
+reports before it): of the trials that ended feasible and on that arm's
+final front, the share the rule would have stopped (``false_prune_rate``),
+and the epochs it would have saved.
+
+    python benchmarks/pruning.py --seeds 5 --jobs 2 > benchmarks/results/pruning.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import runpy
+import os
+import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
-import optuna
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import motune as mt
+from pruning_problems import CONSTRAINTS, MAX_EPOCHS, OBJECTIVES, PROBLEMS, REFERENCE  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = {"accuracy": 0.5, "demographic_parity_difference": 0.5}
-
-
-def tasks():
-    return {
-        "adult": (mt.data.adult(sensitive="sex", max_rows=10000), None),
-        "german_credit": (mt.data.german_credit(sensitive="sex"),
-                          [mt.at_most("equalized_odds_difference", 0.20), mt.at_least("balanced_accuracy", 0.60)]),
-    }
+FRACTIONS = (0.125, 0.25, 0.5, 1.0)
+METRICS = ["accuracy", "demographic_parity_difference", "equalized_odds_difference", "balanced_accuracy"]
 
 
-def run_arm(make_study, task, constraints, *, pruned: bool, seed: int, n_trials: int) -> dict:
-    study = make_study(task, name=f"bench-{'pruned' if pruned else 'unpruned'}-{seed}",
-                       pruning="default" if pruned else None, constraints=constraints,
-                       storage=optuna.storages.InMemoryStorage(), sampler=optuna.samplers.TPESampler(seed=seed),
-                       seed=seed)
+# ---------------------------------------------------------------- the arms
+
+def _classic_policy() -> Any:
+    """motune's rules before issue 13: constraint-aware with patience 5 | successive halving at every rung."""
+    from motune.pruning import ConstraintAware, SuccessiveHalving
+
+    return ConstraintAware(patience=5) | SuccessiveHalving(min_resource=1, eta=3, min_agreement=None)
+
+
+def _default_policy() -> Any:
+    from motune.pruning import default_policy
+
+    return default_policy()
+
+
+def _constraint_aware() -> Any:
+    from motune.pruning import ConstraintAware
+
+    return ConstraintAware()
+
+
+def _halving_only() -> Any:
+    from motune.pruning import default_policy
+
+    return default_policy().policies[1]
+
+
+ARMS: dict[str, dict[str, Any]] = {  # motune arms: a pruning policy (a factory) and study options
+    "none": {"policy": None},
+    "classic": {"policy": _classic_policy, "study": {"sampler_sees_pruned": False}},
+    "classic_sees": {"policy": _classic_policy},
+    "constraint_aware": {"policy": _constraint_aware},
+    "default_blind": {"policy": _default_policy, "study": {"sampler_sees_pruned": False}},
+    "default": {"policy": _default_policy},
+}
+REPLAYS = {"classic": _classic_policy, "constraint_aware": _constraint_aware, "default": _default_policy,
+           "halving_only": _halving_only}
+SYNE_ARMS = {"moasha": False, "moasha_fixed": True}  # Syne Tune's MOASHA: published / corrected ranking
+
+
+def _measure(model: Any, task: Any) -> dict[str, float]:
+    from motune.metrics import measure
+
+    return dict(measure(model, task, METRICS, split="valid").values)
+
+
+def run_motune_arm(problem_name: str, arm: str, seed: int, n_trials: int | None, budget_epochs: int | None
+                   ) -> list[dict[str, Any]]:
+    import optuna
+
+    import motune as mt
+
+    problem = PROBLEMS[problem_name]
+    task = problem.task()
+    spec = ARMS[arm]
+    used = {"epochs": 0}
+
+    def train(params: dict, task: Any, ctx: Any) -> Any:
+        model = None
+        for epoch, model in problem.epochs(params, task, ctx.seed):
+            ctx.report(epoch, model)
+        return model
+
+    class Count(mt.Callback):
+        def on_report(self, report: Any) -> None:
+            used["epochs"] += report.step >= 1
+
+    def stop_at_budget(ostudy: optuna.Study, _frozen: Any) -> None:
+        if budget_epochs is not None and used["epochs"] >= budget_epochs:
+            ostudy.stop()
+
+    policy = spec["policy"]() if spec["policy"] is not None else None
+    study = mt.Study(name=f"{problem_name}-{arm}-{seed}", task=task, space=problem.space, train=train,
+                     objectives=OBJECTIVES, constraints=CONSTRAINTS, pruning=policy,
+                     storage=optuna.storages.InMemoryStorage(), seed=seed, keep_models="none",
+                     max_step=MAX_EPOCHS, **spec.get("study", {}))
+    result = study.optimize(n_trials=n_trials if budget_epochs is None else 100_000, show_progress=False,
+                            callbacks=[Count(), stop_at_budget])
+    trials = []
+    for r in sorted(result.records(), key=lambda r: r.number):  # one worker: number order is completion order
+        trials.append({"trial": r.number, "state": r.state, "epochs": sum(1 for s in r.reports if s >= 1),
+                       "seconds": r.duration_s or 0.0, "params": r.params,
+                       "metrics": {m: r.metrics.get(m) for m in METRICS} if r.state == "COMPLETE" else None,
+                       "pruned": (r.pruned or {}).get("rule"), "pruned_step": (r.pruned or {}).get("step"),
+                       "reports": {s: v for s, v in r.reports.items() if s >= 1}})
+    return trials
+
+
+def run_syne_arm(problem_name: str, arm: str, seed: int, budget_epochs: int) -> list[dict[str, Any]]:
+    from pruning_moasha import run_moasha
+
+    problem = PROBLEMS[problem_name]
+    return run_moasha(problem, problem.task(), seed=seed, budget_epochs=budget_epochs, corrected=SYNE_ARMS[arm],
+                      max_epochs=MAX_EPOCHS, measure_metrics=_measure)
+
+
+def run_unit(unit: tuple[str, str, int, int | None, int | None]) -> dict[str, Any]:
+    problem, arm, seed, n_trials, budget = unit
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
     began = time.perf_counter()
-    result = study.optimize(n_trials=n_trials, show_progress=False)
-    wall = time.perf_counter() - began
-    trajectory, epochs_so_far, seconds_so_far, done = [], 0, 0.0, []
-    for t in result.study.get_trials(deepcopy=False):  # sequential: trial order is completion order
-        epochs = sum(1 for k in t.system_attrs if k.startswith(f"motune:report:{t.number}:"))
-        epochs_so_far += epochs
-        seconds_so_far += t.duration.total_seconds() if t.duration else 0.0
-        done.append(t.number)
-        trajectory.append({"trial": t.number, "state": t.state.name, "epochs": epochs,
-                           "cumulative_epochs": epochs_so_far, "cumulative_seconds": seconds_so_far,
-                           "feasible_hv": result.hypervolume(REFERENCE, trials=done)})
-    summary = result.summary()
-    return {
-        "final_feasible_hv": trajectory[-1]["feasible_hv"] if trajectory else 0.0,
-        "epochs": epochs_so_far,
-        "seconds": seconds_so_far,
-        "wall_seconds": wall,
-        "trials": summary,
-        "pruned_by_rule": _count_rules(result),
-        "trajectory": trajectory,
-    }
+    trials = run_syne_arm(problem, arm, seed, budget) if arm in SYNE_ARMS else \
+        run_motune_arm(problem, arm, seed, n_trials, budget)
+    print(f"{problem} {arm} seed {seed}: {len(trials)} trials, {sum(t['epochs'] for t in trials)} epochs, "
+          f"{time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
+    return {"problem": problem, "arm": arm, "seed": seed, "trials": trials}
 
 
-def _count_rules(result) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for r in result.records():
-        if r.state == "PRUNED" and "pruned" in r.attrs:
-            rule = r.attrs["pruned"]["rule"]
-            counts[rule] = counts.get(rule, 0) + 1
-    return counts
+# ---------------------------------------------------------------- the measures
+
+def feasible(metrics: dict[str, float]) -> bool:
+    return all(c.violation(metrics[c.metric]) <= 0 for c in CONSTRAINTS)
 
 
-def first_reaching(trajectory, target: float) -> dict | None:
-    for point in trajectory:
-        if point["feasible_hv"] >= target:
-            return {"epochs": point["cumulative_epochs"], "seconds": point["cumulative_seconds"],
-                    "trial": point["trial"]}
-    return None
+def hypervolume(points: list[dict[str, float]]) -> float:
+    from motune import _pareto
+
+    good = [p for p in points if feasible(p)]
+    if not good:
+        return 0.0
+    directions = [o.direction for o in OBJECTIVES]
+    losses = _pareto.to_losses([[p[o.metric] for o in OBJECTIVES] for p in good], directions)
+    ref = _pareto.to_losses([[REFERENCE[o.metric] for o in OBJECTIVES]], directions)[0]
+    return _pareto.hypervolume(losses, ref)
+
+
+def curve(trials: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """After each trial: cumulative epochs and seconds, and the hypervolume of what had completed."""
+    points, epochs, seconds, done = [], 0, 0.0, []
+    for t in trials:
+        epochs += t["epochs"]
+        seconds += t["seconds"]
+        if t["state"] == "COMPLETE" and t["metrics"]:
+            done.append(t["metrics"])
+        points.append({"epochs": epochs, "seconds": round(seconds, 3), "hv": hypervolume(done)})
+    return points
+
+
+def hv_at(points: list[dict[str, float]], key: str, budget: float) -> float:
+    """The hypervolume held once ``budget`` (epochs or seconds) was spent: trials finished within it."""
+    held = 0.0
+    for p in points:
+        if p[key] > budget + 1e-9:
+            break
+        held = p["hv"]
+    return held
+
+
+def front_trials(trials: list[dict[str, Any]]) -> set[int]:
+    """The completed feasible non-dominated trials."""
+    from motune import _pareto
+
+    good = [t for t in trials if t["state"] == "COMPLETE" and t["metrics"] and feasible(t["metrics"])]
+    if not good:
+        return set()
+    losses = _pareto.to_losses([[t["metrics"][o.metric] for o in OBJECTIVES] for t in good],
+                               [o.direction for o in OBJECTIVES])
+    return {t["trial"] for t, keep in zip(good, _pareto.nondominated_mask(losses)) if keep}
+
+
+def replay(policy: Any, trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run ``policy`` over recorded full learning curves: which trials it stops, and where."""
+    from motune.pruning import PeerReport, ReportContext
+
+    decided: list[dict[str, Any]] = []  # the replayed trials so far: reports seen, state, final
+    stopped: dict[int, int] = {}
+    for t in trials:
+        history: list[tuple[int, dict[str, float]]] = []
+        state = "COMPLETE"
+        for step in sorted(t["reports"]):
+            metrics = t["reports"][step]
+            peers = [PeerReport(d["trial"], d["state"], d["reports"][step], d["final"])
+                     for d in decided if step in d["reports"]]
+            decision = None if step >= MAX_EPOCHS else policy.decide(
+                ReportContext(step, metrics, list(history), peers, OBJECTIVES, CONSTRAINTS, frozenset(), MAX_EPOCHS))
+            history.append((step, metrics))
+            if decision is not None:
+                stopped[t["trial"]] = step
+                state = "PRUNED"
+                break
+        seen = {s: v for s, v in t["reports"].items() if s <= (stopped.get(t["trial"]) or MAX_EPOCHS)}
+        decided.append({"trial": t["trial"], "state": state, "reports": seen,
+                        "final": t["metrics"] if state == "COMPLETE" else None})
+    front = front_trials(trials)
+    full = sum(len(t["reports"]) for t in trials)
+    spent = sum(stopped.get(t["trial"], len(t["reports"])) for t in trials)
+    return {"stopped": len(stopped), "front": len(front), "front_stopped": len(front & set(stopped)),
+            "feasible_stopped": sum(1 for t in trials if t["trial"] in stopped and t["metrics"]
+                                    and feasible(t["metrics"])),
+            "epochs_saved_fraction": 1 - spent / full if full else 0.0}
+
+
+def rank_agreement(trials: list[dict[str, Any]]) -> dict[int, float]:
+    """Spearman correlation, per epoch, between the constrained non-dominated order of the trials'
+    reports at that epoch and at the last one."""
+    from scipy.stats import spearmanr
+
+    from motune.pruning.halving import rank_order
+
+    out = {}
+    for step in range(1, MAX_EPOCHS):
+        have = [t for t in trials if step in t["reports"] and MAX_EPOCHS in t["reports"]]
+        if len(have) < 5:
+            continue
+        early = rank_order([t["reports"][step] for t in have], OBJECTIVES, CONSTRAINTS)
+        final = rank_order([t["reports"][MAX_EPOCHS] for t in have], OBJECTIVES, CONSTRAINTS)
+        place_early, place_final = [0] * len(have), [0] * len(have)
+        for place, i in enumerate(early):
+            place_early[i] = place
+        for place, i in enumerate(final):
+            place_final[i] = place
+        out[step] = float(spearmanr(place_early, place_final).statistic)
+    return out
+
+
+def load_runs(path: str) -> list[dict[str, Any]]:
+    """Runs from a result file or a ``--save-runs`` file (JSON turned the report steps into strings)."""
+    text = Path(path).read_text()
+    try:
+        runs = json.loads(text)["runs"]
+    except json.JSONDecodeError:  # one run per line
+        runs = [json.loads(line) for line in text.splitlines() if line.strip()]
+    for run in runs:
+        for t in run["trials"]:
+            t["reports"] = {int(s): v for s, v in t["reports"].items()}
+    return runs
+
+
+def _median_range(values: list[float | None]) -> dict[str, Any]:
+    real = [v for v in values if v is not None]
+    if not real:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": statistics.median(real), "min": min(real), "max": max(real), "n": len(real)}
+
+
+def summarise(runs: list[dict[str, Any]], replays: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for problem in sorted({r["problem"] for r in runs}):
+        mine = [r for r in runs if r["problem"] == problem]
+        seeds = sorted({r["seed"] for r in mine})
+        base = {r["seed"]: r for r in mine if r["arm"] == "none"}
+        arms: dict[str, Any] = {}
+        for arm in dict.fromkeys(r["arm"] for r in mine):
+            ratios = {f: [] for f in FRACTIONS}
+            seconds_ratios = {f: [] for f in FRACTIONS}
+            to98, completed, trials_run = [], [], []
+            for r in (r for r in mine if r["arm"] == arm):
+                ref = base[r["seed"]]
+                ref_points = curve(ref["trials"])
+                final = ref_points[-1]["hv"]
+                budget, budget_s = ref_points[-1]["epochs"], ref_points[-1]["seconds"]
+                points = curve(r["trials"])
+                for f in FRACTIONS:
+                    ratios[f].append(hv_at(points, "epochs", f * budget) / final if final else None)
+                    seconds_ratios[f].append(hv_at(points, "seconds", f * budget_s) / final if final else None)
+                first = next((p["epochs"] / budget for p in points if final and p["hv"] >= 0.98 * final), None)
+                to98.append(first)
+                completed.append(sum(1 for t in r["trials"] if t["state"] == "COMPLETE"))
+                trials_run.append(len(r["trials"]))
+            arms[arm] = {
+                "hv_ratio_at_epochs": {str(f): _median_range(v) for f, v in ratios.items()},
+                "hv_ratio_at_seconds": {str(f): _median_range(v) for f, v in seconds_ratios.items()},
+                "epochs_to_98pct": _median_range(to98),
+                "epochs_to_98pct_reached": sum(v is not None for v in to98),
+                "trials": _median_range(trials_run),
+                "completed": _median_range(completed),
+            }
+        replayed = {}
+        for name, make in replays.items():
+            per_seed = [replay(make(), base[s]["trials"]) for s in seeds]
+            front = sum(p["front"] for p in per_seed)
+            replayed[name] = {"false_prune_rate": sum(p["front_stopped"] for p in per_seed) / front if front else None,
+                              "front_trials": front, "front_stopped": sum(p["front_stopped"] for p in per_seed),
+                              "feasible_stopped": sum(p["feasible_stopped"] for p in per_seed),
+                              "epochs_saved_fraction": _median_range([p["epochs_saved_fraction"] for p in per_seed])}
+        agreement = [rank_agreement(base[s]["trials"]) for s in seeds]
+        out[problem] = {
+            "arms": arms,
+            "replay": replayed,
+            "rank_agreement_with_final": {str(step): _median_range([a.get(step) for a in agreement])
+                                          for step in range(1, MAX_EPOCHS)},
+            "hv_ratio_at_25pct": arms.get("default", {}).get("hv_ratio_at_epochs", {}).get("0.25", {}).get("median"),
+            "moasha_hv_ratio_at_25pct": max((arms[a]["hv_ratio_at_epochs"]["0.25"]["median"] or 0.0)
+                                            for a in SYNE_ARMS if a in arms) if any(a in arms for a in SYNE_ARMS)
+            else None,
+            "epochs_to_98pct": arms.get("default", {}).get("epochs_to_98pct", {}).get("median"),
+            "false_prune_rate": replayed.get("default", {}).get("false_prune_rate"),
+        }
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--problems", default=",".join(PROBLEMS))
+    parser.add_argument("--arms", default=",".join([*ARMS, *SYNE_ARMS]))
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--trials", type=int, default=24)
-    parser.add_argument("--pruned-trials", type=int, default=None, help="default: twice --trials")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--trials", type=int, default=24, help="trials of the unpruned arm (its epochs: the budget)")
+    parser.add_argument("--jobs", type=int, default=2, help="processes (each arm and seed runs in one, 1 thread)")
+    parser.add_argument("--runs", help="read the runs from this file (a result or a --save-runs file) instead of "
+                        "running them (re-summarise)")
+    parser.add_argument("--save-runs", help="append each finished run to this JSON-lines file as it ends (a "
+                        "benchmark that dies keeps what it ran; re-summarise with --runs)")
     args = parser.parse_args()
-    pruned_trials = args.pruned_trials or 2 * args.trials
-    if pruned_trials < args.trials:
-        parser.error("--pruned-trials must be at least --trials")
+    import optuna
+
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    make_study = runpy.run_path(str(ROOT / "studies" / "adult_mlp_pruned.py"))["make_study"]
-    out: dict = {"reference_point": REFERENCE, "trials_unpruned": args.trials, "trials_pruned": pruned_trials,
-                 "seeds": list(range(args.seeds)),
-                 "fidelity": "epochs of MLPClassifier.partial_fit, at most 27 per trial", "tasks": {}}
-    for name, (task, constraints) in tasks().items():
+    problems, arms = args.problems.split(","), args.arms.split(",")
+    unknown = [a for a in arms if a not in ARMS and a not in SYNE_ARMS] + [p for p in problems if p not in PROBLEMS]
+    if unknown:
+        parser.error(f"unknown arms or problems: {unknown}")
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    began = time.perf_counter()
+    if args.runs:
+        runs = load_runs(args.runs)
+    else:
+        budget = args.trials * MAX_EPOCHS
+        units = [(p, "none", s, args.trials, None) for p in problems for s in seeds]
+        units += [(p, a, s, None, budget) for p in problems for s in seeds for a in arms if a != "none"]
+        units.sort(key=lambda u: (u[1] == "none", u[0] == "adult_wide"), reverse=True)  # the long ones first
         runs = []
-        for seed in range(args.seeds):
-            unpruned = run_arm(make_study, task, constraints, pruned=False, seed=seed, n_trials=args.trials)
-            pruned = run_arm(make_study, task, constraints, pruned=True, seed=seed, n_trials=pruned_trials)
-            base = unpruned["final_feasible_hv"]
-            same = pruned["trajectory"][args.trials - 1]  # the pruned arm after as many trials as the unpruned
-            runs.append({
-                "seed": seed,
-                "hv_ratio": same["feasible_hv"] / base if base > 0 else None,
-                "compute_ratio_epochs": same["cumulative_epochs"] / unpruned["epochs"],
-                "compute_ratio_seconds": same["cumulative_seconds"] / unpruned["seconds"],
-                "hv_ratio_after_all_pruned_trials": pruned["final_feasible_hv"] / base if base > 0 else None,
-                "compute_ratio_after_all_pruned_trials": pruned["epochs"] / unpruned["epochs"],
-                "pruned_reached_95pct": first_reaching(pruned["trajectory"], 0.95 * base),
-                "pruned_reached_98pct": first_reaching(pruned["trajectory"], 0.98 * base),
-                "unpruned": unpruned,
-                "pruned": pruned,
-            })
-            print(f"{name} seed {seed}: hv ratio {runs[-1]['hv_ratio']}, "
-                  f"epochs {pruned['epochs']}/{unpruned['epochs']}", file=sys.stderr)
-        ratios = [r["hv_ratio"] for r in runs if r["hv_ratio"] is not None]
-        out["tasks"][name] = {
-            "constraints": [str(c) for c in (constraints or make_study(task).constraints)],
-            "hv_ratio_median": statistics.median(ratios) if ratios else None,
-            "compute_ratio_median": statistics.median(r["compute_ratio_epochs"] for r in runs),
-            "compute_ratio_seconds_median": statistics.median(r["compute_ratio_seconds"] for r in runs),
-            "runs": runs,
-        }
-    adult = out["tasks"]["adult"]
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            for run in (f.result() for f in as_completed([pool.submit(run_unit, u) for u in units])):
+                runs.append(run)
+                if args.save_runs:
+                    with open(args.save_runs, "a") as out_file:
+                        out_file.write(json.dumps(run, default=float) + "\n")
+    from pruning_moasha import ranking_check
+
+    replays = REPLAYS
     out = {
-        "hv_ratio": adult["hv_ratio_median"],
-        "compute_ratio": adult["compute_ratio_median"],
-        "goal": "hv_ratio >= 0.98 at compute_ratio <= 0.25",
-        "command": f"python benchmarks/pruning.py --seeds {args.seeds} --trials {args.trials} "
-                   f"--pruned-trials {pruned_trials} > benchmarks/results/pruning.json",
-        **out,
+        "command": "python benchmarks/pruning.py " + " ".join(sys.argv[1:]),
+        "goal": "per problem: hv_ratio_at_25pct >= 0.98, motune's median hypervolume >= MOASHA's at every budget, "
+                "false_prune_rate <= 0.05",
+        "reference_point": REFERENCE,
+        "budget": f"the none arm's epochs: {args.trials} trials x {MAX_EPOCHS} epochs",
+        "fractions": list(FRACTIONS),
+        "seeds": seeds,
+        "machine": {"host": platform.node(), "cpus": os.cpu_count(), "jobs": args.jobs,
+                    "load_average_at_end": list(os.getloadavg())},
+        "wall_seconds": round(time.perf_counter() - began, 1),
+        "moasha_ranking_check": ranking_check(),
+        "problems": summarise(runs, replays),
+        "runs": runs,
     }
-    print(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=1, default=float))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@
 from importlib import metadata as _metadata
 
 from motune import data, errors, integrations, metrics, pruning, viz
+from motune.check import check
 from motune.confirm import confirm
 from motune.errors import (
     ArtifactError,
@@ -75,6 +76,7 @@ __all__ = [
     "__version__",
     "at_least",
     "at_most",
+    "check",
     "confirm",
     "data",
     "decide",

@@ -92,6 +92,18 @@ def legacy_constraint_attrs(violations: Sequence[float]) -> dict[str, Any]:
     return {LEGACY_CONSTRAINTS_ATTR: [float(v) for v in violations]} if violations else {}
 
 
+def is_constraint_attr(key: str) -> bool:
+    """Whether a system attribute holds constraint values (either form)."""
+    return key == LEGACY_CONSTRAINTS_ATTR or key.startswith(CONSTRAINT_PREFIX)
+
+
+def constraint_attrs(keys: Sequence[str], violations: Sequence[float], *, legacy: bool) -> dict[str, Any]:
+    """A trial's constraint values as Optuna's samplers read them: ``constraints:<key>`` each, and the
+    legacy list when ``legacy`` (optuna-dashboard 0.21)."""
+    attrs: dict[str, Any] = {constraint_key(k): float(v) for k, v in zip(keys, violations)}
+    return attrs | (legacy_constraint_attrs(violations) if legacy else {})
+
+
 def read_violations(system_attrs: Mapping[str, Any], names: Sequence[str] | None = None) -> dict[str, float]:
     """Constraint values by name: ``names`` (a study's constraint keys) or every ``constraints:*`` stored."""
     if names is None:
@@ -117,6 +129,22 @@ REPORT_PREFIX = "motune:report:"
 def report_key(number: int, step: int) -> str:
     """The system attribute holding trial ``number``'s report at ``step``."""
     return f"{REPORT_PREFIX}{int(number)}:{int(step)}"
+
+
+def intermediate_value(values: Mapping[str, float], objective_metrics: Sequence[str]) -> float | None:
+    """The one number per report Optuna keeps as the trial's intermediate value at that step (what
+    optuna-dashboard and ``plot_intermediate_values`` draw as the learning curve): the study's first
+    objective, in its own units and direction; ``None`` when the report lacks it. Read back by Optuna
+    (``FrozenTrial.intermediate_values``); motune itself reads the full reports."""
+    first = objective_metrics[0] if objective_metrics else None
+    value = values.get(first) if first is not None else None
+    return None if value is None else float(value)
+
+
+def report_steps(system_attrs: Mapping[str, Any], number: int) -> list[int]:
+    """The steps trial ``number`` reported (without reading the reports)."""
+    prefix = f"{REPORT_PREFIX}{int(number)}:"
+    return [int(k[len(prefix):]) for k in system_attrs if k.startswith(prefix) and k[len(prefix):].isdigit()]
 
 
 def read_reports(system_attrs: Mapping[str, Any], number: int) -> dict[int, dict[str, float]]:
@@ -160,11 +188,16 @@ def params_attrs(params: Mapping[str, Any]) -> dict[str, Any]:
     return {PARAMS_ATTR: jsonable(dict(params))}
 
 
+FLAT_METRIC_PREFIX = "metric:"  # one plain number per metric, for tools that sort user attributes
+
+
 def outcome_attrs(*, values: Mapping[str, float], details: Mapping[str, Any], timing: Mapping[str, float],
                   provenance: Mapping[str, Any]) -> dict[str, Any]:
-    """A completed trial's user attributes: metrics, each metric function's details under its key,
-    timing and provenance."""
-    return jsonable({METRICS_ATTR: dict(values), **dict(details), "timing": dict(timing),
+    """A completed trial's user attributes: metrics (as one record, and each as a plain number under
+    ``metric:<name>``, which optuna-dashboard and ``trials_dataframe`` show as sortable columns), each
+    metric function's details under its key, timing and provenance."""
+    flat = {f"{FLAT_METRIC_PREFIX}{name}": value for name, value in values.items()}
+    return jsonable({METRICS_ATTR: dict(values), **flat, **dict(details), "timing": dict(timing),
                      "provenance": dict(provenance)})
 
 
@@ -182,7 +215,12 @@ def stale_reason_attrs(grace_s: float) -> dict[str, Any]:
 
 
 def read_metrics(user_attrs: Mapping[str, Any]) -> dict[str, float | None]:
-    return dict(user_attrs.get(METRICS_ATTR) or {})
+    """A trial's metrics: the record, else the plain ``metric:<name>`` numbers (either may be all a
+    study written by another version holds)."""
+    record = user_attrs.get(METRICS_ATTR)
+    if record:
+        return dict(record)
+    return {k[len(FLAT_METRIC_PREFIX):]: v for k, v in user_attrs.items() if k.startswith(FLAT_METRIC_PREFIX)}
 
 
 def read_params(user_attrs: Mapping[str, Any], trial_params: Mapping[str, Any]) -> dict[str, Any]:
@@ -206,7 +244,7 @@ PER_TRIAL_USER_KEYS = (METRICS_ATTR, "timing", "provenance", ERROR_ATTR, TRACEBA
 def retry_user_attrs(user_attrs: Mapping[str, Any]) -> dict[str, Any]:
     """What a retry keeps of the failed trial's user attributes: the user's own (``user:*``) and
     the params it received; measured outcomes and failure records are its own to write."""
-    return {k: v for k, v in user_attrs.items() if k not in PER_TRIAL_USER_KEYS}
+    return {k: v for k, v in user_attrs.items() if k not in PER_TRIAL_USER_KEYS and not k.startswith(FLAT_METRIC_PREFIX)}
 
 
 def retry_system_attrs(system_attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -276,6 +314,26 @@ def read_decisions(study_user_attrs: Mapping[str, Any]) -> list[dict[str, Any]]:
     keys = sorted(k for k in study_user_attrs if k.startswith(DECISION_PREFIX))
     return [{**dict(study_user_attrs[k]), "number": i, "id": k[len(DECISION_PREFIX):]}
             for i, k in enumerate(keys, start=1)]
+
+
+CHECK_PREFIX = "motune:check:"
+
+
+def check_attrs(record: Mapping[str, Any], *, key: str) -> dict[str, Any]:
+    """A check of a decision on new data, under its own key (a sortable UTC time and a random id)."""
+    return {f"{CHECK_PREFIX}{key}": jsonable({k: v for k, v in dict(record).items() if k not in ("number", "id")})}
+
+
+def read_checks(study_user_attrs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every check, oldest first, each with its ``number`` (1, 2, ...) and ``id``."""
+    keys = sorted(k for k in study_user_attrs if k.startswith(CHECK_PREFIX))
+    return [{**dict(study_user_attrs[k]), "number": i, "id": k[len(CHECK_PREFIX):]}
+            for i, k in enumerate(keys, start=1)]
+
+
+def versioned_name(name: str, version: int) -> str:
+    """The stored name of version ``version`` of study ``name`` (version 1 keeps the plain name)."""
+    return name if version == 1 else f"{name}@v{int(version)}"
 
 
 # ---------------------------------------------------------------- JSON

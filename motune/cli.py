@@ -14,7 +14,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pandas as pd
 import typer
@@ -213,6 +213,10 @@ def front(
         _print_frame(frame, title=f"front of {name}: {counts['on_front']} of {counts['trials']} trials "
                                   f"({counts['infeasible']} infeasible, {counts['failed']} failed, "
                                   f"{counts['pruned']} pruned)")
+        if result.foreign:
+            _say(f"{name} was not created by motune: objectives from Optuna's directions and metric names "
+                 f"({', '.join(str(o) for o in result.objectives)}), constraints from Trial.set_constraint "
+                 f"({', '.join(result.constraint_keys) or 'none'}); missing: {result.info['missing']}")
 
 
 @app.command()
@@ -221,7 +225,9 @@ def report(
     output: Path = typer.Option(Path("report.html"), "--output", "-o", help="HTML file to write."),
     storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
     png: bool = typer.Option(False, "--png", help="Also write each figure as a PNG into <output stem>_figures/ "
-                                                  "(needs kaleido and a Chrome or Chromium)."),
+                                                  "(needs a Chrome or Chromium for kaleido)."),
+    attach: bool = typer.Option(True, "--attach/--no-attach", help="Upload the report (and PNGs) as artifacts "
+                                "of the study when it has an artifact store, for optuna-dashboard."),
 ) -> None:
     """Write a self-contained HTML report of a stored study (every figure that applies)."""
     from motune.viz.report import PngExportError, export_pngs, report_figures, write_report
@@ -241,6 +247,15 @@ def report(
         except PngExportError as e:
             raise _fail(f"no PNGs written (the HTML report is complete): {e}") from None
         _say(f"wrote {len(pngs)} PNG figure(s) to {folder}")
+    else:
+        pngs = []
+    if attach:
+        from motune.run.artifacts import attach_files
+
+        ids = attach_files(result, [path, *pngs])
+        if ids:
+            _say(f"attached the report{' and its figures' if pngs else ''} to the study as {len(ids)} artifact(s) "
+                 "(optuna-dashboard lists them on the study page)")
 
 
 @app.command()
@@ -252,7 +267,7 @@ def studies(storage: Optional[str] = typer.Option(None, "--storage", help=STORAG
     except MotuneError as e:
         raise _fail(str(e)) from None
     table = Table(title=Text(f"studies in {storage_name(storage)}"))
-    for column in ("name", "trials", "objectives", "motune"):
+    for column in ("name", "trials", "objectives", "motune", "follows"):
         table.add_column(column)
     for s in summaries:
         attrs = s.user_attrs.get("motune")
@@ -260,8 +275,10 @@ def studies(storage: Optional[str] = typer.Option(None, "--storage", help=STORAG
             objectives = ", ".join(f"{o['direction']} {o['metric']}" for o in attrs["objectives"])
         else:
             objectives = ", ".join(d.name.lower() for d in s.directions)
+        previous = (attrs or {}).get("previous")
+        follows = f"{previous['study']}: {'; '.join(previous['changes'])}" if previous else ""
         n_trials = opened.get_n_trials(opened.get_study_id_from_name(s.study_name))
-        table.add_row(Text(s.study_name), str(n_trials), Text(objectives), "yes" if attrs else "no")
+        table.add_row(Text(s.study_name), str(n_trials), Text(objectives), "yes" if attrs else "no", Text(follows))
     out.print(table)
 
 
@@ -363,6 +380,16 @@ def decide(
     _print_frame(_decision_frame([decision]), title=f"decision {decision.number} of {name}")
 
 
+def _stored(name: str, storage: Optional[str], fmt: str, read: Any) -> list:
+    """Records a study stores (decisions, checks), for a table or JSON listing."""
+    if fmt not in ("table", "json"):
+        raise _fail(f"--format must be table or json, got {fmt!r}")
+    try:
+        return read(load_study(name, storage=storage))
+    except MotuneError as e:
+        raise _fail(str(e)) from None
+
+
 @app.command()
 def decisions(
     name: str = typer.Argument(..., help="Study name."),
@@ -370,12 +397,7 @@ def decisions(
     fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
 ) -> None:
     """List the decisions recorded for a study (the last is current)."""
-    if fmt not in ("table", "json"):
-        raise _fail(f"--format must be table or json, got {fmt!r}")
-    try:
-        found = load_study(name, storage=storage).decisions()
-    except MotuneError as e:
-        raise _fail(str(e)) from None
+    found = _stored(name, storage, fmt, lambda result: result.decisions())
     if fmt == "json":
         typer.echo(json.dumps([json.loads(d.to_json()) for d in found], indent=2))
     else:
@@ -385,6 +407,101 @@ def decisions(
 def _decision_frame(found) -> pd.DataFrame:
     return pd.DataFrame([{"decision": d.number, "trial": d.trial, "rule": d.rule, "on": d.values_used,
                           "decided by": d.decided_by, "at": d.decided_at, "why": d.rationale} for d in found])
+
+
+@app.command()
+def check(
+    name: str = typer.Argument(..., help="Study name."),
+    data: str = typer.Option(..., "--data", help="New rows: a .csv or .parquet file, or file.py:function returning "
+                                                 "a DataFrame (the study's label, sensitive and feature columns)."),
+    decision: Optional[int] = typer.Option(None, "--decision", help="Decision number (default: the current one)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    artifacts: Optional[str] = typer.Option(None, "--artifacts", help=ARTIFACTS_HELP),
+    study_file: Optional[Path] = typer.Option(None, "--study-file", help="The file defining the study, if its "
+                                              "recorded one moved."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
+    tolerance: float = typer.Option(0.05, "--tolerance", help="How far a metric may move (absolute; latency: "
+                                                               "25 % of the recorded value)."),
+    latency: bool = typer.Option(False, "--latency", help="Also re-time latency (when the study measures it)."),
+    fail_on_drift: bool = typer.Option(False, "--fail-on-drift", help="Fail when a feature shifted (PSI above 0.2 "
+                                       "and above what chance gives at these sample sizes)."),
+    constraints_of: Optional[str] = typer.Option(None, "--constraints-of", help="Judge against another version's "
+                                                 "constraints (e.g. NAME@v2)."),
+    store: bool = typer.Option(True, "--store/--no-store", help="Record the check with the study."),
+) -> None:
+    """Check a decision's model on new data: exit 0 when its constraints hold and no objective moved beyond
+    the tolerance, 1 when something broke, 2 on bad input."""
+    from motune.check import check as run_check
+
+    if fmt not in ("table", "json"):
+        raise _fail(f"--format must be table or json, got {fmt!r}")
+    try:
+        result = _open(name, storage, artifacts, study_file)
+        other = load_study(constraints_of, storage=storage) if constraints_of else None
+        record = run_check(result, data, decision=decision, tolerance=tolerance, latency=latency,
+                           fail_on_drift=fail_on_drift, constraints_of=other, store=store)
+    except MotuneError as e:
+        raise _fail(str(e)) from None
+    if fmt == "json":
+        typer.echo(json.dumps(record, indent=2, default=str))
+    else:
+        _print_check(record)
+    raise typer.Exit(code=0 if record["verdict"] == "pass" else 1)
+
+
+def _print_check(record: dict) -> None:
+    rows = []
+    for metric, v in record["values"].items():
+        kept = next((("kept" if c["kept"] else "BROKEN") + f" ({c['op']} {c['bound']:g})"
+                     for c in record["constraints"].values() if c["metric"] == metric), "")
+        interval = "" if v["low"] is None else f"[{v['low']:.4g}, {v['high']:.4g}]"
+        rows.append({"metric": metric, "recorded": v["recorded"], "new": v["value"], "interval": interval,
+                     "change": v["change"],
+                     "moved": ("worse" if v.get("worse") else "yes") if v["moved"] else "", "constraint": kept})
+    versions = f", constraints of {record['constraints_of']}" if record.get("constraints_of") else ""
+    _print_frame(pd.DataFrame(rows), title=f"check of decision {record['decision']} (trial {record['trial']}) of "
+                                           f"{record['study']} on {record['data']['rows']} rows of "
+                                           f"{record['data']['source']}{versions}")
+    shift = record["drift"]
+    lines = [f"not checked: {c}" for c in record.get("not_checked") or []]
+    lines += [f"not measured: {m}" for m in record.get("not_measured") or []]
+    if "label_rate" in shift:
+        lines.append(f"label rate {shift['label_rate']['train']:.3f} in training, {shift['label_rate']['new']:.3f} "
+                     "now")
+    for group in shift.get("groups_without_positives") or []:
+        lines.append(f"group {group} has no positive label here: its true-positive rate is undefined, and "
+                     "equalized-odds metrics count it as 0")
+    lines.append("group shares: " + ", ".join(f"{g} {v['train']:.2f} -> {v['new']:.2f}"
+                                              for g, v in shift["group_shares"].items()))
+    top = list(shift["psi"].items())[:5]
+    chance = shift.get("psi_by_chance", {})
+    lines.append("population stability index (largest; by chance alone up to): "
+                 + ", ".join(f"{c} {v:.3f}" + (f" ({chance[c]:.3f})" if c in chance else "") for c, v in top)
+                 + (f"; shifted (> 0.2 and above chance): {', '.join(shift['shifted'])}" if shift["shifted"]
+                    else "; none shifted"))
+    for line in lines:
+        _say(line)
+    if record["verdict"] == "pass":
+        _say(("pass", "bold green"), ": every constraint holds and no objective moved beyond its tolerance")
+    else:
+        _say(("FAIL", "bold red"), ": " + "; ".join(record["reasons"]))
+
+
+@app.command()
+def checks(
+    name: str = typer.Argument(..., help="Study name."),
+    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
+) -> None:
+    """The history of checks of a study's decisions on new data."""
+    found = _stored(name, storage, fmt, lambda result: result.checks())
+    if fmt == "json":
+        typer.echo(json.dumps(found, indent=2, default=str))
+        return
+    _print_frame(pd.DataFrame([{"check": c["number"], "at": c["at"], "decision": c["decision"],
+                                "data": c["data"]["source"], "rows": c["data"]["rows"], "verdict": c["verdict"],
+                                "why": "; ".join(c["reasons"])} for c in found]),
+                 title=f"checks of {name} ({len(found)})")
 
 
 @app.command()

@@ -52,18 +52,25 @@ class TrialRecord:
 
 
 def record_of(trial: Any, constraint_keys: Sequence[str], *, on_front: bool = False,
-              study_attrs: dict[str, Any] | None = None) -> TrialRecord:
+              study_attrs: dict[str, Any] | None = None, objective_names: Sequence[str] | None = None) -> TrialRecord:
     """A :class:`TrialRecord` from an Optuna ``FrozenTrial`` of a study with these constraints (and the
-    study's user attributes, for what is recorded about the trial after it finished)."""
+    study's user attributes, for what is recorded about the trial after it finished). With
+    ``objective_names`` (a study motune did not create) the metrics are the trial's values under those
+    names, and the constraints every value Optuna's ``FrozenTrial.constraints`` holds."""
     study_attrs = study_attrs or {}
     state = trial.state.name
-    violations = _schema.read_violations(trial.system_attrs, constraint_keys)
+    if objective_names is None:
+        violations = _schema.read_violations(trial.system_attrs, constraint_keys)
+        metrics = _schema.read_metrics(trial.user_attrs)
+    else:
+        violations = {k: float(v) for k, v in trial.constraints.items()}
+        metrics = dict(zip(objective_names, trial.values)) if trial.values is not None else {}
     feasible = _schema.is_feasible(violations, constraint_keys) if state == "COMPLETE" else None
     return TrialRecord(
         number=trial.number,
         state=state,
         params=_schema.read_params(trial.user_attrs, trial.params),
-        metrics=_schema.read_metrics(trial.user_attrs),
+        metrics=metrics,
         violations=violations,
         feasible=feasible,
         on_front=on_front,
@@ -78,6 +85,24 @@ def record_of(trial: Any, constraint_keys: Sequence[str], *, on_front: bool = Fa
     )
 
 
+FOREIGN_MISSING = ("the task and its data, per-group fairness tables, latency records, intermediate reports, "
+                   "kept models, confirmations and decisions (motune records them on studies it runs)")
+
+
+def foreign_record(study: Any) -> dict[str, Any]:
+    """What motune can read of an Optuna study it did not create: objectives from its directions and
+    metric names (``objective_<i>`` where it has none); constraints are read per trial."""
+    try:
+        names = list(study.metric_names or [])
+    except Exception:  # noqa: BLE001  (an Optuna without metric names)
+        names = []
+    directions = [d.name.lower() for d in study.directions]
+    if len(names) != len(directions):
+        names = [f"objective_{i}" for i in range(len(directions))]
+    return {"objectives": [{"metric": n, "direction": d} for n, d in zip(names, directions)], "constraints": [],
+            "foreign": True, "missing": FOREIGN_MISSING}
+
+
 class Result:
     """A motune study read back from storage: records, the front, tables.
 
@@ -86,9 +111,9 @@ class Result:
 
     def __init__(self, study: Any) -> None:
         record = _schema.read_study_record(study.user_attrs)
+        self.foreign = record is None  # a plain Optuna study: what motune records is missing
         if record is None:
-            raise SpecError(f"study {study.study_name!r} was not created by motune "
-                            f"(no {_schema.STUDY_ATTR!r} attribute)")
+            record = foreign_record(study)
         self.study = study
         self.info: dict[str, Any] = record
         self.objectives = [Objective(**o) for o in record["objectives"]]
@@ -113,10 +138,14 @@ class Result:
         trials = self.study.get_trials(deepcopy=False)
         self._trials = trials
         self._study_attrs = dict(self.study.user_attrs)
-        keys = [c.key for c in self.constraints]
+        if self.foreign:  # every constraint Optuna holds on any trial (Trial.set_constraint or the old list)
+            self.constraint_keys = sorted({k for t in trials for k in t.constraints})
+        else:
+            self.constraint_keys = [c.key for c in self.constraints]
         after = {"removed": _schema.read_removed_models(self._study_attrs),
                  "confirmations": _schema.read_confirmations(self._study_attrs)}
-        records = [record_of(t, keys, study_attrs=after) for t in trials]
+        names = [o.metric for o in self.objectives] if self.foreign else None
+        records = [record_of(t, self.constraint_keys, study_attrs=after, objective_names=names) for t in trials]
         front = set(self._front_numbers(records))
         self._records = [r if r.number not in front else _with_front(r) for r in records]
         self.distributions: dict[str, Any] = {}
@@ -161,6 +190,20 @@ class Result:
         """Every decision recorded for this study, oldest first (the last is current)."""
         return [DecisionRecord.from_dict(d, result=self) for d in _schema.read_decisions(self._study_attrs)]
 
+    def checks(self) -> list[dict[str, Any]]:
+        """Every check of a decision on new data (:func:`motune.check`), oldest first."""
+        return _schema.read_checks(self._study_attrs)
+
+    @property
+    def version(self) -> int:
+        """The study's spec version (1 unless it was created as a new version of an earlier one)."""
+        return int(self.info.get("version") or 1)
+
+    @property
+    def lineage(self) -> dict[str, Any] | None:
+        """The earlier version this one follows and what changed (``None`` for a first version)."""
+        return self.info.get("previous")
+
     @property
     def decision(self) -> DecisionRecord | None:
         """The current decision (the latest), or ``None``."""
@@ -186,12 +229,19 @@ class Result:
         if not source:
             raise SpecError(f"study {self.name!r} does not record the file that defines it; pass its task "
                             "(task=...), or the study file (--study-file FILE)")
-        found = [s for s in studies_in_file(source) if s.name == self.name]
-        if not found:
-            raise SpecError(f"{source} (the file recorded for study {self.name!r}) no longer defines it; pass its "
-                            "task, or the study file (--study-file FILE)")
-        self.spec = found[0]
-        return self.spec.task
+        defined = studies_in_file(source)
+        found = [s for s in defined if s.name == self.name]
+        if found:
+            self.spec = found[0]
+            return self.spec.task
+        family = self.info.get("family", self.name)  # the file moved on to another version of the study
+        expected = self.info.get("data_fingerprint")
+        same_data = [s for s in defined if s.family == family and expected
+                     and getattr(s.task, "fingerprint", None) == expected]
+        if same_data:
+            return same_data[0].task
+        raise SpecError(f"{source} (the file recorded for study {self.name!r}) no longer defines it, nor another "
+                        "version of it on the same data; pass its task, or the study file (--study-file FILE)")
 
     def set_study_attrs(self, attrs: dict[str, Any]) -> None:
         """Store study-level records (confirmations, decisions, removed models) written by the rooms above
@@ -348,6 +398,7 @@ class DecisionRecord:
     provenance: dict[str, Any]
     artifact: dict[str, Any] | None  # the chosen model: artifact id, sha256, kind, size
     id: str | None = None  # its storage key's unique part (time and a random id)
+    spec_version: int | None = None  # the study version it was made under (None: recorded before versions)
     _result: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import re
 import runpy
 import sys
 import traceback
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from motune import _schema
 from motune import metrics as _metrics  # noqa: F401  (registers the built-in metrics)
 from motune.errors import MotuneError, SpecError, SpecTypeError, StudyFileError, UnknownMetricError
 from motune.locks import TIMING_MODES
@@ -141,11 +143,23 @@ class Study:
     pruning: a :mod:`motune.pruning` policy deciding from ``ctx.report(step, ...)`` calls in
         ``train``; ``None`` never prunes; the default is
         ``ConstraintAware() | SuccessiveHalving()``. A train function that never reports is never pruned.
+    max_step: the last step ``train`` reports (its last epoch): a report there is never pruned (the trial
+        has paid for its training; it completes, feasible or not). Default: the largest step a
+        completed trial of the study reported.
+    sampler_sees_pruned: the sampler sees each pruned trial as if it had completed with the values of
+        its last report (constraints included; :mod:`motune.run.sampling`), so it learns from them;
+        ``False`` shows them as Optuna's plain PRUNED trials (without intermediate values either way).
     keep_models: which trained models are kept as artifacts: ``"front"`` (default: the front's, the
         others removed at the end of each run), ``"feasible"``, ``"all"`` or ``"none"``.
     timing: ``"per-device"`` (default: a latency run holds its device's lock; other workers may train
         meanwhile, and who did is recorded) or ``"exclusive"`` (no trial of any study on the host
         trains while one times; see :mod:`motune.locks`).
+    version: the study's spec version (1, 2, ...): change an objective, a constraint's bound or the data and
+        give the study a new version instead of a new name. Version 1 is stored under ``name``, version
+        ``n`` under ``name@vn``; a new version records the previous one it follows and what changed
+        ("equalized_odds_difference <= 0.1 -> <= 0.05"), shown by ``motune studies`` and the report;
+        decisions keep the version they were made under, and ``motune check --constraints-of`` judges an
+        old decision against a newer version's constraints.
     source_file: the Python file that defines the study (default: the file this ``Study(...)`` call is
         in), recorded so that ``motune confirm NAME`` can rebuild the task from storage alone.
     artifact_store: where models are kept: an Optuna artifact store (``FileSystemArtifactStore``,
@@ -173,16 +187,33 @@ class Study:
     measure_by_group: bool = True
     dashboard_constraints: bool | None = None
     pruning: Any = "default"
+    max_step: int | None = None
+    sampler_sees_pruned: bool = True
     heartbeat_s: float | None = None
     heartbeat_grace_s: float | None = None
     keep_models: str = "front"
     artifact_store: Any = None
     timing: str = "per-device"
     source_file: str | None = None
+    version: int = 1
 
     def __post_init__(self) -> None:
         if self.source_file is None:
             self.source_file = _caller_file()
+        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
+            raise SpecError(f"version must be a positive int (1, 2, ...), got {self.version!r}")
+        if not isinstance(self.name, str) or not self.name:
+            raise SpecTypeError(f"name must be a non-empty string, got {self.name!r}")
+        suffix = re.fullmatch(r"(.+)@v(\d+)", self.name)  # "name@v2": the stored name of a version
+        if suffix:
+            if self.version != 1 and int(suffix.group(2)) != self.version:
+                raise SpecError(f"name {self.name!r} says version {suffix.group(2)} but version={self.version}; "
+                                "give the plain name and version=N")
+            self.version = int(suffix.group(2))
+            if self.version < 1:
+                raise SpecError(f"version must be a positive int (1, 2, ...), got {self.name!r}")
+        self.family = suffix.group(1) if suffix else self.name
+        self.name = _schema.versioned_name(self.family, self.version)  # the name it is stored under
         self.objectives = _as_tuple(self.objectives, (Objective, str))
         self.constraints = _as_tuple(self.constraints, (Constraint, str))
         self.metrics = _as_tuple(self.metrics, (str,))
@@ -233,6 +264,7 @@ class Study:
             "metric_options": json.loads(json.dumps({k: dict(v) for k, v in self.metric_options.items()},
                                                     sort_keys=True, default=str)),
             "keep_models": self.keep_models,
+            "version": self.version,
         }
 
     def optimize(
@@ -388,6 +420,12 @@ def validate(study: Study) -> None:
         raise SpecTypeError(f"pruning must be a motune.pruning policy, None or 'default'; got {study.pruning!r}")
     if isinstance(study.seed, bool) or not isinstance(study.seed, int):
         raise SpecTypeError(f"seed must be an int, got {study.seed!r}")
+    if study.max_step is not None and (isinstance(study.max_step, bool) or not isinstance(study.max_step, int)
+                                       or study.max_step < 1):
+        raise SpecError(f"max_step must be a positive int (the last step train reports) or None, "
+                        f"got {study.max_step!r}")
+    if not isinstance(study.sampler_sees_pruned, bool):
+        raise SpecTypeError(f"sampler_sees_pruned must be True or False, got {study.sampler_sees_pruned!r}")
     check_heartbeat(study.heartbeat_s, study.heartbeat_grace_s)
     if study.timing not in TIMING_MODES:
         raise SpecError(f"timing must be one of {list(TIMING_MODES)}, got {study.timing!r}")

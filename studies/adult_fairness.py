@@ -8,6 +8,11 @@ Run, then confirm the front on the held-out test split, choose, record and expor
       motune report adult-fairness -o report.html
       motune export adult-fairness -o chosen/
 
+and later, on new rows, check that the decision still holds:
+
+      motune check adult-fairness --data studies/adult_fairness.py:later_rows
+      motune checks adult-fairness
+
 or ``python studies/adult_fairness.py``, which does the same in Python.
 
 The search space mixes model hyperparameters (logistic regression or
@@ -82,6 +87,25 @@ study = mt.Study(
     metrics=["robust_accuracy", "roc_auc"],
     seed=0,
 )
+
+
+
+def later_rows():
+    """Rows for ``motune check``: the last 4,281 rows of adult.test (the pooled frame's rows 44,561 on)
+    less the ones the study trained on: 1,711 rows, which the study saw only as validation or test rows
+    (the task pools adult.data and adult.test before splitting, so no Adult row is unseen; pass truly new
+    rows, e.g. a CSV, in real use)."""
+    frame = mt.data.adult_frame()
+    later = frame.iloc[44_561:]
+    return later[~later.index.isin(task.X_train.index)]
+
+
+def later_rows_without_womens_high_incomes():
+    """:func:`later_rows` with the positives (income > 50K) of women removed: a shifted sample on which
+    the decision's fairness constraint should break."""
+    rows = later_rows()
+    return rows[~((rows["sex"] == "Female") & (rows["income"] == ">50K"))]
+
 
 if __name__ == "__main__":
     result = study.optimize(n_trials=30)

@@ -37,7 +37,7 @@ class PruneTrialOne(PruningPolicy):
 
 def reporting_train(params, task, ctx):
     model = train(params, task, ctx)
-    for step in (1, 2):
+    for step in (1, 2, 3):  # (step 3 is the last: a trial that reaches it completes)
         ctx.report(step, model, metrics={"marker": ctx.trial_number})
     return model
 
@@ -49,7 +49,8 @@ def test_motune_callbacks_get_plain_records_and_optuna_callbacks_frozen_trials(t
                             callbacks=[recorder, lambda s, t: seen.append((type(s), t.number, t.state.name))])
     kinds = [k for k, _ in recorder.events]
     assert kinds[0] == "study_start" and kinds[-1] == "study_end"
-    assert kinds[1:-1] == ["trial_start", "report", "report", "trial_end"] * 3
+    assert kinds[1:-1] == ["trial_start", *["report"] * 3, "trial_end", "trial_start", *["report"] * 2, "trial_end",
+                           "trial_start", *["report"] * 3, "trial_end"]
     start = recorder.events[0][1]
     assert start.name == "synthetic" and start.objectives == ["maximize accuracy", "minimize demographic_parity_difference"]
     assert start.n_trials == 3 and start.stored_trials == 0
@@ -57,8 +58,8 @@ def test_motune_callbacks_get_plain_records_and_optuna_callbacks_frozen_trials(t
     assert [(t.number, t.seed) for t in trial_starts] == [(0, 0), (1, 1), (2, 2)]
     assert set(trial_starts[0].params) == {"C", "fit_intercept"}
     reports = [e for k, e in recorder.events if k == "report"]
-    assert [(r.number, r.step) for r in reports] == [(0, 1), (0, 2), (1, 1), (1, 2), (2, 1), (2, 2)]
-    assert reports[3].pruned == {"rule": "trial_one", "reason": "picked"} and reports[2].pruned is None
+    assert [(r.number, r.step) for r in reports] == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (2, 1), (2, 2), (2, 3)]
+    assert reports[4].pruned == {"rule": "trial_one", "reason": "picked"} and reports[3].pruned is None
     assert "accuracy" in reports[0].values and reports[0].values["marker"] == 0
     ends = [e for k, e in recorder.events if k == "trial_end"]
     assert [r.state for r in ends] == ["COMPLETE", "PRUNED", "COMPLETE"] and isinstance(ends[0], mt.TrialRecord)

@@ -1,3 +1,4 @@
+import copy
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from sklearn.linear_model import SGDClassifier
 
 import motune as mt
 from conftest import FAST_LATENCY, make_study
-from motune.pruning import ConstraintAware, PeerReport, ReportContext, SuccessiveHalving
+from motune.pruning import ConstraintAware, Decision, PeerReport, PruningPolicy, ReportContext, SuccessiveHalving
 from motune._pareto import crowding_distance
 from motune.pruning.halving import rank_order
 
@@ -36,6 +37,14 @@ def test_static_constraint_prunes_at_step_zero_only():
     assert rule.decide(ctx(3, {"latency_p95_ms": 7.5})) is None  # static metrics are judged at step 0
 
 
+def test_without_calibration_only_a_large_violation_prunes_unless_patience_is_set():
+    rule = ConstraintAware(warmup_steps=2, margin=0.05)  # patience is off by default
+    small = {"equalized_odds_difference": 0.12}
+    history = [(s, small) for s in range(2, 9)]
+    assert rule.decide(ctx(9, small, history=history)) is None  # a small violation for 8 reports: not pruned
+    assert "margin" in rule.decide(ctx(9, {"equalized_odds_difference": 0.2}, history=history)).reason
+
+
 def test_learning_curve_margin_warmup_and_patience():
     rule = ConstraintAware(warmup_steps=2, margin=0.05, patience=3)
     assert rule.decide(ctx(1, {"equalized_odds_difference": 0.5})) is None  # still warming up
@@ -58,7 +67,11 @@ def test_calibration_from_completed_trials():
     # history: trials this far off at this step never ended feasible -> prune a small violation at once
     hopeless = [peer(i, 0.13 + 0.01 * i, 0.14 + 0.01 * i) for i in range(10)]
     decision = rule.decide(ctx(2, {"equalized_odds_difference": 0.12}, peers=hopeless))
-    assert "of 10 completed trials at least this far off here, 0% ended feasible" in decision.reason
+    assert "of 10 completed trials at least this far off here, 8% ended feasible" in decision.reason  # (0+1)/(10+2)
+    # three hopeless trials are too few to prune a small violation alone (20 % counting one more of each)
+    strict = ConstraintAware(margin=0.05, min_calibration=3, max_feasible_rate=0.05)
+    assert strict.decide(ctx(2, {"equalized_odds_difference": 0.12}, peers=hopeless[:3])) is None
+    assert "margin" in strict.decide(ctx(2, {"equalized_odds_difference": 0.2}, peers=hopeless[:3])).reason
     # history: such trials usually recovered -> even a large violation continues
     recovering = [peer(i, 0.2 + 0.01 * i, 0.05) for i in range(10)]
     assert rule.decide(ctx(2, {"equalized_odds_difference": 0.2}, peers=recovering)) is None
@@ -74,7 +87,7 @@ def test_rungs():
 
 
 def test_halving_keeps_the_top_third_by_non_dominated_sorting():
-    sh = SuccessiveHalving(min_resource=1, eta=3)
+    sh = SuccessiveHalving(min_resource=1, eta=3, calibrate=False)
     peers = [PeerReport(i, "RUNNING", {"accuracy": a, "demographic_parity_difference": d}, None)
              for i, (a, d) in enumerate([(0.90, 0.05), (0.85, 0.02), (0.70, 0.30), (0.72, 0.25), (0.71, 0.28)])]
     # dominated by peers 0 and 1: 6 entries, top 2 continue -> pruned
@@ -85,6 +98,50 @@ def test_halving_keeps_the_top_third_by_non_dominated_sorting():
     # not a rung, or too few trials at the rung: continues
     assert sh.decide(ctx(2, {"accuracy": 0.1, "demographic_parity_difference": 0.9}, peers=peers, constraints=())) is None
     assert sh.decide(ctx(1, {"accuracy": 0.1, "demographic_parity_difference": 0.9}, peers=peers[:1], constraints=())) is None
+
+
+def _pair(i, early, final):
+    """A completed peer: (accuracy, dp) at the rung and at the end."""
+    return PeerReport(i, "COMPLETE", {"accuracy": early[0], "demographic_parity_difference": early[1]},
+                      {"accuracy": final[0], "demographic_parity_difference": final[1]})
+
+
+def test_a_rung_stops_only_trials_below_where_every_front_trial_stood():
+    sh = SuccessiveHalving(min_resource=1, eta=3, min_calibration=5, margin=0.0)
+    accuracies = [0.60, 0.65, 0.70, 0.75, 0.80, 0.85]
+    agreeing = [_pair(i, (a, 0.1), (a + 0.05, 0.1)) for i, a in enumerate(accuracies)]  # the best early ends best
+    worst = {"accuracy": 0.50, "demographic_parity_difference": 0.3}
+    decision = sh.decide(ctx(1, worst, peers=agreeing, constraints=()))
+    assert decision is not None and "the lowest placed 1" in decision.reason
+    # the trial that ends best was the worst early: only a trial below it, past the margin, is stopped
+    reversed_ = [_pair(i, (a, 0.1), (1.45 - a, 0.1)) for i, a in enumerate(accuracies)]
+    assert "the lowest placed 6" in sh.decide(ctx(1, worst, peers=reversed_, constraints=())).reason
+    with_margin = SuccessiveHalving(min_resource=1, eta=3, min_calibration=5, margin=0.1)  # one place of slack
+    assert with_margin.decide(ctx(1, worst, peers=reversed_, constraints=())) is None
+    # a rung whose order disagrees with the final one (Spearman below min_agreement) is skipped
+    gated = SuccessiveHalving(min_resource=1, eta=3, min_calibration=5, margin=0.0, min_agreement=0.7)
+    shuffled = [_pair(i, (a, 0.1), (f, 0.1)) for i, (a, f) in enumerate(zip(accuracies, [0.9, 0.6, 0.8, 0.7, 0.65, 0.95]))]
+    assert sh.decide(ctx(1, worst, peers=shuffled, constraints=())) is not None
+    assert gated.decide(ctx(1, worst, peers=shuffled, constraints=())) is None
+    assert gated.decide(ctx(1, worst, peers=agreeing, constraints=())) is not None
+    # too few completed trials to calibrate: uncalibrated decides ("continue" by default)
+    few = agreeing[:3] + [PeerReport(9, "RUNNING", {"accuracy": 0.9, "demographic_parity_difference": 0.0}, None)]
+    assert sh.decide(ctx(1, worst, peers=few, constraints=())) is None
+    eager = SuccessiveHalving(min_resource=1, eta=3, min_calibration=5, uncalibrated="prune")
+    assert "not calibrated yet: 3 of 5" in eager.decide(ctx(1, worst, peers=few, constraints=())).reason
+    classic = SuccessiveHalving(min_resource=1, eta=3, calibrate=False)  # every rung, as MO-ASHA
+    assert classic.decide(ctx(1, worst, peers=reversed_, constraints=())) is not None
+    with pytest.raises(ValueError, match="uncalibrated"):
+        SuccessiveHalving(uncalibrated="maybe")
+
+
+def test_the_last_step_is_never_a_rung():
+    sh = SuccessiveHalving(min_resource=1, eta=3, calibrate=False)
+    peers = [PeerReport(i, "RUNNING", {"accuracy": 0.9, "demographic_parity_difference": 0.0}, None) for i in range(5)]
+    worst = {"accuracy": 0.1, "demographic_parity_difference": 0.9}
+    assert sh.decide(ctx(9, worst, peers=peers, constraints=())) is not None
+    last = ReportContext(9, worst, [], peers, [ACC, DP], [], frozenset(), 9)
+    assert sh.decide(last) is None
 
 
 def test_constrained_domination_and_crowding():
@@ -136,18 +193,109 @@ def sgd_train(params, task, ctx, epochs=9):
 def test_a_pruned_study_prunes_records_reasons_and_keeps_pruned_trials_off_the_front(task, sqlite_url):
     study = make_study(task, sqlite_url, space=sgd_space, train=sgd_train,
                        constraints=[mt.at_most("equalized_odds_difference", 0.25)],
-                       pruning=SuccessiveHalving(min_resource=1, eta=3))
+                       pruning=SuccessiveHalving(min_resource=1, eta=3, calibrate=False))
     result = study.optimize(n_trials=12, show_progress=False)
     records = result.records()
     pruned = [r for r in records if r.state == "PRUNED"]
     assert pruned, "successive halving should stop some of 12 trials"
     for r in pruned:
-        assert r.attrs["pruned"]["rule"] == "successive_halving" and r.attrs["pruned"]["step"] in (1, 3, 9)
+        # rungs 1 and 3; epoch 9 is the last step (the first completed trial reported it): never pruned there
+        assert r.attrs["pruned"]["rule"] == "successive_halving" and r.attrs["pruned"]["step"] in (1, 3)
         assert "placed" in r.attrs["pruned"]["reason"]
     assert not (set(result.front().trial) & {r.number for r in pruned})
     reports = [k for k in result.study.trials[0].system_attrs if k.startswith("motune:report:0:")]
     assert len(reports) == 9  # every epoch's report is in storage
     assert result.summary()["pruned"] == len(pruned)
+
+
+class PruneAtThree(PruningPolicy):
+    name = "at_three"
+
+    def decide(self, ctx):
+        return Decision(self.name, "step 3") if ctx.step >= 3 else None
+
+
+def three_steps(params, task, ctx):
+    from conftest import train as fit
+
+    model = fit(params, task, ctx)
+    for step in (1, 2, 3):
+        ctx.report(step, metrics={"accuracy": 0.8, "demographic_parity_difference": 0.1})
+    return model
+
+
+def test_a_trial_that_reaches_the_last_step_completes(task):
+    stated = make_study(task, optuna.storages.InMemoryStorage(), train=three_steps, pruning=PruneAtThree(),
+                        max_step=3)
+    assert [r.state for r in stated.optimize(n_trials=2, show_progress=False).records()] == ["COMPLETE"] * 2
+    # not stated and no completed trial to learn it from: the rule decides at step 3 too
+    unknown = make_study(task, optuna.storages.InMemoryStorage(), train=three_steps, pruning=PruneAtThree())
+    assert [r.state for r in unknown.optimize(n_trials=2, show_progress=False).records()] == ["PRUNED"] * 2
+    with pytest.raises(ValueError, match="max_step"):
+        make_study(task, optuna.storages.InMemoryStorage(), max_step=0)
+
+
+def test_the_last_step_is_learned_from_a_completed_trial(task):
+    def train(params, task, ctx):
+        from conftest import train as fit
+
+        model = fit(params, task, ctx)
+        for step in (1, 2, 3):
+            ctx.report(step, metrics={"accuracy": 0.8, "demographic_parity_difference": 0.1})
+        return model
+
+    class PruneLaterTrials(PruningPolicy):
+        name = "later"
+
+        def decide(self, ctx):
+            return Decision(self.name, "late") if ctx.step >= 3 and ctx.peers else None
+
+    study = make_study(task, optuna.storages.InMemoryStorage(), train=train, pruning=PruneLaterTrials())
+    result = study.optimize(n_trials=3, show_progress=False)
+    assert [r.state for r in result.records()] == ["COMPLETE"] * 3  # trial 0 completes; step 3 is then the last
+
+
+def test_the_sampler_sees_pruned_trials_as_completed_at_their_last_report(task):
+    from motune.run.sampling import SamplerView
+
+    study = make_study(task, optuna.storages.InMemoryStorage(), space=sgd_space, train=sgd_train,
+                       constraints=[mt.at_most("equalized_odds_difference", 0.25)],
+                       pruning=SuccessiveHalving(min_resource=1, eta=3, calibrate=False))
+    seen = []
+    shown = SamplerView.shown
+
+    def counting(self, trial):
+        out = shown(self, trial)
+        seen.append((trial.state.name, out.state.name))
+        return out
+
+    SamplerView.shown = counting
+    try:
+        result = study.optimize(n_trials=14, show_progress=False)  # past TPE's 10 random start-up trials
+    finally:
+        SamplerView.shown = shown
+    assert ("PRUNED", "COMPLETE") in seen  # TPE read the trials through the view, pruned ones shown completed
+    pruned = next(r for r in result.records() if r.state == "PRUNED")
+    frozen = next(t for t in result.study.get_trials() if t.number == pruned.number)
+    sampler = SamplerView(optuna.samplers.TPESampler(), objectives=["accuracy", "demographic_parity_difference"],
+                         constraints=[("equalized_odds_difference <= 0.25", mt.at_most("equalized_odds_difference", 0.25))],
+                         legacy_constraints=True)
+    view = sampler.shown(frozen)
+    last = pruned.reports[max(pruned.reports)]
+    assert view.state.name == "COMPLETE" and view.values == [last["accuracy"], last["demographic_parity_difference"]]
+    assert view.constraints["equalized_odds_difference <= 0.25"] == pytest.approx(last["equalized_odds_difference"] - 0.25)
+    assert frozen.state.name == "PRUNED" and not frozen.constraints  # the stored trial is untouched
+    assert frozen.intermediate_values and not view.intermediate_values
+    blind = SamplerView(optuna.samplers.TPESampler(), objectives=["accuracy", "demographic_parity_difference"],
+                        constraints=[], legacy_constraints=False, as_completed=False).shown(frozen)
+    assert blind.state.name == "PRUNED" and not blind.intermediate_values  # hidden as pruned, no curve
+    lacking = SamplerView(optuna.samplers.TPESampler(), objectives=["accuracy", "demographic_parity_difference"],
+                          constraints=[("latency", mt.at_most("latency_p95_ms", 5.0))],
+                          legacy_constraints=False).shown(frozen)
+    assert lacking.state.name == "PRUNED"  # its reports lack a constraint the completed trials carry
+    own = copy.copy(frozen)
+    own.system_attrs = {**frozen.system_attrs, "constraints:users_own": -1.0}
+    assert sampler.shown(own).system_attrs["constraints:users_own"] == -1.0  # a user's constraint value stays
 
 
 def test_no_pruning_and_report_errors(task):
@@ -233,10 +381,11 @@ def test_two_processes_see_each_others_reports(tmp_path):
         "    def predict(self, X): return (X['x1'] > 0).astype(int)\n"
         "def train(params, task, ctx):\n"
         "    ctx.report(1, metrics={'accuracy': acc, 'demographic_parity_difference': 0.1})\n"
+        "    ctx.report(2, metrics={'accuracy': acc, 'demographic_parity_difference': 0.1})  # the last step\n"
         "    return M()\n"
         "study = mt.Study(name='shared', task=task, space=lambda t: {'x': t.suggest_float('x', 0, 1)}, train=train,\n"
         "    objectives=[mt.maximize('accuracy'), mt.minimize('demographic_parity_difference')],\n"
-        "    storage=sys.argv[1], pruning=SuccessiveHalving(min_resource=1, eta=2, min_peers=2))\n"
+        "    storage=sys.argv[1], pruning=SuccessiveHalving(min_resource=1, eta=2, min_peers=2, calibrate=False))\n"
         "r = study.optimize(n_trials=1, show_progress=False)\n"
         "print(r.records()[-1].state)\n"
     )
@@ -290,7 +439,7 @@ def test_boosting_stages_as_the_fidelity(task):
 
     study = make_study(task, optuna.storages.InMemoryStorage(), train=train,
                        space=lambda t: {"lr": t.suggest_float("lr", 0.01, 0.5, log=True)},
-                       pruning=SuccessiveHalving(min_resource=1, eta=3))
+                       pruning=SuccessiveHalving(min_resource=1, eta=3, calibrate=False))
     records = study.optimize(n_trials=6, show_progress=False).records()
     assert {r.state for r in records} <= {"COMPLETE", "PRUNED"} and any(r.state == "PRUNED" for r in records)
     assert all(r.attrs["user:stages"] == 30 for r in records if r.state == "COMPLETE")

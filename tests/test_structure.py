@@ -10,14 +10,14 @@ import motune
 ROOT = Path(motune.__file__).parent
 FLOORS = {  # room -> floor (see the closing note of issue 9 for how this differs from DESIGN.md)
     "errors": 0, "_schema": 0, "_pareto": 0, "locks": 0,
-    "task": 1, "provenance": 1, "pruning": 1, "losses": 1,
+    "task": 1, "provenance": 1, "pruning": 1, "losses": 1, "dashboard": 1,
     "models": 2, "data": 2,
     "metrics": 3,
     "spec": 4,
     "results": 5,
     "selection": 6,
     "run": 7,
-    "confirm": 8, "export": 8,
+    "confirm": 8, "export": 8, "check": 8,
     "integrations": 9, "viz": 9,
     "cli": 10, "__init__": 10,
 }

@@ -264,3 +264,46 @@ def test_trainer_callback_reports_each_evaluation_and_prunes_inside_the_trainer(
             assert r.attrs["pruned"]["rule"] == "every_other"
         else:
             assert sorted(reports) == [0, 1, 2, 3] and callback.pruned is None
+
+
+def test_a_trainer_hyperparameter_search_with_several_directions_prunes_through_motune(text_task, tiny_bert, tmp_path):
+    import transformers
+
+    from motune.integrations.transformers import MultiObjectiveSearch
+    from motune.models.transformers import TextClassifier, load_classifier
+    from motune.pruning import SuccessiveHalving
+
+    tokenizer = load_classifier(tiny_bert, seed=0)[1]
+    data = {s: TextClassifier(load_classifier(tiny_bert, seed=0)[0], tokenizer, max_length=24).dataset(
+        *text_task.split(s)[:2]) for s in ("train", "valid")}
+
+    def accuracy(prediction):  # an existing script's compute_metrics
+        return {"accuracy": float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())}
+
+    args = transformers.TrainingArguments(output_dir=str(tmp_path / "hp"), num_train_epochs=3, eval_strategy="epoch",
+                                          save_strategy="no", report_to="none", logging_strategy="no",
+                                          disable_tqdm=True, use_cpu=True, per_device_train_batch_size=16)
+    trainer = transformers.Trainer(model_init=lambda trial=None: load_classifier(tiny_bert, seed=0)[0], args=args,
+                                   train_dataset=data["train"], eval_dataset=data["valid"], compute_metrics=accuracy)
+    # the lines motune adds to the script
+    search = MultiObjectiveSearch(trainer, objectives=[mt.maximize("eval_accuracy"), mt.minimize("eval_loss")],
+                                  constraints=[mt.at_most("eval_loss", 0.75)],
+                                  pruning=SuccessiveHalving(min_resource=1, eta=2, min_peers=2, calibrate=False))
+    url = f"sqlite:///{tmp_path / 'hp.db'}"
+    best = trainer.hyperparameter_search(
+        backend="optuna", n_trials=6, direction=search.directions, compute_objective=search.compute_objective,
+        hp_space=search.space(lambda t: {"learning_rate": t.suggest_float("learning_rate", 1e-5, 1e-1, log=True)}),
+        **search.study_kwargs(sampler=optuna.samplers.TPESampler(n_startup_trials=2, seed=0), storage=url,
+                              study_name="hp"))
+    study = optuna.load_study(study_name="hp", storage=url)
+    states = [t.state.name for t in study.trials]
+    assert "PRUNED" in states and states.count("COMPLETE") >= 2 and len(states) == 6  # TPE went on after prunes
+    pruned = next(t for t in study.trials if t.state.name == "PRUNED")
+    assert pruned.intermediate_values and pruned.user_attrs["pruned"]["rule"] == "successive_halving"
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert all(set(t.constraints) == {"eval_loss <= 0.75"} for t in done)
+    assert all(t.user_attrs["metric:eval_accuracy"] == t.values[0] for t in done)
+    assert sorted(t.number for t in study.best_trials) == sorted(int(b.run_id) for b in best)
+    result = mt.load_study("hp", storage=url)  # motune's front and report read it as a plain Optuna study
+    assert [str(o) for o in result.objectives] == ["maximize eval_accuracy", "minimize eval_loss"]
+    assert set(result.front()["trial"]) <= {t.number for t in done if t.constraints["eval_loss <= 0.75"] <= 0}

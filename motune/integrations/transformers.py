@@ -27,6 +27,7 @@ at the pruned evaluation (transformers decides that after the callback).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -80,4 +81,137 @@ class MotuneCallback(TrainerCallback):
             self.pruned = pruned
             control.should_training_stop = True
             control.should_save = False
+        return control
+
+
+class MultiObjectiveSearch:
+    """motune's pruning and constraints for ``Trainer.hyperparameter_search(backend="optuna")`` with several
+    directions, from an existing Trainer script::
+
+        search = MultiObjectiveSearch(trainer, objectives=[mt.maximize("eval_accuracy"), mt.minimize("eval_loss")],
+                                      constraints=[mt.at_most("eval_loss", 0.7)])
+        best = trainer.hyperparameter_search(
+            backend="optuna", n_trials=16, hp_space=search.space(my_hp_space), direction=search.directions,
+            compute_objective=search.compute_objective, **search.study_kwargs(storage="sqlite:///hp.db",
+                                                                              study_name="my-search"))
+
+    transformers reports to Optuna only for one objective, so a multi-objective search never prunes.
+    Here each evaluation of the Trainer is stored as a motune report of its eval metrics (the objectives
+    and constraints name them), with the first objective as the Optuna intermediate value (learning
+    curves in optuna-dashboard), and the pruning policy (``"default"``, ``None`` or a
+    :mod:`motune.pruning` policy) decides on it, against the other trials' reports at that step; a pruned
+    trial runs every callback's ``on_train_end`` and raises ``optuna.TrialPruned`` from the evaluation,
+    as transformers does for one objective, and Optuna records it PRUNED. ``compute_objective`` returns
+    the objectives' values and sets each constraint's value on the trial (``Trial.set_constraint``), so
+    Optuna's samplers, ``best_trials``, ``motune front`` and ``motune report`` see feasibility.
+    ``study_kwargs`` gives the study motune's sampler view (pruned trials carry intermediate values,
+    which would make TPE raise in a multi-objective study). Steps are epochs (``step="epoch"``) or
+    optimiser steps (``"global_step"``); ``max_step`` is the last one (default: learned from completed
+    trials).
+    """
+
+    def __init__(self, trainer: Any, *, objectives: list[Any], constraints: list[Any] = (), pruning: Any = "default",
+                 step: str = "epoch", max_step: int | None = None) -> None:
+        from motune.pruning import PruningPolicy, default_policy
+        from motune.spec import Constraint, Objective
+
+        if step not in STEPS:
+            raise SpecError(f"step must be one of {list(STEPS)}, got {step!r}")
+        if not objectives or not all(isinstance(o, Objective) for o in objectives):
+            raise SpecTypeError("objectives must be mt.maximize(...) / mt.minimize(...) of the Trainer's eval "
+                                "metrics (eval_loss, eval_accuracy, ...)")
+        if not all(isinstance(c, Constraint) for c in constraints):
+            raise SpecTypeError("constraints must be mt.at_most(...) / mt.at_least(...)")
+        if not (pruning is None or pruning == "default" or isinstance(pruning, PruningPolicy)):
+            raise SpecTypeError(f"pruning must be a motune.pruning policy, None or 'default'; got {pruning!r}")
+        self.objectives = list(objectives)
+        self.constraints = list(constraints)
+        self.policy = default_policy() if pruning == "default" else pruning
+        self.step = step
+        self.max_step = max_step
+        self.trainer = trainer
+        self._trial: Any = None
+        self._history: list[tuple[int, dict[str, float]]] = []
+        trainer.add_callback(_SearchCallback(self))
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    def space(self, hp_space: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
+        """``hp_space`` (trial -> TrainingArguments overrides), remembering each trial as it starts."""
+        def suggest(trial: Any) -> dict[str, Any]:
+            self._trial, self._history = trial, []
+            study = getattr(trial, "study", None)
+            if study is not None and not study.metric_names:  # so that motune and the dashboard show the names
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    study.set_metric_names([o.metric for o in self.objectives])
+            return hp_space(trial)
+
+        return suggest
+
+    def study_kwargs(self, *, sampler: Any = None, seed: int | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Keyword arguments for ``hyperparameter_search`` (passed to ``optuna.create_study``): ``sampler``
+        (default TPE) behind motune's sampler view, and any others (``storage``, ``study_name`` ...)."""
+        from motune.run.sampling import SamplerView
+
+        inner = sampler if sampler is not None else optuna.samplers.TPESampler(seed=seed)
+        view = SamplerView(inner, objectives=[o.metric for o in self.objectives],
+                           constraints=[(c.key, c) for c in self.constraints], legacy_constraints=False)
+        return {"sampler": view, **kwargs}
+
+    def _values(self, metrics: dict[str, float]) -> dict[str, float]:
+        names = [o.metric for o in self.objectives] + [c.metric for c in self.constraints]
+        missing = [n for n in names if n not in metrics]
+        if missing:
+            raise SpecError(f"the Trainer's evaluation has no {missing} (it has {sorted(metrics)}): name the eval "
+                            "metrics (eval_loss, eval_<your compute_metrics keys>) in the objectives and constraints")
+        return {n: float(metrics[n]) for n in names}
+
+    def compute_objective(self, metrics: dict[str, float]) -> list[float]:
+        """The objectives' values from the Trainer's eval metrics; sets the constraints on the trial."""
+        values = self._values(metrics)
+        trial = self._trial
+        if trial is not None and hasattr(trial, "set_constraint"):
+            from motune import _schema
+            from motune.run import _optuna_compat as compat
+
+            for c in self.constraints:  # every evaluation: the last one's values stand (set_constraint keeps
+                # the first value of a key), as the objectives' values do
+                compat.set_system_attr(trial, _schema.constraint_key(c.key), c.violation(values[c.metric]))
+
+            for key, value in _schema.outcome_attrs(values=values, details={}, timing={}, provenance={}).items():
+                if key in (_schema.METRICS_ATTR,) or key.startswith(_schema.FLAT_METRIC_PREFIX):
+                    trial.set_user_attr(key, value)
+        return [values[o.metric] for o in self.objectives]
+
+    def _on_evaluate(self, state: Any, control: Any, metrics: dict[str, float]) -> None:
+        from motune.run.context import store_and_decide
+
+        trial = self._trial
+        if trial is None or not hasattr(trial, "study"):
+            return
+        step = int(state.global_step) if self.step == "global_step" else int(round(state.epoch or 0))
+        if self._history and step <= self._history[-1][0]:
+            return  # one report per step
+        values = self._values(metrics)
+        last = self.max_step  # else this trial's own end: its Trainer knows it (batch size may be searched)
+        if last is None:
+            last = int(state.max_steps) if self.step == "global_step" else math.ceil(self.trainer.args.num_train_epochs)
+        decision = store_and_decide(trial, step, values, self._history, policy=self.policy,
+                                    objectives=self.objectives, constraints=self.constraints, max_step=last)
+        self._history.append((step, values))
+        if decision is not None:
+            self.trainer.callback_handler.on_train_end(self.trainer.args, state, control)
+            raise optuna.TrialPruned(f"{decision.rule}: {decision.reason}")
+
+
+class _SearchCallback(TrainerCallback):
+    def __init__(self, search: MultiObjectiveSearch) -> None:
+        self.search = search
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
+                    **kwargs: Any) -> Any:
+        self.search._on_evaluate(state, control, dict(metrics or {}))
         return control

@@ -30,6 +30,7 @@ class ReportContext(NamedTuple):
     objectives: Sequence[Any]  # motune.Objective
     constraints: Sequence[Any]  # motune.Constraint
     static_metrics: frozenset[str]  # measurable before training (e.g. latency)
+    last_step: int | None = None  # the study's last step (a report there is never pruned); None: not known yet
 
 
 class Decision(NamedTuple):

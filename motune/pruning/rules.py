@@ -6,13 +6,15 @@
   from ``warmup_steps`` on. Where the study already holds at least
   ``min_calibration`` completed trials that reported at this step, the rule is
   calibrated on them: among those that were at least this far off at this
-  step, if at most ``max_feasible_rate`` ended feasible on that constraint,
-  the trial is pruned (and if more did, it is not). Without enough history,
-  a violation larger than ``margin`` prunes at once, and any violation that
-  persists for ``patience`` consecutive reports prunes. The uncalibrated
-  defaults are deliberately lenient: early learning curves are noisy, and a
-  rule that pruned every trial early would never collect the completed trials
-  it calibrates on.
+  step, if at most ``max_feasible_rate`` ended feasible on that constraint
+  (counted with one feasible and one infeasible trial added, so that a
+  handful of trials cannot prune alone), the trial is pruned; if more than
+  that share of them did, it is not (even past the margin); with too little
+  evidence either way the margin rule below applies. Without enough history
+  only a violation larger than ``margin`` prunes (and, when ``patience`` is
+  set, one that persists for that many consecutive reports; off by default:
+  early learning curves are noisy, and a persistent small violation at epoch 3
+  often ends feasible).
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ class ConstraintAware(PruningPolicy):
         *,
         warmup_steps: int = 2,
         margin: float = 0.2,
-        patience: int = 5,
+        patience: int | None = None,
         min_calibration: int = 8,
         max_feasible_rate: float = 0.05,
     ) -> None:
-        if warmup_steps < 0 or patience < 1 or margin < 0 or min_calibration < 1 or not 0 <= max_feasible_rate < 1:
+        if warmup_steps < 0 or (patience is not None and patience < 1) or margin < 0 or min_calibration < 1 \
+                or not 0 <= max_feasible_rate < 1:
             raise SpecError(
-                "need warmup_steps >= 0, patience >= 1, margin >= 0, min_calibration >= 1 and "
+                "need warmup_steps >= 0, patience >= 1 (or None), margin >= 0, min_calibration >= 1 and "
                 f"0 <= max_feasible_rate < 1; got {warmup_steps}, {patience}, {margin}, {min_calibration}, "
                 f"{max_feasible_rate}"
             )
@@ -64,13 +67,17 @@ class ConstraintAware(PruningPolicy):
                 continue
             calibrated = self._feasible_rate(c, violation, ctx)
             if calibrated is not None:
-                rate, n = calibrated
+                rate, raw, n = calibrated
                 if rate <= self.max_feasible_rate:
                     return Decision(self.name, f"{c} off by {violation:.4g} at step {ctx.step}; of {n} completed "
-                                               f"trials at least this far off here, {rate:.0%} ended feasible")
-                continue
+                                               f"trials at least this far off here, {rate:.0%} ended feasible "
+                                               "(counting one more of each)")
+                if raw > self.max_feasible_rate:
+                    continue  # such trials did recover: not even a large violation prunes
             if violation > self.margin:
                 return Decision(self.name, f"{c} off by {violation:.4g} > margin {self.margin:g} at step {ctx.step}")
+            if self.patience is None:
+                continue
             streak = 1
             for step, metrics in reversed(ctx.history):
                 if step < self.warmup_steps or c.metric not in metrics or c.violation(metrics[c.metric]) <= 0:
@@ -80,8 +87,11 @@ class ConstraintAware(PruningPolicy):
                 return Decision(self.name, f"{c} broken for {streak} consecutive reports (patience {self.patience})")
         return None
 
-    def _feasible_rate(self, c, violation: float, ctx: ReportContext) -> tuple[float, int] | None:
-        """Among completed trials as far off at this step, the fraction that ended feasible on ``c``."""
+    def _feasible_rate(self, c, violation: float, ctx: ReportContext) -> tuple[float, float, int] | None:
+        """Among completed trials as far off at this step, the share that ended feasible on ``c``: counted
+        with one feasible and one infeasible trial added (Laplace's rule: three trials that all ended
+        infeasible say 20 %, not 0 %, so a handful cannot prune alone; 18 are needed for 5 %), as
+        counted, and how many trials."""
         completed = [p for p in ctx.peers if p.final is not None and c.metric in p.metrics and c.metric in p.final]
         if len(completed) < self.min_calibration:
             return None
@@ -89,4 +99,4 @@ class ConstraintAware(PruningPolicy):
         if len(similar) < 3:  # further off than nearly all history: too little evidence either way
             return None
         ended_feasible = sum(1 for p in similar if c.violation(p.final[c.metric]) <= 0)
-        return ended_feasible / len(similar), len(similar)
+        return (ended_feasible + 1) / (len(similar) + 2), ended_feasible / len(similar), len(similar)

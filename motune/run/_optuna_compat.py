@@ -28,6 +28,12 @@ both paths. What is private, and why:
   trials this process is running (:func:`live_trial`). If a release renames
   the method, stale trials are still failed and retried, only without the
   reason (``tests/test_faults.py`` would then fail).
+- :class:`StudyView`: a study whose trial lists (``get_trials`` and the
+  private ``_get_trials`` Optuna's samplers call) pass through a function
+  that may replace a trial, everything else delegated; the sampler wrapper
+  of :mod:`motune.run.sampling` shows pruned trials through it. If a release
+  stops calling ``_get_trials``, the samplers see the trials as stored (no
+  error; ``tests/test_pruning.py`` checks that TPE reads the view).
 """
 
 from __future__ import annotations
@@ -89,6 +95,12 @@ def request_stop(study: optuna.Study) -> None:
 def set_system_attr(trial: Any, key: str, value: Any) -> None:
     """Set a system attribute of a running trial (Optuna's ``Trial`` has no public setter)."""
     trial.storage.set_trial_system_attr(trial_id(trial), key, value)
+
+
+def set_intermediate_value(trial: Any, step: int, value: float) -> None:
+    """An Optuna intermediate value of a running trial, through the storage (``Trial.report`` refuses
+    multi-objective studies; the storage does not)."""
+    trial.storage.set_trial_intermediate_value(trial_id(trial), step, float(value))
 
 
 def write_trial_attrs(trial: optuna.Trial, user_attrs: dict[str, Any], system_attrs: dict[str, Any]) -> None:
@@ -230,3 +242,42 @@ def heartbeat_interval_s(storage: Any) -> int | None:
     """The storage's heartbeat interval in seconds, or ``None`` when it has none."""
     getter = getattr(storage, "get_heartbeat_interval", None)
     return getter() if callable(getter) else None
+
+
+class StudyView:
+    """``study`` with each trial its trial lists return replaced by ``show(trial)`` (a ``FrozenTrial``, the
+    same one or another). A trial ``show`` turns COMPLETE is listed when COMPLETE trials are asked for."""
+
+    def __init__(self, study: Any, show: Any) -> None:
+        self._study = study
+        self._show = show
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _shown(self, trials: list[Any], states: Any) -> list[Any]:
+        shown = [self._show(t) for t in trials]
+        return shown if states is None else [t for t in shown if t.state in states]
+
+    @staticmethod
+    def _widened(states: Any) -> Any:
+        import optuna
+
+        if states is None:
+            return None
+        states = tuple(states)
+        return states + (optuna.trial.TrialState.PRUNED,) if optuna.trial.TrialState.COMPLETE in states else states
+
+    def _get_trials(self, deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> list[Any]:
+        try:
+            trials = self._study._get_trials(deepcopy=deepcopy, states=self._widened(states), use_cache=use_cache)
+        except Exception:  # noqa: BLE001  (a release that changed the private signature: the public list)
+            trials = self._study.get_trials(deepcopy=deepcopy, states=self._widened(states))
+        return self._shown(trials, states)
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[Any]:
+        return self._shown(self._study.get_trials(deepcopy=deepcopy, states=self._widened(states)), states)
+
+    @property
+    def trials(self) -> list[Any]:
+        return self.get_trials()

@@ -207,3 +207,24 @@ def _download(result: Any, number: int, path: Path, store: Any) -> tuple[dict[st
         raise ArtifactError(f"{what} (artifact {record.model['artifact_id']}) cannot be read from the store: "
                             f"{type(err).__name__}: {err}") from None
     return record.model, what
+
+
+# ---------------------------------------------------------------- study files (the report, its figures)
+
+def attach_files(result: Any, paths: list[Any]) -> list[str]:
+    """Upload ``paths`` (the HTML report, PNG figures) as artifacts of the study itself, which
+    optuna-dashboard lists on the study's page; returns their artifact ids (none without a store).
+    Each call adds new artifacts: Optuna has no public way to remove a study artifact's record."""
+    store = result.artifact_store
+    if store is None or result.foreign:  # (a study motune did not create has no store motune chose)
+        return []
+    folder = compat.artifact_folder(store)
+    if folder is not None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    ids = []
+    for path in paths:
+        mimetype = "text/html" if str(path).endswith(".html") else "image/png" if str(path).endswith(".png") else None
+        ids.append(optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path),
+                                                    study_or_trial=result.study, mimetype=mimetype))
+    return ids
+

@@ -3,9 +3,11 @@
 ``ctx.report(step, model)`` measures the study's objective and constraint
 metrics on the model (at step 0 only the static ones, such as latency,
 before any training), stores the report in the study's storage (so that
-workers on other machines decide on the same numbers), asks the study's
-pruning policy, tells the callbacks, and raises ``optuna.TrialPruned`` when
-the policy prunes.
+workers on other machines decide on the same numbers), and the first
+objective's value as Optuna's intermediate value at that step (the learning
+curve optuna-dashboard and ``plot_intermediate_values`` draw), asks the
+study's pruning policy (not at the study's last step), tells the callbacks,
+and raises ``optuna.TrialPruned`` when the policy prunes.
 
 Static metrics do not change with training. They are measured once: at
 step 0, or, when ``train`` does not report step 0, at its first report with
@@ -87,27 +89,15 @@ class TrialContext:
             self._static = {n: v for n, v in values.items() if n in static} or None
         else:
             values = {**self._static, **values}
-        bad = non_finite(values, values)
-        if bad:
-            raise MetricError("reported values are not finite numbers: "
-                              + ", ".join(f"{n}={values[n]}" for n in bad))
         trial = self._trial
-        compat.set_system_attr(trial, _schema.report_key(trial.number, step), values)
         notes = self._warn_if_unrankable(step, values)
-        policy = study.pruning_policy
-        decision = None
-        if policy is not None:
-            from motune.pruning import ReportContext
-
-            decision = policy.decide(ReportContext(step, values, list(self.history), _peers(trial, step),
-                                                   study.objectives, study.constraints,
-                                                   frozenset(study.static_metrics)))
+        decision = store_and_decide(trial, step, values, self.history, policy=study.pruning_policy,
+                                    objectives=study.objectives, constraints=study.constraints,
+                                    static_metrics=frozenset(study.static_metrics), max_step=study.max_step)
         self.history.append((step, values))
         pruned = None if decision is None else {"rule": decision.rule, "reason": decision.reason}
         self._hooks("on_report", ReportRecord(trial.number, step, dict(values), pruned, notes))
         if decision is not None:
-            trial.set_user_attr(_schema.PRUNED_ATTR, _schema.pruned_attrs(
-                rule=decision.rule, reason=decision.reason, step=step, reports=len(self.history))[_schema.PRUNED_ATTR])
             self.pruned = f"{decision.rule}: {decision.reason}"
             raise optuna.TrialPruned(self.pruned)
         return values
@@ -142,6 +132,36 @@ class TrialContext:
         return [text]
 
 
+def store_and_decide(trial: optuna.Trial, step: int, values: dict[str, float],
+                     history: list[tuple[int, dict[str, float]]], *, policy: Any, objectives: Any, constraints: Any,
+                     static_metrics: frozenset[str] = frozenset(), max_step: int | None = None) -> Any:
+    """Store a trial's report at ``step`` (and the first objective as its Optuna intermediate value), then
+    ask ``policy`` (not at the last step: ``max_step``, else the last step a completed trial reported).
+    Returns the pruning :class:`~motune.pruning.Decision` (recorded on the trial) or ``None``.
+    Non-finite values are refused (:class:`~motune.errors.MetricError`) before anything is stored."""
+    bad = non_finite(values, values)
+    if bad:
+        raise MetricError("reported values are not finite numbers: " + ", ".join(f"{n}={values[n]}" for n in bad))
+    compat.set_system_attr(trial, _schema.report_key(trial.number, step), values)
+    curve = _schema.intermediate_value(values, [o.metric for o in objectives])
+    if curve is not None:  # optuna-dashboard's learning curve; samplers never see it (run.sampling)
+        compat.set_intermediate_value(trial, step, curve)
+    if policy is None:
+        return None
+    from motune.pruning import ReportContext
+
+    peers, last_step = _peers(trial, step)
+    last_step = max_step if max_step is not None else last_step
+    if last_step is not None and step >= last_step:  # a trial that reached the last step completes
+        return None
+    decision = policy.decide(ReportContext(step, values, list(history), peers, objectives, constraints,
+                                           static_metrics, last_step))
+    if decision is not None:
+        trial.set_user_attr(_schema.PRUNED_ATTR, _schema.pruned_attrs(
+            rule=decision.rule, reason=decision.reason, step=step, reports=len(history) + 1)[_schema.PRUNED_ATTR])
+    return decision
+
+
 def _check_step(ctx: TrialContext, step: Any) -> int:
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         raise SpecError(f"step must be a non-negative integer, got {step!r}")
@@ -153,17 +173,23 @@ def _check_step(ctx: TrialContext, step: Any) -> int:
     return step
 
 
-def _peers(trial: optuna.Trial, step: int) -> list[Any]:
-    """Other trials' reports at ``step``. ``get_trials(deepcopy=False)`` reads from the database only
-    the unfinished trials (Optuna's storage cache keeps finished ones)."""
+def _peers(trial: optuna.Trial, step: int) -> tuple[list[Any], int | None]:
+    """Other trials' reports at ``step``, and the last step a completed trial reported (``None``: no
+    completed trial reported). ``get_trials(deepcopy=False)`` reads from the database only the
+    unfinished trials (Optuna's storage cache keeps finished ones)."""
     from motune.pruning import PeerReport
 
-    peers = []
+    peers, last_step = [], None
     for t in trial.study.get_trials(deepcopy=False):
         if t.number == trial.number:
             continue
+        complete = t.state == optuna.trial.TrialState.COMPLETE
+        if complete:
+            steps = _schema.report_steps(t.system_attrs, t.number)
+            if steps:
+                last_step = max(steps) if last_step is None else max(last_step, max(steps))
         report = t.system_attrs.get(_schema.report_key(t.number, step))
         if report is not None:
-            final = _schema.read_metrics(t.user_attrs) if t.state == optuna.trial.TrialState.COMPLETE else None
-            peers.append(PeerReport(t.number, t.state.name, report, final))
-    return peers
+            peers.append(PeerReport(t.number, t.state.name, report, _schema.read_metrics(t.user_attrs) if complete
+                                    else None))
+    return peers, last_step

@@ -15,11 +15,11 @@ from typing import Any
 
 import optuna
 
-from motune import _schema, provenance
+from motune import _schema, dashboard, provenance
 from motune.errors import SpecError, StudyNotFoundError
 from motune.results import Result
 from motune.run import artifacts
-from motune.run.sampling import TrialSeededSampler
+from motune.run.sampling import SamplerView, TrialSeededSampler
 from motune.run.storage import heartbeat_settings, open_storage, storage_name
 from motune.spec import Study
 
@@ -36,11 +36,15 @@ def open_study(study: Study, *, artifact_store: Any = None) -> optuna.Study:
         _check_resumable(study, storage, study_id)
         _check_store(study, storage, study_id, artifact_store)
     sampler = study.sampler if study.sampler is not None else TrialSeededSampler(study.seed)
+    sampler = SamplerView(sampler, objectives=[o.metric for o in study.objectives],
+                          constraints=[(c.key, c) for c in study.constraints],
+                          legacy_constraints=study.legacy_constraints, as_completed=study.sampler_sees_pruned)
     ostudy = optuna.create_study(
         study_name=study.name, storage=storage, directions=study.directions, sampler=sampler, load_if_exists=True
     )
     if _schema.read_study_record(ostudy.user_attrs) is None:
         record = study_record(study)
+        record |= lineage(study, storage)
         if artifact_store is not None:
             record["artifact_store"] = artifacts.describe_store(artifact_store)
         for key, value in _schema.study_record_attrs(record).items():
@@ -48,6 +52,7 @@ def open_study(study: Study, *, artifact_store: Any = None) -> optuna.Study:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             ostudy.set_metric_names([o.metric for o in study.objectives])
+    dashboard.save_study_note(ostudy)  # optuna-dashboard's note: objectives, constraints, the decision
     return ostudy
 
 
@@ -67,6 +72,51 @@ def study_record(study: Study) -> dict[str, Any]:
     }
 
 
+def lineage(study: Study, storage: Any) -> dict[str, Any]:
+    """For version n > 1 of a study: the latest earlier version stored in ``storage`` and what changed since."""
+    out: dict[str, Any] = {"family": study.family}
+    for version in range(study.version - 1, 0, -1):
+        name = _schema.versioned_name(study.family, version)
+        try:
+            study_id = storage.get_study_id_from_name(name)
+        except KeyError:
+            continue
+        before = _schema.read_study_record(storage.get_study_user_attrs(study_id)) or {}
+        out["previous"] = {"study": name, "version": version, "changes": spec_changes(before, study.spec_record())}
+        break
+    return out
+
+
+def spec_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """What differs between two spec records, one line each ("equalized_odds_difference <= 0.1 -> <= 0.05")."""
+    changes = []
+    old_o = {o["metric"]: o["direction"] for o in before.get("objectives", [])}
+    new_o = {o["metric"]: o["direction"] for o in after.get("objectives", [])}
+    for metric in dict.fromkeys([*old_o, *new_o]):
+        if metric not in new_o:
+            changes.append(f"objective removed: {old_o[metric]} {metric}")
+        elif metric not in old_o:
+            changes.append(f"objective added: {new_o[metric]} {metric}")
+        elif old_o[metric] != new_o[metric]:
+            changes.append(f"objective {metric}: {old_o[metric]} -> {new_o[metric]}")
+    old_c = {(c["metric"], c["op"]): c["bound"] for c in before.get("constraints", [])}
+    new_c = {(c["metric"], c["op"]): c["bound"] for c in after.get("constraints", [])}
+    for metric, op in dict.fromkeys([*old_c, *new_c]):
+        key = (metric, op)
+        if key not in new_c:
+            changes.append(f"constraint removed: {metric} {op} {old_c[key]:g}")
+        elif key not in old_c:
+            changes.append(f"constraint added: {metric} {op} {new_c[key]:g}")
+        elif old_c[key] != new_c[key]:
+            changes.append(f"{metric} {op} {old_c[key]:g} -> {op} {new_c[key]:g}")
+    if before.get("data_fingerprint") != after.get("data_fingerprint"):
+        changes.append("data changed (another fingerprint)")
+    for key in ("split", "metric_options", "keep_models"):
+        if key in before and before.get(key) != after.get(key):
+            changes.append(f"{key}: {before.get(key)} -> {after.get(key)}")
+    return changes or ["no change of objectives, constraints or data"]
+
+
 def _check_resumable(study: Study, storage: optuna.storages.BaseStorage, study_id: int) -> None:
     stored = _schema.read_study_record(storage.get_study_user_attrs(study_id))
     where = storage_name(storage)
@@ -77,7 +127,8 @@ def _check_resumable(study: Study, storage: optuna.storages.BaseStorage, study_i
             )
         return
     ours = study.spec_record()
-    theirs = {key: stored.get(key, ours[key] if key == "keep_models" else None) for key in ours}  # older records
+    defaults = {"keep_models": ours["keep_models"], "version": 1}  # records written before these existed
+    theirs = {key: stored.get(key, defaults.get(key)) for key in ours}
     if theirs != ours:
         if (theirs["objectives"], theirs["constraints"]) != (ours["objectives"], ours["constraints"]):
             what = f"was created with {_describe(theirs)}, but this definition has {_describe(ours)}"
@@ -91,8 +142,9 @@ def _check_resumable(study: Study, storage: optuna.storages.BaseStorage, study_i
             )
         raise SpecError(
             f"study {study.name!r} in {where} {what}. Resuming would mix incomparable trials: "
-            "use a new study name, or delete the stored study "
-            f"(optuna delete-study --study-name {study.name!r} --storage URL) to start over."
+            f"give the study a new version (Study(..., version={study.version + 1}): stored as "
+            f"{_schema.versioned_name(study.family, study.version + 1)!r}, linked to this one), or delete the "
+            f"stored study (optuna delete-study --study-name {study.name!r} --storage URL) to start over."
         )
 
 

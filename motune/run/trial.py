@@ -79,9 +79,8 @@ def run_trial(study: Study, trial: optuna.Trial, hooks: Hooks, control: Interrup
             if bad:
                 raise MetricError("not a finite number: " + ", ".join(f"{n}={values[n]}" for n in bad))
             violations = [c.violation(values[c.metric]) for c in study.constraints]
-            system = {_schema.constraint_key(c.key): v for c, v in zip(study.constraints, violations)}
-            if violations and study.legacy_constraints:
-                system |= _schema.legacy_constraint_attrs(violations)
+            system = _schema.constraint_attrs([c.key for c in study.constraints], violations,
+                                              legacy=study.legacy_constraints)
             objectives = [values[o.metric] for o in study.objectives]
             kept, not_kept = _keep_model(study, trial, model, objectives, violations, store)
             system |= kept

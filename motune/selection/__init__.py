@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from motune import _schema
+from motune import _schema, dashboard
 from motune.errors import SelectionError, SpecTypeError
 from motune.results import DecisionRecord, Result
 from motune.selection import rules
@@ -113,9 +113,12 @@ def decide(choice: Choice, *, rationale: str, decided_by: str) -> DecisionRecord
         spec_fingerprint=spec_fingerprint(result.info), data_fingerprint=result.info.get("data_fingerprint"),
         provenance=dict(record.attrs.get("provenance") or {}),
         artifact=None if record.model is None or record.model_removed is not None else dict(record.model),
+        spec_version=result.version,
     )
     result.set_study_attrs(_schema.decision_attrs(decision.to_dict(), key=key))
-    return next(d for d in result.refresh().decisions() if d.id == key)
+    result.refresh()
+    dashboard.save_study_note(result.study)  # optuna-dashboard's note names the current decision
+    return next(d for d in result.decisions() if d.id == key)
 
 
 def spec_fingerprint(info: dict[str, Any]) -> str:

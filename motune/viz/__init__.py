@@ -6,6 +6,7 @@ in two steps (an ``_get_..._info`` function gathering plain data, then
 drawing), so the data part is tested without pixels.
 """
 
+from motune.viz.checks import plot_checks
 from motune.viz.groups import plot_group_fairness
 from motune.viz.history import plot_hypervolume_history, reference_point
 from motune.viz.latency import plot_latency
@@ -17,6 +18,7 @@ from motune.viz.tradeoffs import plot_parallel_coordinates, plot_param_importanc
 __all__ = [
     "PngExportError",
     "export_pngs",
+    "plot_checks",
     "plot_group_fairness",
     "plot_hypervolume_history",
     "plot_latency",

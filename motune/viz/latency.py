@@ -18,7 +18,6 @@ import plotly.graph_objects as go
 from motune.results import Result
 from motune.viz._common import as_result, empty_figure, esc
 
-
 MODE_LABELS = {"device": "device time", "end_to_end": "end to end", None: "mode not recorded"}
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from motune.results import Result
 from motune.viz._common import reports_of
+from motune.viz.checks import plot_checks
 from motune.viz.decision import summary_html
 from motune.viz.groups import plot_group_fairness
 from motune.viz.history import plot_hypervolume_history
@@ -64,6 +65,8 @@ def report_figures(result: Result) -> list[tuple[str, str, Any]]:
         figures.append(("latency", "Latency", plot_latency(result)))
     if reports_of(result):
         figures.append(("pruning", "Pruning", plot_pruning(result)))
+    if result.checks():
+        figures.append(("checks", "Checks on new data", plot_checks(result)))
     return figures
 
 
@@ -114,6 +117,14 @@ def _table(frame) -> str:
     return f"<div class='scroll'>{html_table}</div>"
 
 
+def _version_line(result: Result) -> str:
+    lineage = result.lineage
+    if not lineage:
+        return f"{result.version}"
+    return (f"{result.version}, following {lineage['study']} (version {lineage['version']}): "
+            + ("; ".join(lineage.get("changes") or []) or "no change recorded"))
+
+
 def render_report(result: Result, figures: list[tuple[str, str, Any]] | None = None) -> str:
     """The report as one HTML string (``figures``: from :func:`report_figures`, computed if not given)."""
     figures = report_figures(result) if figures is None else figures
@@ -133,7 +144,10 @@ def render_report(result: Result, figures: list[tuple[str, str, Any]] | None = N
         "<tr><th class='text'>objectives</th><td class='text'>"
         + "<br>".join(_esc(o) for o in result.objectives) + "</td></tr>",
         "<tr><th class='text'>constraints</th><td class='text'>"
-        + ("<br>".join(_esc(c) for c in result.constraints) or "none") + "</td></tr>",
+        + ("<br>".join(_esc(c) for c in result.constraints) or
+           ("<br>".join(f"{_esc(k)} (Optuna's value; bound not recorded)" for k in result.constraint_keys)
+            if result.foreign else "") or "none") + "</td></tr>",
+        f"<tr><th class='text'>version</th><td class='text'>{_esc(_version_line(result))}</td></tr>",
         f"<tr><th class='text'>task</th><td class='text'>{_esc(_task_line(info.get('task', {})))}</td></tr>",
         f"<tr><th class='text'>metrics measured on</th><td class='text'>{_esc(info.get('split', 'valid'))} split</td></tr>",
         "<tr><th class='text'>trials</th><td class='text'>"
@@ -141,6 +155,9 @@ def render_report(result: Result, figures: list[tuple[str, str, Any]] | None = N
     ]
     if complete:
         parts.insert(4, summary_html(result))  # right under the title: what a decision needs
+    if result.foreign:
+        parts.insert(4, f"<p class='muted'>Not created by motune: read from Optuna's directions, metric names and "
+                        f"constraint values. Missing: {_esc(info.get('missing', ''))}.</p>")
     if not figures:
         parts.append("<h2>Figures</h2><p>No completed trial yet.</p>")
     for i, (key, heading, fig) in enumerate(figures):
