@@ -12,7 +12,6 @@
 from importlib import metadata as _metadata
 
 from motune import data, errors, integrations, metrics, pruning, viz
-from motune.check import check
 from motune.confirm import confirm
 from motune.errors import (
     ArtifactError,
@@ -31,6 +30,7 @@ from motune.errors import (
 )
 from motune.export import export_decision, load_exported
 from motune.metrics.registry import Measurement, register_metric
+from motune.monitoring.check import check
 from motune.results import DecisionRecord, Result, TrialRecord
 from motune.run import DEFAULT_STORAGE, Callback, ReportRecord, StudyStart, TrialContext, TrialStart, load_study
 from motune.selection import Choice, decide, rules, select

@@ -431,7 +431,7 @@ def check(
 ) -> None:
     """Check a decision's model on new data: exit 0 when its constraints hold and no objective moved beyond
     the tolerance, 1 when something broke, 2 on bad input."""
-    from motune.check import check as run_check
+    from motune.monitoring.check import check as run_check
 
     if fmt not in ("table", "json"):
         raise _fail(f"--format must be table or json, got {fmt!r}")

@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 import motune as mt
-from motune.check import new_rows_task, psi, psi_noise
 from motune.cli import app
 from motune.errors import TaskError
+from motune.monitoring.check import new_rows_task, psi, psi_noise
 
 runner = CliRunner()
 

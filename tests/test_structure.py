@@ -17,7 +17,7 @@ FLOORS = {  # room -> floor (see the closing note of issue 9 for how this differ
     "results": 5,
     "selection": 6,
     "run": 7,
-    "confirm": 8, "export": 8, "check": 8,
+    "confirm": 8, "export": 8, "monitoring": 8,
     "integrations": 9, "viz": 9,
     "cli": 10, "__init__": 10,
 }

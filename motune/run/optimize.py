@@ -103,9 +103,12 @@ def optimize(
                 except TrialInterrupted as err:  # Optuna stored the trial FAIL, then re-raised
                     stopped = err
                     break
-                except Exception:
+                except Exception as err:
                     if len(control.taken_over) == taken:
-                        raise
+                        number = _failed_under_us(ostudy, control, ended, err)
+                        if number is None:
+                            raise
+                        control.took_over(number)
                     progress.print(f"trial {control.taken_over[-1]} was failed by another worker while it ran (its "
                                    "heartbeat was late past the grace period: does train hold the GIL that long? "
                                    "see --heartbeat); it is retried; going on")
@@ -183,6 +186,16 @@ def _no_interrupt_tracebacks() -> Iterator[None]:
     finally:
         for handler in handlers:
             handler.removeFilter(dropper)
+
+
+def _failed_under_us(ostudy: optuna.Study, control: Any, ended: Any, err: Exception) -> int | None:
+    """The trial of this run another worker failed as stale after ``train`` returned and before Optuna
+    stored the result (Optuna then raises "Cannot tell a FAIL trial"), or ``None``."""
+    if not isinstance(err, ValueError) or "Cannot tell a FAIL trial" not in str(err):
+        return None
+    states = {t.number: t.state for t in ostudy.get_trials(deepcopy=False)}
+    failed = [n for n in control.started if n not in ended and states.get(n) == optuna.trial.TrialState.FAIL]
+    return failed[-1] if failed else None
 
 
 @contextlib.contextmanager
