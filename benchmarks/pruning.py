@@ -12,8 +12,9 @@ and the same per-epoch measurements:
   rules before issue 13: successive halving at every rung, the
   constraint-aware rule with patience, the sampler blind to pruned trials),
   ``classic_sees`` (the same rules, the sampler learning from pruned trials),
-  ``constraint_aware`` (that rule alone), ``default`` (motune's default
-  policy) and ``default_blind`` (it, with a blind sampler); in every arm a
+  ``constraint_aware`` (that rule alone), ``uncalibrated`` (the
+  constraint-aware rule without patience | MO-ASHA rungs not calibrated),
+  ``default`` (motune's default policy) and ``default_blind`` (it, with a blind sampler); in every arm a
   trial that reaches epoch 27 completes;
 - ``moasha`` / ``moasha_fixed``: Syne Tune 0.16's MOASHA (random
   configurations, multi-objective successive halving at epochs 1, 3, 9)
@@ -31,12 +32,16 @@ reports before it): of the trials that ended feasible and on that arm's
 final front, the share the rule would have stopped (``false_prune_rate``),
 and the epochs it would have saved.
 
-    python benchmarks/pruning.py --seeds 5 --jobs 2 > benchmarks/results/pruning.json
+    python benchmarks/pruning.py --seeds 5 --first-seed 10 --trials 16 --jobs 2 \
+        --arms classic,classic_sees,uncalibrated,default_blind,default,moasha,moasha_fixed \
+        --save-runs runs.jsonl > benchmarks/results/pruning.json   # about an hour on 2 cores
+    gzip -9 -c runs.jsonl > benchmarks/results/pruning_runs.jsonl.gz
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import platform
@@ -65,6 +70,13 @@ def _classic_policy() -> Any:
     return ConstraintAware(patience=5) | SuccessiveHalving(min_resource=1, eta=3, min_agreement=None)
 
 
+def _uncalibrated_policy() -> Any:
+    """The constraint-aware rule without patience | classic MO-ASHA rungs (not calibrated on the study)."""
+    from motune.pruning import ConstraintAware, SuccessiveHalving
+
+    return ConstraintAware() | SuccessiveHalving(min_resource=1, eta=3, calibrate=False)
+
+
 def _default_policy() -> Any:
     from motune.pruning import default_policy
 
@@ -88,11 +100,12 @@ ARMS: dict[str, dict[str, Any]] = {  # motune arms: a pruning policy (a factory)
     "classic": {"policy": _classic_policy, "study": {"sampler_sees_pruned": False}},
     "classic_sees": {"policy": _classic_policy},
     "constraint_aware": {"policy": _constraint_aware},
+    "uncalibrated": {"policy": _uncalibrated_policy},
     "default_blind": {"policy": _default_policy, "study": {"sampler_sees_pruned": False}},
     "default": {"policy": _default_policy},
 }
 REPLAYS = {"classic": _classic_policy, "constraint_aware": _constraint_aware, "default": _default_policy,
-           "halving_only": _halving_only}
+           "halving_only": _halving_only, "uncalibrated": _uncalibrated_policy}
 SYNE_ARMS = {"moasha": False, "moasha_fixed": True}  # Syne Tune's MOASHA: published / corrected ranking
 
 
@@ -278,7 +291,7 @@ def rank_agreement(trials: list[dict[str, Any]]) -> dict[int, float]:
 
 def load_runs(path: str) -> list[dict[str, Any]]:
     """Runs from a result file or a ``--save-runs`` file (JSON turned the report steps into strings)."""
-    text = Path(path).read_text()
+    text = gzip.decompress(Path(path).read_bytes()).decode() if path.endswith(".gz") else Path(path).read_text()
     try:
         runs = json.loads(text)["runs"]
     except json.JSONDecodeError:  # one run per line
@@ -362,8 +375,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="processes (each arm and seed runs in one, 1 thread)")
     parser.add_argument("--runs", help="read the runs from this file (a result or a --save-runs file) instead of "
                         "running them (re-summarise)")
-    parser.add_argument("--save-runs", help="append each finished run to this JSON-lines file as it ends (a "
-                        "benchmark that dies keeps what it ran; re-summarise with --runs)")
+    parser.add_argument("--save-runs", help="append each finished run to this JSON-lines file as it ends; runs "
+                        "already in it are not run again (resume a benchmark that died, or add arms)")
     args = parser.parse_args()
     import optuna
 
@@ -382,6 +395,11 @@ def main() -> None:
         units += [(p, a, s, None, budget) for p in problems for s in seeds for a in arms if a != "none"]
         units.sort(key=lambda u: (u[1] == "none", u[0] == "adult_wide"), reverse=True)  # the long ones first
         runs = []
+        if args.save_runs and Path(args.save_runs).exists():  # resume: the runs already saved are not run again
+            runs = [r for r in load_runs(args.save_runs) if r["problem"] in problems and r["seed"] in seeds
+                    and (r["arm"] in arms or r["arm"] == "none")]
+            done = {(r["problem"], r["arm"], r["seed"]) for r in runs}
+            units = [u for u in units if (u[0], u[1], u[2]) not in done]
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             for run in (f.result() for f in as_completed([pool.submit(run_unit, u) for u in units])):
                 runs.append(run)
@@ -404,8 +422,11 @@ def main() -> None:
         "wall_seconds": round(time.perf_counter() - began, 1),
         "moasha_ranking_check": ranking_check(),
         "problems": summarise(runs, replays),
-        "runs": runs,
     }
+    if args.save_runs:  # the runs are in that file (JSON lines; gzip it to commit it)
+        out["runs_file"] = args.save_runs
+    else:
+        out["runs"] = runs
     print(json.dumps(out, indent=1, default=float))
 
 
