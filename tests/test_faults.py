@@ -249,7 +249,8 @@ def test_05_a_killed_workers_trial_is_failed_with_a_reason_and_retried(tmp_path)
     assert first.datetime_start < dead.datetime_complete < first.datetime_complete  # failed while it ran
     retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
-    assert retries[0].params == dead.params
+    # the retry runs the dead trial's params (it may have died inside space(), before suggesting them all)
+    assert dead.params and dead.params.items() <= retries[0].params.items()
     # the retry measured itself: nothing of the dead trial's failure carried over
     assert "fail_reason" not in retries[0].system_attrs and "error" not in retries[0].user_attrs
     assert retries[0].user_attrs["worker"]["pid"] == survivor.pid
