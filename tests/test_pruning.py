@@ -293,9 +293,13 @@ def test_the_sampler_sees_pruned_trials_as_completed_at_their_last_report(task):
                           constraints=[("latency", mt.at_most("latency_p95_ms", 5.0))],
                           legacy_constraints=False).shown(frozen)
     assert lacking.state.name == "PRUNED"  # its reports lack a constraint the completed trials carry
+    assert sampler.shown(frozen) is view  # a pruned trial is shown once and reused at every suggestion
     own = copy.copy(frozen)
     own.system_attrs = {**frozen.system_attrs, "constraints:users_own": -1.0}
-    assert sampler.shown(own).system_attrs["constraints:users_own"] == -1.0  # a user's constraint value stays
+    fresh = SamplerView(optuna.samplers.TPESampler(), objectives=["accuracy", "demographic_parity_difference"],
+                        constraints=[("equalized_odds_difference <= 0.25",
+                                      mt.at_most("equalized_odds_difference", 0.25))], legacy_constraints=True)
+    assert fresh.shown(own).system_attrs["constraints:users_own"] == -1.0  # a user's constraint value stays
 
 
 def test_no_pruning_and_report_errors(task):

@@ -106,6 +106,7 @@ class SamplerView(BaseSampler):
         self._constraints = constraints  # (key, motune.Constraint)
         self._legacy = legacy_constraints
         self.as_completed = as_completed
+        self._shown: dict[tuple[int, Any], Any] = {}  # a pruned trial never changes: shown once, reused
 
     def __str__(self) -> str:
         return f"SamplerView({self.sampler})"
@@ -114,6 +115,12 @@ class SamplerView(BaseSampler):
         """The trial as the sampler sees it."""
         if trial.state != optuna.trial.TrialState.PRUNED:
             return trial
+        key = (trial.number, trial.datetime_start)  # samplers read every trial at each suggestion
+        if key not in self._shown:
+            self._shown[key] = self._shown_pruned(trial)
+        return self._shown[key]
+
+    def _shown_pruned(self, trial: Any) -> Any:
         reports = _schema.read_reports(trial.system_attrs, trial.number) if self.as_completed else {}
         last = reports[max(reports)] if reports else {}
         needed = [*self._objectives, *(c.metric for _, c in self._constraints)]

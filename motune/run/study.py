@@ -87,28 +87,33 @@ def lineage(study: Study, storage: Any) -> dict[str, Any]:
     return out
 
 
+def _keyed_changes(kind: str, old: dict, new: dict, show: Any, changed: Any) -> list[str]:
+    """Lines for what was removed, added or changed between two ``{key: value}`` maps."""
+    lines = []
+    for key in dict.fromkeys([*old, *new]):
+        if key not in new:
+            lines.append(f"{kind} removed: {show(key, old[key])}")
+        elif key not in old:
+            lines.append(f"{kind} added: {show(key, new[key])}")
+        elif old[key] != new[key]:
+            lines.append(changed(key, old[key], new[key]))
+    return lines
+
+
 def spec_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     """What differs between two spec records, one line each ("equalized_odds_difference <= 0.1 -> <= 0.05")."""
-    changes = []
-    old_o = {o["metric"]: o["direction"] for o in before.get("objectives", [])}
-    new_o = {o["metric"]: o["direction"] for o in after.get("objectives", [])}
-    for metric in dict.fromkeys([*old_o, *new_o]):
-        if metric not in new_o:
-            changes.append(f"objective removed: {old_o[metric]} {metric}")
-        elif metric not in old_o:
-            changes.append(f"objective added: {new_o[metric]} {metric}")
-        elif old_o[metric] != new_o[metric]:
-            changes.append(f"objective {metric}: {old_o[metric]} -> {new_o[metric]}")
-    old_c = {(c["metric"], c["op"]): c["bound"] for c in before.get("constraints", [])}
-    new_c = {(c["metric"], c["op"]): c["bound"] for c in after.get("constraints", [])}
-    for metric, op in dict.fromkeys([*old_c, *new_c]):
-        key = (metric, op)
-        if key not in new_c:
-            changes.append(f"constraint removed: {metric} {op} {old_c[key]:g}")
-        elif key not in old_c:
-            changes.append(f"constraint added: {metric} {op} {new_c[key]:g}")
-        elif old_c[key] != new_c[key]:
-            changes.append(f"{metric} {op} {old_c[key]:g} -> {op} {new_c[key]:g}")
+    def objectives(record: dict[str, Any]) -> dict[str, str]:
+        return {o["metric"]: o["direction"] for o in record.get("objectives", [])}
+
+    def constraints(record: dict[str, Any]) -> dict[tuple[str, str], float]:  # two bounds on a metric stay apart
+        return {(c["metric"], c["op"]): c["bound"] for c in record.get("constraints", [])}
+
+    changes = _keyed_changes("objective", objectives(before), objectives(after),
+                             lambda metric, direction: f"{direction} {metric}",
+                             lambda metric, old, new: f"objective {metric}: {old} -> {new}")
+    changes += _keyed_changes("constraint", constraints(before), constraints(after),
+                              lambda key, bound: f"{key[0]} {key[1]} {bound:g}",
+                              lambda key, old, new: f"{key[0]} {key[1]} {old:g} -> {key[1]} {new:g}")
     if before.get("data_fingerprint") != after.get("data_fingerprint"):
         changes.append("data changed (another fingerprint)")
     for key in ("split", "metric_options", "keep_models"):
