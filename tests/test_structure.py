@@ -10,7 +10,7 @@ import motune
 ROOT = Path(motune.__file__).parent
 FLOORS = {  # room -> floor (see the closing note of issue 9 for how this differs from DESIGN.md)
     "errors": 0, "_schema": 0, "_pareto": 0, "locks": 0,
-    "task": 1, "provenance": 1, "pruning": 1, "losses": 1, "dashboard": 1,
+    "task": 1, "provenance": 1, "pruning": 1, "training": 3, "dashboard": 1,
     "models": 2, "data": 2,
     "metrics": 3,
     "spec": 4,

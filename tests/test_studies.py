@@ -62,7 +62,8 @@ def test_adult_fair_loss_study(sqlite_url):
     first = complete[0]
     assert first.attrs["adversarial"]["attack"] == "fgsm" and first.metrics["adversarial_accuracy"] < first.metrics["accuracy"]
     assert first.attrs["latency"]["timed"] == "forward"
-    assert set(first.attrs["user:final_loss"]) == {"task_loss", "gap"}
+    history = first.attrs["user:training"]  # fit stores the loss's per-epoch history
+    assert [e["epoch"] for e in history] == list(range(1, len(history) + 1)) and {"cross_entropy"} <= set(history[-1]["surrogates"])
 
 
 def test_text_fairness_study_fine_tunes_the_packaged_minilm(sqlite_url, monkeypatch):
@@ -82,3 +83,36 @@ def test_text_fairness_study_fine_tunes_the_packaged_minilm(sqlite_url, monkeypa
     reports = result.study.trials[first.number].system_attrs
     assert "trainer_eval_loss" in reports[f"motune:report:{first.number}:1"]  # reported by the Trainer callback
     assert first.attrs["provenance"]["versions"]["transformers"].startswith("5.")
+
+
+def test_adult_mo_training_study_tunes_a_bound_and_a_conditioned_model(sqlite_url):
+    make_study = runpy.run_path(str(STUDIES / "adult_mo_training.py"), run_name="adult_mo_training")["make_study"]
+    bound = make_study(combiner="constrained", max_rows=3000, epochs=3, storage=sqlite_url, pruning=None)
+    records = bound.optimize(n_trials=3, show_progress=False).records()
+    assert [r.state for r in records] == ["COMPLETE"] * 3
+    for r in records:  # the bound the study searched, and the multipliers' trajectory it set
+        history = r.attrs["user:training"]
+        assert [e["bounds"]["demographic_parity_gap"] for e in history] == [r.params["dp_bound"]] * 3
+        assert len(history) == 3 and all(e["multipliers"]["demographic_parity_gap"] >= 0 for e in history)
+    conditioned = make_study(combiner="conditioned", max_rows=3000, epochs=2, storage=sqlite_url)
+    result = conditioned.optimize(n_trials=4, show_progress=False)
+    records = result.records()
+    assert [r.state for r in records] == ["COMPLETE"] * 4  # no reports: nothing to prune
+    assert len({r.metrics["demographic_parity_difference"] for r in records}) > 1  # one model, several preferences
+    assert all("fairness_share" in r.params for r in records)
+    with pytest.raises(mt.errors.SpecError, match="combiner"):
+        make_study(combiner="weighted")
+
+
+def test_text_mo_training_study_constrains_the_perturbed_loss(sqlite_url, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    make_study = runpy.run_path(str(STUDIES / "text_mo_training.py"), run_name="text_mo_training")["make_study"]
+    study = make_study(n_texts=200, probe_instances=40, epochs=1, layers=1, max_length=24, storage=sqlite_url)
+    result = study.optimize(n_trials=2, show_progress=False)
+    records = result.records()
+    assert {r.state for r in records} <= {"COMPLETE", "PRUNED"} and records[0].state == "COMPLETE"
+    first = records[0]
+    assert {"accuracy", "text_robust_accuracy", "counterfactual_flip_rate"} <= set(first.metrics)
+    history = first.attrs["user:training"]
+    assert set(history[0]["surrogates"]) == {"cross_entropy", "perturbed_cross_entropy"}
+    assert history[0]["bounds"] == {"perturbed_cross_entropy": first.params["robust_loss_bound"]}

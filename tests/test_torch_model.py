@@ -56,9 +56,9 @@ def test_a_torch_mlp_runs_as_a_trial(task):
 
 from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference  # noqa: E402
 
-from motune.losses import FairnessPenalizedLoss, demographic_parity_gap, equalized_odds_gap, group_codes  # noqa: E402
 from motune.metrics import MetricError, measure  # noqa: E402
 from motune.models.torch import fit  # noqa: E402
+from motune.training import FairnessPenalizedLoss, demographic_parity_gap, equalized_odds_gap, group_codes  # noqa: E402
 
 
 def mlp(width, hidden=16, seed=0):

@@ -173,7 +173,7 @@ def check_adversarial_options(*, eps: float = 0.1, steps: int = 1, seed: int = 0
 def adversarial(model: Any, task: Any, *, split: str = "valid", eps: float = 0.1, steps: int = 1, seed: int = 0,
                 batch_size: int = 1024) -> Measurement:
     """Accuracy under an FGSM (steps=1) or PGD attack of L-infinity radius ``eps``, and its drop."""
-    from motune.models.torch import TorchClassifier, evaluating
+    from motune.models.torch import TorchClassifier, adversarial_delta, evaluating
 
     check_adversarial_options(eps=eps, steps=steps, seed=seed, batch_size=batch_size)
     raw = unwrap(model)
@@ -201,18 +201,11 @@ def adversarial(model: Any, task: Any, *, split: str = "valid", eps: float = 0.1
                                   f"{tuple(x0.shape)}; it needs one flag per input feature")
             target = labels[start:start + batch_size].to(x0.device)
             mask = torch.as_tensor(raw.continuous, dtype=x0.dtype, device=x0.device)
-            delta = torch.zeros_like(x0)
-            if steps > 1:  # PGD starts at a random point of the ball
-                delta = (torch.rand(x0.shape, generator=generator).to(x0) * 2 - 1) * eps * mask
-            for _ in range(steps):
-                delta.requires_grad_(True)
-                try:
-                    loss = torch.nn.functional.cross_entropy(raw.forward(x0 + delta), target)
-                    (grad,) = torch.autograd.grad(loss, delta)
-                except RuntimeError as err:
-                    raise MetricError(f"no input gradient from this model ({err}); a quantized (int8) module "
-                                      "has none: attack the float model") from None
-                delta = (delta.detach() + step_size * grad.sign() * mask).clamp(-eps, eps)
+            try:
+                delta = adversarial_delta(raw.forward, x0, target, mask, eps=eps, steps=steps, generator=generator)
+            except RuntimeError as err:
+                raise MetricError(f"no input gradient from this model ({err}); a quantized (int8) module "
+                                  "has none: attack the float model") from None
             with torch.no_grad():
                 clean_hits += int((raw.forward(x0).argmax(-1) == target).sum())
                 adversarial_hits += int((raw.forward(x0 + delta).argmax(-1) == target).sum())

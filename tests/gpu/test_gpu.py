@@ -241,3 +241,35 @@ study = mt.Study(name="two-gpus", task=task, space=space, train=train,
     assert all(r.attrs["latency"]["device"] == "cuda:0" for r in records)  # each worker sees its GPU as cuda:0
     assert len(set(uuids.values())) == 2 and all(uuids.values())  # and the records still tell them apart
     RESULTS["two_gpus"] = {"locks": locks, "uuids": uuids, "trials": len(records)}
+
+
+def test_training_combiners_and_a_conditioned_model_train_on_cuda():
+    """Every combiner in fit, a conditioned model and the MODPO loss, on the GPU (issue 16)."""
+    from motune import training as mtt
+    from motune.models.torch import fit
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2048, 8, generator=g)
+    groups = (torch.rand(2048, generator=g) < 0.5).long()
+    y = ((x[:, 0] + groups) > 0.5).long()
+    losses = [mtt.scalarized(["cross_entropy", "demographic_parity_gap"], [0.3, 0.7], kind="smooth_chebyshev"),
+              mtt.constrained("cross_entropy", {"demographic_parity_gap": 0.05}),
+              mtt.pareto(["cross_entropy", "equalized_odds_gap"]),
+              mtt.pareto(["cross_entropy", "demographic_parity_gap", mtt.adversarial(eps=0.1)], method="upgrad")]
+    for loss in losses:
+        torch.manual_seed(0)
+        module = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 2)).cuda()
+        fit(module, x, y, epochs=3, lr=0.01, batch_size=256, loss=loss, groups=groups, seed=0)
+        assert len(loss.history) == 3 and all(torch.isfinite(torch.tensor(list(e["surrogates"].values()))).all()
+                                              for e in loss.history)
+        assert next(module.parameters()).is_cuda
+    module = mtt.ConditionedMLP(8, 64, 2).cuda()
+    mtt.fit_conditioned(module, x, y, objectives=["cross_entropy", "demographic_parity_gap"], groups=groups,
+                        kind="chebyshev", epochs=3, lr=0.01, batch_size=256, seed=0)
+    with torch.no_grad():
+        a = module(x.cuda(), torch.tensor([0.9, 0.1], device="cuda")).argmax(-1)
+        b = module(x.cuda(), torch.tensor([0.1, 0.9], device="cuda")).argmax(-1)
+    assert a.is_cuda and (a != b).any()
+    t = torch.tensor([-1.0, -2.0], device="cuda")
+    loss, chosen, _ = mtt.modpo_loss(t, t - 1, t, t, weights=[1.0], beta=0.1)
+    assert loss.is_cuda and chosen.is_cuda
