@@ -4,7 +4,7 @@
   trained with ``partial_fit``, 27 epochs, a space where most configurations
   are good: the task saturates after a few full trainings);
 - ``adult_wide``: a PyTorch MLP on the same data trained on cross-entropy
-  plus a weighted demographic-parity gap (:class:`motune.losses.FairnessPenalizedLoss`),
+  plus a weighted demographic-parity gap (:class:`motune.training.FairnessPenalizedLoss`),
   27 epochs, in a wide space where most configurations are poor: learning
   rate over five decades, width, depth, batch size, weight decay and the
   fairness weight over five decades.
