@@ -92,10 +92,9 @@ def make_study(*, combiner=None, backbone=None, name=None, n_texts=1200, probe_i
             trainer = mtt.MultiObjectiveTrainer(
                 model=model, args=args, train_dataset=train_rows,
                 eval_dataset=wrap(model).dataset(task.X_valid, task.y_valid),
-                callbacks=[MotuneCallback(ctx, wrap)], mo_loss=loss)
+                callbacks=[MotuneCallback(ctx, wrap)], mo_loss=loss, ctx=ctx)
             trainer.remove_callback(transformers.PrinterCallback)
-            trainer.train()
-        ctx.set_attr("training", loss.history)
+            trainer.train()  # each epoch's history is stored with the trial (ctx=), also when it is pruned
         return wrap(model)
 
     return mt.Study(

@@ -54,11 +54,11 @@ def test_scalarizations_on_fixed_values():
 
 def test_constrained_lagrangian_and_projected_dual_ascent():
     loss = mtt.constrained("cross_entropy", {"demographic_parity_gap": 0.05, "worst_group_loss": 1.0}, dual_lr=2.0)
-    first = loss.combine(torch.tensor([0.5, 0.2, 0.8]))
-    assert float(first) == pytest.approx(0.5)  # multipliers start at 0
+    first = loss.combine(torch.tensor([0.5, 0.2, 0.8], requires_grad=True))  # a training step (with a graph)
+    assert float(first.detach()) == pytest.approx(0.5)  # multipliers start at 0
     assert loss.multipliers == pytest.approx([2.0 * 0.15, 0.0])  # the satisfied bound's multiplier stays at 0
-    second = loss.combine(torch.tensor([0.5, 0.01, 1.2]))
-    assert float(second) == pytest.approx(0.5 + 0.3 * (0.01 - 0.05) + 0.0 * (1.2 - 1.0))
+    second = loss.combine(torch.tensor([0.5, 0.01, 1.2], requires_grad=True))
+    assert float(second.detach()) == pytest.approx(0.5 + 0.3 * (0.01 - 0.05) + 0.0 * (1.2 - 1.0))
     assert loss.multipliers == pytest.approx([max(0.0, 0.3 + 2.0 * -0.04), 2.0 * 0.2])
 
 
@@ -85,6 +85,33 @@ def test_pareto_closed_form_is_the_min_norm_point_of_two_gradients():
     assert torch.allclose(direction, best, atol=2e-3)
     assert loss.alphas == pytest.approx([0.8, 0.2], abs=1e-6)  # ||g2||^2 / ||g1 - g2||^2 = 4 / 5
     assert float(direction @ g1) > 0 and float(direction @ g2) > 0  # a descent direction for both
+
+
+@pytest.mark.parametrize("method", ["closed_form", "mgda", "upgrad"])
+def test_a_larger_pareto_preference_makes_its_objective_fall_faster(method):
+    module = torch.nn.Linear(2, 1, bias=False)
+    out = module(torch.eye(2)).squeeze(-1)
+    values = torch.stack([(out[0] - 1) ** 2 / 2, (out[1] + 1) ** 2 / 2])  # orthogonal unit gradients at w = 0
+    gradients = [torch.autograd.grad(values[i], module.weight, retain_graph=True)[0].reshape(-1) for i in range(2)]
+    loss = mtt.pareto(["cross_entropy", "demographic_parity_gap"], method=method, preference=[1.0, 4.0])
+    loss.attach(module).combine(values).backward()
+    direction = module.weight.grad.reshape(-1)
+    rates = [float(direction @ g) for g in gradients]  # how fast each objective falls along -direction
+    assert rates[1] > rates[0] > 0
+    if method != "upgrad":  # the min-norm point of g_i / p_i: rates proportional to the preference
+        assert rates[1] / rates[0] == pytest.approx(4.0, rel=1e-3)
+    with pytest.raises(SpecError, match="> 0"):
+        mtt.pareto(["cross_entropy", "demographic_parity_gap"], preference=[1.0, 0.0])
+
+
+def test_an_evaluation_pass_learns_nothing():
+    loss = mtt.constrained("cross_entropy", {"demographic_parity_gap": 0.0})
+    with torch.no_grad():
+        loss(LOGITS, Y, GROUPS)
+    assert loss.multipliers == [0.0] and loss.end_epoch()["steps"] == 0
+    logits = LOGITS.clone().requires_grad_(True)
+    loss(logits, Y, GROUPS)
+    assert loss.multipliers[0] > 0 and loss.end_epoch()["steps"] == 1
 
 
 @pytest.mark.parametrize("method", ["mgda", "upgrad"])
@@ -234,8 +261,10 @@ def test_modpo_trainer_moves_a_small_causal_lm_towards_the_chosen_responses(tmp_
     args = transformers.TrainingArguments(output_dir=str(tmp_path), num_train_epochs=8, learning_rate=5e-3,
                                           per_device_train_batch_size=8, logging_strategy="no", save_strategy="no",
                                           report_to="none", disable_tqdm=True, use_cpu=True, seed=0)
-    trainer = mtt.ModpoTrainer(model=policy, args=args, train_dataset=pairs, ref_model=reference,
-                               weights=[0.6, 0.4], beta=0.5)
+    trainer = mtt.ModpoTrainer(model=policy, args=args, train_dataset=pairs, eval_dataset=pairs,
+                               ref_model=reference, weights=[0.6, 0.4], beta=0.5)
+    assert trainer.evaluate()["eval_loss"] == pytest.approx(float(-torch.nn.functional.logsigmoid(
+        torch.tensor(-0.4 / 0.6 * 0.5))), rel=1e-4)  # policy = reference: only the margin term is left
     assert args.remove_unused_columns is False  # its rows carry columns the model's forward does not take
     trainer.train()
     margins = [r["chosen"] - r["rejected"] for r in trainer.rewards]
@@ -245,7 +274,7 @@ def test_modpo_trainer_moves_a_small_causal_lm_towards_the_chosen_responses(tmp_
 
 
 @pytest.mark.parametrize("make_loss", [
-    lambda: mtt.constrained("cross_entropy", {"demographic_parity_gap": 0.05}),
+    lambda: mtt.constrained("cross_entropy", {"demographic_parity_gap": 0.0}),
     lambda: mtt.pareto(["cross_entropy", "demographic_parity_gap"]),
 ], ids=["constrained", "pareto"])
 def test_combiners_train_a_transformers_classifier_in_the_trainer(tmp_path, monkeypatch, make_loss):
@@ -261,18 +290,25 @@ def test_combiners_train_a_transformers_classifier_in_the_trainer(tmp_path, monk
                                      num_labels=2)
     transformers.set_seed(0)
     model = transformers.BertForSequenceClassification(config)
-    texts = pd.DataFrame({"text": ["a fine film", "a bad film", "she loved it", "he hated it"] * 8})
-    labels = [1, 0, 1, 0] * 8
-    groups = [0, 0, 1, 1] * 8
+    texts = pd.DataFrame({"text": ["a fine film", "a good film", "she loved it", "he hated it"] * 8})
+    labels = [1, 1, 1, 0] * 8
+    groups = [0, 0, 1, 1] * 8  # group 0 is all positive, group 1 half: a parity gap to constrain
     data = TextClassifier(model, tokenizer, max_length=8).dataset(texts, labels, groups=groups)
     assert int(data[2]["groups"]) == 1
     loss = make_loss()
     args = transformers.TrainingArguments(output_dir=str(tmp_path), num_train_epochs=2, learning_rate=1e-3,
                                           per_device_train_batch_size=8, logging_strategy="no", save_strategy="no",
                                           report_to="none", disable_tqdm=True, use_cpu=True, seed=0)
-    trainer = mtt.MultiObjectiveTrainer(model=model, args=args, train_dataset=data, mo_loss=loss)
+    args.remove_unused_columns = True  # the trainer keeps the groups column anyway (args passed by position)
+    trainer = mtt.MultiObjectiveTrainer(model, args, train_dataset=data, eval_dataset=data, mo_loss=loss)
     before = [p.detach().clone() for p in model.parameters()]
     trainer.train()
     assert [e["epoch"] for e in loss.history] == [1, 2] and loss.history[-1]["steps"] == 4
     assert set(loss.history[-1]["surrogates"]) == {"cross_entropy", "demographic_parity_gap"}
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    if isinstance(loss, mtt.Constrained):
+        assert max(e["multipliers"]["demographic_parity_gap"] for e in loss.history) > 0  # any gap is over 0
+    else:
+        assert sum(loss.history[-1]["mean_weights"].values()) == pytest.approx(1.0)
+    evaluated = trainer.evaluate()  # the first objective alone; no state moves
+    assert evaluated["eval_loss"] > 0 and len(loss.history) == 2 and loss._steps == 0

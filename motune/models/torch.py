@@ -151,7 +151,7 @@ def adversarial_delta(forward: Callable[[Any], Any], x0: Any, target: Any, mask:
     cross-entropy of ``forward(x0 + delta)`` against ``target``: FGSM for ``steps=1`` (Goodfellow
     et al., 2015), PGD from a random start of the ball otherwise (Madry et al., 2018), step size
     ``2.5 * eps / steps``. Returned detached; ``forward``'s parameters get no gradient. Used by the
-    adversarial-accuracy metric and by :func:`motune.training.adversarial_loss`."""
+    adversarial-accuracy metric and by :func:`motune.training.adversarial`."""
     import torch
 
     step_size = eps if steps == 1 else 2.5 * eps / steps

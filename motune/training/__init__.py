@@ -6,7 +6,7 @@ language models. See :mod:`motune.training.combiners` for the maths.
 ```python
 from motune import training as mtt
 loss = mtt.constrained("cross_entropy", bounds={"demographic_parity_gap": params["dp_bound"]})
-fit(module, X, y, loss=loss, groups=groups, ctx=ctx, model=model)
+fit(module, X, y, epochs=9, loss=loss, groups=groups, ctx=ctx, model=model)
 ```
 
 ``ConditionedMLP``, ``ConditionedClassifier``, ``fit_conditioned`` and ``dirichlet`` load torch on

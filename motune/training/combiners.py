@@ -21,10 +21,14 @@ attribute. Three kinds:
   module's parameters are combined with convex weights computed from their
   Gram matrix: in closed form for two objectives (the min-norm point of the
   segment between the two gradients), by torchjd's MGDA or UPGrad weighting
-  for more. The step is ``sum_i a_i p_i f_i`` with ``a`` held fixed, so one
+  for more. The step is ``sum_i a_i f_i / p_i`` with ``a`` held fixed, so one
   backward pass of the returned scalar gives the combined direction (in
-  ``fit`` and in a transformers ``Trainer`` alike); ``p`` is an optional
-  preference that scales each objective.
+  ``fit`` and in a transformers ``Trainer`` alike). ``p`` is an optional
+  preference (values > 0): at the min-norm point every active objective falls
+  at a rate proportional to its ``p_i`` (UPGrad: its own ``pref_vector``). A
+  minibatch where one objective's gradient is zero (a parity gap over one
+  group) gives a zero step in the closed form and MGDA: a Pareto-stationary
+  point for that minibatch.
 
 torchjd 0.18.0 (pinned: its API changed between releases) supplies the
 Gram-matrix weightings and the smooth Chebyshev scalarisation.
@@ -89,12 +93,16 @@ class MultiObjectiveLoss:
         return torch.stack([o(batch).float() for o in self.objectives])
 
     def __call__(self, logits: Any, y: Any, groups: Any = None, *, inputs: Any = None) -> Any:
+        """The combined scalar for a minibatch. Without a graph (an evaluation under ``no_grad``) nothing
+        is learned: no multiplier moves and the epoch's history does not count it."""
         values = self.values(logits, y, groups, inputs=inputs)
+        self.training_step = bool(values.requires_grad)
         combined = self.combine(values)
         seen = values.detach().cpu().tolist()
         self.last = dict(zip(self.names, seen))
-        self._sums = [s + v for s, v in zip(self._sums, seen)]
-        self._steps += 1
+        if self.training_step:
+            self._sums = [s + v for s, v in zip(self._sums, seen)]
+            self._steps += 1
         return combined
 
     def combine(self, values: Any) -> Any:
@@ -180,6 +188,8 @@ class Constrained(MultiObjectiveLoss):
         bounds = torch.tensor(self.bounds, dtype=values.dtype, device=values.device)
         lam = torch.tensor(self.multipliers, dtype=values.dtype, device=values.device)
         lagrangian = values[0] + (lam * (values[1:] - bounds)).sum()
+        if not values.requires_grad:
+            return lagrangian
         violation = (values[1:].detach() - bounds).cpu().tolist()  # projected dual ascent, after the step's value
         self.multipliers = [min(self.max_multiplier, max(0.0, m + self.dual_lr * v))
                             for m, v in zip(self.multipliers, violation)]
@@ -205,6 +215,9 @@ class Pareto(MultiObjectiveLoss):
         self.method = "closed_form" if method == "auto" and len(self.names) == 2 else (
             "upgrad" if method == "auto" else method)
         self.preference = _preference(preference, len(self.names), "preference")
+        if min(self.preference) <= 0:
+            raise SpecError(f"a Pareto-gradient preference needs values > 0 (leave an objective out instead), "
+                            f"got {self.preference}")
         self.alphas: list[float] = [1.0 / len(self.names)] * len(self.names)
         self._alpha_sums = [0.0] * len(self.names)
 
@@ -216,7 +229,10 @@ class Pareto(MultiObjectiveLoss):
                             "(motune.models.torch.fit and motune.training.MultiObjectiveTrainer do)")
         params = [p for p in self.module.parameters() if p.requires_grad]
         p = torch.tensor(self.preference, dtype=values.dtype, device=values.device)
-        scaled = p * values
+        # the min-norm point d of {g_i / p_i} meets d . g_i / p_i = c for every active objective, so objective i
+        # falls at a rate proportional to p_i: a larger preference, a faster fall (UPGrad takes p as its own
+        # pref_vector on the unscaled gradients)
+        scaled = values if self.method == "upgrad" else values / p
         if not values.requires_grad:  # an evaluation pass (no graph): the last step's weights
             return (torch.tensor(self.alphas, dtype=values.dtype, device=values.device) * scaled).sum()
         rows = []
@@ -240,7 +256,8 @@ class Pareto(MultiObjectiveLoss):
             a = 0.5 if denominator <= 1e-12 else min(1.0, max(0.0, (g22 - g12) / denominator))
             return torch.tensor([a, 1.0 - a], device=gramian.device)
         aggregation = _torchjd("aggregation")
-        weighting = aggregation.MGDAWeighting() if self.method == "mgda" else aggregation.UPGradWeighting()
+        weighting = aggregation.MGDAWeighting() if self.method == "mgda" else aggregation.UPGradWeighting(
+            pref_vector=torch.tensor(self.preference, dtype=torch.float64, device=gramian.device))
         w = weighting(gramian.double()).float().clamp_min(0)
         return w / w.sum() if float(w.sum()) > 0 else torch.full_like(w, 1.0 / len(w))
 

@@ -135,6 +135,9 @@ def fit_conditioned(module: Any, X: Any, y: Any, *, objectives: Sequence[str | S
         raise SpecError(f"need epochs >= 0 and batch_size >= 1, got epochs={epochs}, batch_size={batch_size}")
     if (ctx is None) != (model is None):
         raise SpecError("pass ctx and model together: motune measures model at each epoch's report")
+    if len(X) != len(y) or (groups is not None and len(groups) != len(y)):
+        raise SpecError(f"X, y (and groups) need the same number of rows, got {len(X)}, {len(y)}"
+                        + ("" if groups is None else f", {len(groups)}"))
     n = len(objectives)
     if getattr(module, "n_preferences", n) != n:
         raise SpecError(f"the module takes {module.n_preferences} preference weights for {n} objectives")

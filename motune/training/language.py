@@ -87,7 +87,9 @@ class PreferencePairs:
     """Tokenised preference pairs: ``prompts``, ``chosen`` and ``rejected`` responses (texts), and for
     more than one objective the other objectives' rewards of each response (``margins_chosen``,
     ``margins_rejected``: one row of floats per pair). Every sequence is padded or cut to
-    ``max_length`` tokens on the right; the response mask marks the response's tokens."""
+    ``max_length`` tokens on the right; the response mask marks the response's tokens. Prompt and
+    response are tokenised apart and joined (no separator is added: end a prompt with the space or
+    template your model was trained with), so the mask follows token boundaries exactly."""
 
     def __init__(self, tokenizer: Any, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str], *,
                  max_length: int = 64, margins_chosen: Any = None, margins_rejected: Any = None) -> None:
@@ -120,7 +122,7 @@ class PreferencePairs:
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
         ids = (prompt_ids + response_ids)[:max_length]
         response_mask = ([0] * len(prompt_ids) + [1] * len(response_ids))[:max_length]
-        if sum(response_mask) == 0:
+        if sum(response_mask[1:]) == 0:  # the first token is never scored (nothing comes before it)
             raise SpecError(f"a prompt of {len(prompt_ids)} tokens leaves no response token within max_length "
                             f"{max_length}")
         pad = max_length - len(ids)

@@ -53,9 +53,11 @@ class Surrogate:
     def __call__(self, batch: Batch) -> Any:
         for field in self.needs:
             if getattr(batch, field) is None:
-                raise SpecError(f"the {self.name} surrogate needs {field}: "
-                                + ("pass groups= to fit (motune.training.group_codes)" if field == "groups"
-                                   else "train with motune.models.torch.fit, which passes the minibatch inputs"))
+                raise SpecError(f"the {self.name} surrogate needs {field}: " + (
+                    "pass groups= to fit (motune.training.group_codes), or in a Trainer give each row groups "
+                    "(TextClassifier.dataset(X, y, groups=...))" if field == "groups" else
+                    "train with motune.models.torch.fit (it passes each minibatch's inputs), or in a Trainer give "
+                    "each row extra_* tensors (TextClassifier.dataset(X, y, extra=...))"))
         return self.fn(batch)
 
     def __repr__(self) -> str:
@@ -102,10 +104,13 @@ def worst_group_loss(logits: Any, y: Any, groups: Any) -> Any:
 
 def adversarial(*, eps: float = 0.1, steps: int = 1, continuous: Any = None, seed: int = 0) -> Surrogate:
     """Cross-entropy on inputs perturbed by an FGSM (``steps=1``) or PGD attack of L-infinity radius
-    ``eps`` on the features ``continuous`` marks (a boolean mask; ``None``: every feature), the same
-    attack as the ``adversarial_accuracy`` metric (:func:`motune.models.torch.adversarial_delta`)."""
+    ``eps`` on the features ``continuous`` marks (a boolean mask; ``None``: every feature), with the
+    ``adversarial_accuracy`` metric's attack (:func:`motune.models.torch.adversarial_delta`). To attack
+    what the metric attacks, pass the classifier's mask: ``adversarial(continuous=model.continuous)``
+    (the named ``"adversarial_loss"`` is ``adversarial()``: eps 0.1, FGSM, every feature)."""
     if not eps > 0 or not isinstance(steps, int) or steps < 1:
         raise SpecError(f"need eps > 0 and an int steps >= 1, got eps={eps!r}, steps={steps!r}")
+    state: dict[str, Any] = {}
 
     def fn(batch: Batch) -> Any:
         import torch
@@ -116,8 +121,11 @@ def adversarial(*, eps: float = 0.1, steps: int = 1, continuous: Any = None, see
         if not torch.is_tensor(x) or not x.is_floating_point():
             raise SpecError("the adversarial surrogate needs one floating-point input tensor")
         mask = (torch.ones(x.shape[-1]) if continuous is None else torch.as_tensor(continuous)).to(x)
-        generator = torch.Generator().manual_seed(seed)
-        delta = adversarial_delta(batch.module, x, batch.y, mask, eps=eps, steps=steps, generator=generator)
+        if "generator" not in state:  # one stream of PGD starts over the whole training
+            state["generator"] = torch.Generator().manual_seed(seed)
+        with torch.enable_grad():  # the attack needs input gradients, also in an evaluation pass
+            delta = adversarial_delta(batch.module, x, batch.y, mask, eps=eps, steps=steps,
+                                      generator=state["generator"])
         return torch.nn.functional.cross_entropy(batch.module(x + delta).float(), batch.y)
 
     return Surrogate("adversarial_loss", fn, needs=("inputs", "module"))

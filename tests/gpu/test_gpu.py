@@ -255,7 +255,8 @@ def test_training_combiners_and_a_conditioned_model_train_on_cuda():
     losses = [mtt.scalarized(["cross_entropy", "demographic_parity_gap"], [0.3, 0.7], kind="smooth_chebyshev"),
               mtt.constrained("cross_entropy", {"demographic_parity_gap": 0.05}),
               mtt.pareto(["cross_entropy", "equalized_odds_gap"]),
-              mtt.pareto(["cross_entropy", "demographic_parity_gap", mtt.adversarial(eps=0.1)], method="upgrad")]
+              mtt.pareto(["cross_entropy", "demographic_parity_gap", mtt.adversarial(eps=0.1, steps=3)],
+                         method="upgrad")]
     for loss in losses:
         torch.manual_seed(0)
         module = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 2)).cuda()
@@ -270,6 +271,16 @@ def test_training_combiners_and_a_conditioned_model_train_on_cuda():
         a = module(x.cuda(), torch.tensor([0.9, 0.1], device="cuda")).argmax(-1)
         b = module(x.cuda(), torch.tensor([0.1, 0.9], device="cuda")).argmax(-1)
     assert a.is_cuda and (a != b).any()
+    import pandas as pd
+
+    frame = pd.DataFrame(x.numpy(), columns=[f"x{i}" for i in range(8)])
+    model = mtt.ConditionedClassifier(module, _FrameEncode(), preference=[0.9, 0.1])
+    assert (model.predict(frame) == a.cpu().numpy()).all()  # the classifier moves inputs and preference to CUDA
     t = torch.tensor([-1.0, -2.0], device="cuda")
     loss, chosen, _ = mtt.modpo_loss(t, t - 1, t, t, weights=[1.0], beta=0.1)
     assert loss.is_cuda and chosen.is_cuda
+
+
+class _FrameEncode:
+    def __call__(self, X):
+        return torch.from_numpy(X.to_numpy(dtype="float32"))
