@@ -16,7 +16,7 @@ arm                   models                                         training co
                       preference drawn per minibatch), predicted at
                       60 preferences over ``chebyshev``'s range
 ``conditioned_45``    the same trained for 45 epochs (the first      5 trainings
-                      setting; it overfits)
+                      setting; worse on validation)
 ``eg``                fairlearn ExponentiatedGradient over the MLP,  its base fits
                       20 bounds (max_iter 50)
 ``eg_small``          the same with 2 bounds and max_iter 10         its base fits
@@ -60,7 +60,7 @@ BOUND = 0.05
 EPOCHS, HIDDEN, LR, BATCH = 9, 64, 0.01, 256
 N_KNOBS = 20
 CONDITIONED_EPOCHS = {"conditioned": 2 * EPOCHS,  # a tenth of the 20 trainings of a per-trial sweep
-                      "conditioned_45": 5 * EPOCHS}  # a quarter: the first setting, which overfits (see README)
+                      "conditioned_45": 5 * EPOCHS}  # a quarter: the first setting, worse on validation (README)
 CONDITIONED_PREFERENCES = np.linspace(0.5, 0.97, 60)  # evaluations cost predictions, not trainings
 RESAMPLES = 400  # bootstrap resamples of the validation split for the bound rule
 MOTUNE_ARMS = ("weighted_penalty", "chebyshev", "constrained", "pareto", "conditioned", "conditioned_45")

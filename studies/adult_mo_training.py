@@ -15,10 +15,10 @@ combiner        knob in the search space                   what a trial costs
                 Lagrange multipliers by dual ascent)
 ``chebyshev``   ``fairness_share``: the preference on the gap one training
                 in a weighted Chebyshev scalarisation
-``pareto``      ``fairness_preference``: the gap's scale in a  one training
-                closed-form Pareto-gradient step
+``pareto``      ``fairness_preference``: how much faster the  one training
+                gap falls in a closed-form Pareto-gradient step
 ``conditioned`` ``fairness_share`` of one preference-          one prediction (the model is trained
-                conditioned MLP (FiLM), trained once over        once per worker process, 45 epochs,
+                conditioned MLP (FiLM), trained once over        once per worker process, 18 epochs,
                 preferences drawn per minibatch                  and kept)
 
 Objectives: accuracy and demographic parity difference (fairlearn's, on hard
@@ -74,7 +74,7 @@ def make_study(*, combiner=None, name=None, max_rows=10000, epochs=EPOCHS, stora
 
             mtt.fit_conditioned(module, torch.from_numpy(data.X_train), torch.from_numpy(data.y_train),
                                 objectives=objectives, groups=groups, kind="chebyshev", preferences=draw,
-                                epochs=5 * epochs, lr=LR, batch_size=BATCH, seed=seed)
+                                epochs=2 * epochs, lr=LR, batch_size=BATCH, seed=seed)
             _SHARED[key] = mtt.ConditionedClassifier.for_task(module.eval(), task)
         return _SHARED[key]
 
