@@ -151,6 +151,16 @@ def test_the_keep_policy_decides_which_models_stay_in_the_store(task, tmp_path, 
         assert len(model.predict(task.X_test)) == len(task.X_test)
 
 
+def test_a_sqlite_storage_object_keeps_its_models_beside_its_file(task, tmp_path, monkeypatch):
+    monkeypatch.delenv("MOTUNE_ARTIFACTS", raising=False)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'object.db'}")
+    result = make_study(task, storage, keep_models="all").optimize(n_trials=1, show_progress=False)
+    assert _files(tmp_path / "object-artifacts") == {result.record(0).model["artifact_id"]}
+    assert not (tmp_path / "elsewhere" / "motune-artifacts").exists()  # not in the working directory
+
+
 def test_a_missing_or_removed_model_is_a_clear_error_naming_the_trial(task, tmp_path):
     url = f"sqlite:///{tmp_path / 'gone.db'}"
     result = make_study(task, url, keep_models="all").optimize(n_trials=3, show_progress=False)

@@ -5,7 +5,8 @@ The store is any Optuna artifact store (``optuna.artifacts``): a
 ``Boto3ArtifactStore`` (S3-compatible) or a ``GCSArtifactStore``; optuna-dashboard
 lists a trial's artifacts. Default (``Study(artifact_store=None)``):
 
-- a SQLite study: the folder ``<database>-artifacts/`` beside the database
+- a SQLite study (a URL, or an ``RDBStorage`` object with a SQLite URL): the folder
+  ``<database>-artifacts/`` beside the database
   file (``motune.db`` -> ``motune-artifacts/``);
 - an in-memory study: a temporary folder that lives as long as the process;
 - any other storage (PostgreSQL): ``./motune-artifacts``. Workers on several
@@ -62,6 +63,8 @@ def default_folder(storage: Any) -> str:
     location = storage_location(storage)
     if os.environ.get("MOTUNE_ARTIFACTS"):
         return os.environ["MOTUNE_ARTIFACTS"]
+    if isinstance(location, optuna.storages.RDBStorage):
+        location = location.url  # a storage object follows its URL's rule (SQLite: beside the file)
     if isinstance(location, str) and location.startswith("sqlite"):
         from sqlalchemy.engine import make_url
 
