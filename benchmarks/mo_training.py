@@ -54,6 +54,7 @@ import time
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 REFERENCE = (0.77, 0.25)  # accuracy, fairness difference
 BOUND = 0.05
@@ -192,13 +193,7 @@ def torch_arm(arm: str, data: Data, measure_name: str, seed: int) -> tuple[list[
     return models, trainings
 
 
-def _torch_mlp_class() -> Any:
-    from sklearn.base import BaseEstimator, ClassifierMixin
-
-    return (ClassifierMixin, BaseEstimator)
-
-
-class TorchMLP(*_torch_mlp_class()):
+class TorchMLP(ClassifierMixin, BaseEstimator):
     """The benchmark's MLP as a scikit-learn classifier with sample weights (fairlearn's reductions need them)."""
 
     def __init__(self, seed: int = 0, epochs: int = EPOCHS) -> None:

@@ -236,21 +236,13 @@ def test_a_trial_that_reaches_the_last_step_completes(task):
 
 
 def test_the_last_step_is_learned_from_a_completed_trial(task):
-    def train(params, task, ctx):
-        from conftest import train as fit
-
-        model = fit(params, task, ctx)
-        for step in (1, 2, 3):
-            ctx.report(step, metrics={"accuracy": 0.8, "demographic_parity_difference": 0.1})
-        return model
-
     class PruneLaterTrials(PruningPolicy):
         name = "later"
 
         def decide(self, ctx):
             return Decision(self.name, "late") if ctx.step >= 3 and ctx.peers else None
 
-    study = make_study(task, optuna.storages.InMemoryStorage(), train=train, pruning=PruneLaterTrials())
+    study = make_study(task, optuna.storages.InMemoryStorage(), train=three_steps, pruning=PruneLaterTrials())
     result = study.optimize(n_trials=3, show_progress=False)
     assert [r.state for r in result.records()] == ["COMPLETE"] * 3  # trial 0 completes; step 3 is then the last
 

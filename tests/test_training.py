@@ -90,6 +90,8 @@ def test_pareto_closed_form_is_the_min_norm_point_of_two_gradients():
 @pytest.mark.parametrize("method", ["closed_form", "mgda", "upgrad"])
 def test_a_larger_pareto_preference_makes_its_objective_fall_faster(method):
     module = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        module.weight.zero_()
     out = module(torch.eye(2)).squeeze(-1)
     values = torch.stack([(out[0] - 1) ** 2 / 2, (out[1] + 1) ** 2 / 2])  # orthogonal unit gradients at w = 0
     gradients = [torch.autograd.grad(values[i], module.weight, retain_graph=True)[0].reshape(-1) for i in range(2)]
@@ -117,6 +119,8 @@ def test_an_evaluation_pass_learns_nothing():
 @pytest.mark.parametrize("method", ["mgda", "upgrad"])
 def test_pareto_weightings_for_three_objectives_come_from_torchjd(method):
     module = torch.nn.Linear(3, 1, bias=False)
+    with torch.no_grad():
+        module.weight.zero_()  # gradients -2, 4 and -1 along the three axes
     x = torch.eye(3)
     out = module(x).squeeze(-1)
     values = torch.stack([(out[i] - t) ** 2 for i, t in enumerate((1.0, -2.0, 0.5))])
@@ -189,8 +193,8 @@ def test_a_conditioned_models_predictions_change_with_the_preference(tmp_path):
     from motune.models.persist import load_archive, save_archive
 
     x, y, groups = _biased_task()
-    module = mtt.ConditionedMLP(4, 32, 2)
     torch.manual_seed(0)
+    module = mtt.ConditionedMLP(4, 32, 2)
     mtt.fit_conditioned(module, x, y, objectives=["cross_entropy", "demographic_parity_gap"], groups=groups,
                         kind="chebyshev", epochs=30, lr=0.01, batch_size=200, seed=0)
     module.eval()

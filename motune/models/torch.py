@@ -170,6 +170,17 @@ def _is_mapping(value: Any) -> bool:
     return isinstance(value, dict) or hasattr(value, "keys")
 
 
+def check_fit_arguments(X: Any, y: Any, groups: Any, *, epochs: int, batch_size: int, ctx: Any, model: Any) -> None:
+    """What every training loop here needs of its arguments (``fit``, ``motune.training.fit_conditioned``)."""
+    if epochs < 0 or batch_size < 1:
+        raise SpecError(f"need epochs >= 0 and batch_size >= 1, got epochs={epochs}, batch_size={batch_size}")
+    if (ctx is None) != (model is None):
+        raise SpecError("pass ctx and model together: motune measures model at each epoch's report")
+    if len(X) != len(y) or (groups is not None and len(groups) != len(y)):
+        raise SpecError(f"X, y (and groups) need the same number of rows, got {len(X)}, {len(y)}"
+                        + ("" if groups is None else f", {len(groups)}"))
+
+
 def fit(
     module: Any,
     X: Any,
@@ -202,16 +213,10 @@ def fit(
     """
     import torch
 
-    if epochs < 0 or batch_size < 1:
-        raise SpecError(f"need epochs >= 0 and batch_size >= 1, got epochs={epochs}, batch_size={batch_size}")
-    if (ctx is None) != (model is None):
-        raise SpecError("pass ctx and model together: motune measures model at each epoch's report")
+    check_fit_arguments(X, y, groups, epochs=epochs, batch_size=batch_size, ctx=ctx, model=model)
     if groups is not None and loss is None:
         raise SpecError("groups= is for a group-aware loss such as motune.training.constrained(...); "
                          "pass loss= too (plain cross-entropy takes no groups)")
-    if len(X) != len(y) or (groups is not None and len(groups) != len(y)):
-        raise SpecError(f"X, y (and groups) need the same number of rows, got {len(X)}, {len(y)}"
-                         + ("" if groups is None else f", {len(groups)}"))
     device = device_of(module)
     X, y = X.to(device), y.to(device)
     groups = None if groups is None else groups.to(device)

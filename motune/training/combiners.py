@@ -55,7 +55,7 @@ def _torchjd(module: str) -> Any:
         raise ImportError(f"this combiner uses torchjd ({err}): pip install 'motune[training]'") from None
 
 
-def _preference(values: Sequence[float] | None, n: int, what: str) -> list[float]:
+def preference_vector(values: Sequence[float] | None, n: int, what: str) -> list[float]:
     if values is None:
         return [1.0] * n
     values = [float(v) for v in values]
@@ -96,11 +96,10 @@ class MultiObjectiveLoss:
         """The combined scalar for a minibatch. Without a graph (an evaluation under ``no_grad``) nothing
         is learned: no multiplier moves and the epoch's history does not count it."""
         values = self.values(logits, y, groups, inputs=inputs)
-        self.training_step = bool(values.requires_grad)
         combined = self.combine(values)
         seen = values.detach().cpu().tolist()
         self.last = dict(zip(self.names, seen))
-        if self.training_step:
+        if values.requires_grad:
             self._sums = [s + v for s, v in zip(self._sums, seen)]
             self._steps += 1
         return combined
@@ -131,7 +130,7 @@ class Scalarized(MultiObjectiveLoss):
             raise SpecError(f"kind must be one of {list(SCALARIZATIONS)}, got {kind!r}")
         if not mu > 0:
             raise SpecError(f"mu must be > 0, got {mu!r}")
-        self.weights = _preference(weights, len(self.names), "weights")
+        self.weights = preference_vector(weights, len(self.names), "weights")
         self.kind = kind
         self.mu = float(mu)
 
@@ -214,7 +213,7 @@ class Pareto(MultiObjectiveLoss):
             raise SpecError("the closed-form weights are for two objectives; use method='mgda' or 'upgrad'")
         self.method = "closed_form" if method == "auto" and len(self.names) == 2 else (
             "upgrad" if method == "auto" else method)
-        self.preference = _preference(preference, len(self.names), "preference")
+        self.preference = preference_vector(preference, len(self.names), "preference")
         if min(self.preference) <= 0:
             raise SpecError(f"a Pareto-gradient preference needs values > 0 (leave an objective out instead), "
                             f"got {self.preference}")
@@ -263,8 +262,11 @@ class Pareto(MultiObjectiveLoss):
 
     def state(self) -> dict[str, Any]:
         steps = max(self._steps, 1)
-        entry = {"mean_weights": dict(zip(self.names, (s / steps for s in self._alpha_sums))),
-                 "method": self.method, "preference": dict(zip(self.names, self.preference))}
+        return {"mean_weights": dict(zip(self.names, (s / steps for s in self._alpha_sums))),
+                "method": self.method, "preference": dict(zip(self.names, self.preference))}
+
+    def end_epoch(self) -> dict[str, Any]:
+        entry = super().end_epoch()
         self._alpha_sums = [0.0] * len(self.names)
         return entry
 

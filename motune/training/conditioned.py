@@ -26,8 +26,8 @@ from typing import Any
 
 from motune.errors import SpecError
 from motune.models import device_of
-from motune.models.torch import TorchClassifier
-from motune.training.combiners import SCALARIZATIONS, Scalarized
+from motune.models.torch import TorchClassifier, check_fit_arguments
+from motune.training.combiners import SCALARIZATIONS, Scalarized, preference_vector
 from motune.training.surrogates import Surrogate
 
 
@@ -98,11 +98,8 @@ class ConditionedClassifier(TorchClassifier):
 
 
 def _check_preference(preference: Sequence[float], n: int) -> list[float]:
-    values = [float(v) for v in preference]
-    if len(values) != n or any(not v >= 0 for v in values) or not sum(values) > 0:
-        raise SpecError(f"a preference needs {n} weights >= 0, not all 0; got {values!r}")
-    total = sum(values)
-    return [v / total for v in values]
+    values = preference_vector(preference, n, "a preference")
+    return [v / sum(values) for v in values]
 
 
 def dirichlet(n: int, *, concentration: float = 1.0) -> Callable[[Any], Any]:
@@ -131,13 +128,7 @@ def fit_conditioned(module: Any, X: Any, y: Any, *, objectives: Sequence[str | S
 
     if kind not in SCALARIZATIONS:
         raise SpecError(f"kind must be one of {list(SCALARIZATIONS)}, got {kind!r}")
-    if epochs < 0 or batch_size < 1:
-        raise SpecError(f"need epochs >= 0 and batch_size >= 1, got epochs={epochs}, batch_size={batch_size}")
-    if (ctx is None) != (model is None):
-        raise SpecError("pass ctx and model together: motune measures model at each epoch's report")
-    if len(X) != len(y) or (groups is not None and len(groups) != len(y)):
-        raise SpecError(f"X, y (and groups) need the same number of rows, got {len(X)}, {len(y)}"
-                        + ("" if groups is None else f", {len(groups)}"))
+    check_fit_arguments(X, y, groups, epochs=epochs, batch_size=batch_size, ctx=ctx, model=model)
     n = len(objectives)
     if getattr(module, "n_preferences", n) != n:
         raise SpecError(f"the module takes {module.n_preferences} preference weights for {n} objectives")
