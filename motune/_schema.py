@@ -20,6 +20,10 @@ Trial (system attributes)
     form optuna-dashboard 0.21 reads -- :func:`legacy_constraint_attrs`.
     ``motune:report:<trial number>:<step>``: one intermediate report
     ``{metric: value}`` -- :func:`report_key` / :func:`read_reports`.
+    ``motune:forecast:<trial number>:<step>``: the pruning policy's forecast
+    of the final values at that report (per metric: point, interval,
+    widening; the interval's level, the peers it came from) --
+    :func:`forecast_key` / :func:`read_forecasts`.
     ``fail_reason``: why a trial failed without raising (a dead worker) --
     :func:`stale_reason_attrs` / :func:`read_error`.
 
@@ -141,6 +145,34 @@ def intermediate_value(values: Mapping[str, float], objective_metrics: Sequence[
     return None if value is None else float(value)
 
 
+FORECAST_PREFIX = "motune:forecast:"
+
+
+def forecast_key(number: int, step: int) -> str:
+    """The system attribute holding the forecast made at trial ``number``'s report at ``step``."""
+    return f"{FORECAST_PREFIX}{int(number)}:{int(step)}"
+
+
+def forecast_attrs(number: int, step: int, record: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The forecast stored with a report (nothing when the policy made none)."""
+    return {} if record is None else {forecast_key(number, step): jsonable(dict(record))}
+
+
+def read_forecasts(system_attrs: Mapping[str, Any], number: int) -> dict[int, dict[str, Any]]:
+    """Trial ``number``'s stored forecasts by step (a retry's inherited ones are its predecessor's)."""
+    return _owned_by_step(system_attrs, FORECAST_PREFIX, number)
+
+
+def _owned_by_step(system_attrs: Mapping[str, Any], prefix: str, number: int) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {}
+    for key, value in system_attrs.items():
+        if key.startswith(prefix):
+            owner, _, step = key[len(prefix):].partition(":")
+            if owner.isdigit() and int(owner) == number and step.isdigit():
+                out[int(step)] = dict(value)
+    return dict(sorted(out.items()))
+
+
 def report_steps(system_attrs: Mapping[str, Any], number: int) -> list[int]:
     """The steps trial ``number`` reported (without reading the reports)."""
     prefix = f"{REPORT_PREFIX}{int(number)}:"
@@ -150,13 +182,7 @@ def report_steps(system_attrs: Mapping[str, Any], number: int) -> list[int]:
 def read_reports(system_attrs: Mapping[str, Any], number: int) -> dict[int, dict[str, float]]:
     """Trial ``number``'s reports by step. A retried trial inherits its predecessor's system
     attributes; those are keyed by the predecessor's number and so are not read as its own."""
-    out: dict[int, dict[str, float]] = {}
-    for key, value in system_attrs.items():
-        if key.startswith(REPORT_PREFIX):
-            owner, _, step = key[len(REPORT_PREFIX):].partition(":")
-            if owner.isdigit() and int(owner) == number and step.isdigit():
-                out[int(step)] = dict(value)
-    return dict(sorted(out.items()))
+    return _owned_by_step(system_attrs, REPORT_PREFIX, number)
 
 
 # ---------------------------------------------------------------- outcome of a trial
@@ -201,8 +227,12 @@ def outcome_attrs(*, values: Mapping[str, float], details: Mapping[str, Any], ti
                      "provenance": dict(provenance)})
 
 
-def pruned_attrs(*, rule: str, reason: str, step: int, reports: int) -> dict[str, Any]:
-    return {PRUNED_ATTR: {"rule": rule, "reason": reason, "step": int(step), "reports": int(reports)}}
+def pruned_attrs(*, rule: str, reason: str, step: int, reports: int,
+                 details: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Why a report pruned the trial; ``details``: what decided it (a forecast rule's probability, risk,
+    forecast and calibration)."""
+    record = {"rule": rule, "reason": reason, "step": int(step), "reports": int(reports)}
+    return {PRUNED_ATTR: jsonable(record | ({"details": dict(details)} if details else {}))}
 
 
 def failure_attrs(error: str, traceback_text: str) -> dict[str, Any]:
@@ -252,7 +282,7 @@ def retry_system_attrs(system_attrs: Mapping[str, Any]) -> dict[str, Any]:
     anything not motune's; constraint values, reports and the failure reason are dropped."""
     return {k: v for k, v in system_attrs.items()
             if k not in (FAIL_REASON_ATTR, LEGACY_CONSTRAINTS_ATTR, "motune:model")
-            and not k.startswith((CONSTRAINT_PREFIX, REPORT_PREFIX, "artifacts:"))}
+            and not k.startswith((CONSTRAINT_PREFIX, REPORT_PREFIX, FORECAST_PREFIX, "artifacts:"))}
 
 
 # ---------------------------------------------------------------- models, confirmations, decisions

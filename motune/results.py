@@ -40,6 +40,7 @@ class TrialRecord:
     error: str | None  # why it failed (None unless FAIL)
     attrs: dict[str, Any] = field(repr=False, default_factory=dict)  # every user attribute
     reports: dict[int, dict[str, float]] = field(repr=False, default_factory=dict)  # step -> reported values
+    forecasts: dict[int, dict[str, Any]] = field(repr=False, default_factory=dict)  # step -> the pruning forecast
     retry_of: int | None = None  # the trial this one retries (Optuna's heartbeat retry)
     model: dict[str, Any] | None = field(repr=False, default=None)  # its kept model: artifact id, sha256, kind ...
     model_removed: dict[str, Any] | None = field(repr=False, default=None)  # why and when the keep policy removed it
@@ -78,6 +79,7 @@ def record_of(trial: Any, constraint_keys: Sequence[str], *, on_front: bool = Fa
         error=_schema.read_error(state, trial.user_attrs, trial.system_attrs),
         attrs=dict(trial.user_attrs),
         reports=_schema.read_reports(trial.system_attrs, trial.number),
+        forecasts=_schema.read_forecasts(trial.system_attrs, trial.number),
         retry_of=trial.system_attrs.get("failed_trial"),
         model=_schema.read_model(trial.system_attrs),
         model_removed=study_attrs.get("removed", {}).get(trial.number),
@@ -248,6 +250,15 @@ class Result:
         (keys and formats in :mod:`motune._schema`); call :meth:`refresh` to read them back."""
         for key, value in attrs.items():
             self.study.set_user_attr(key, value)
+
+    def forecast_calibration(self) -> Any:
+        """How well the pruning policy's stored forecasts covered the completed trials' final values
+        (:func:`motune.pruning.forecast.calibration`: per metric the coverage of the stored intervals, how
+        many were checked, and the widening they call for)."""
+        from motune.pruning.forecast import calibration
+
+        return calibration([(f, r.metrics) for r in self.records() if r.state == "COMPLETE"
+                            for f in r.forecasts.values()])
 
     def summary(self) -> dict[str, int]:
         """Trial counts by outcome."""

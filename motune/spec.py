@@ -126,29 +126,33 @@ class Study:
     metric_options: keyword options per metric function, e.g. ``{"latency": {"batch_size": 512}}``.
     storage: an Optuna storage URL or object; default ``sqlite:///motune.db``
         (or the ``MOTUNE_STORAGE`` environment variable).
-    sampler: an Optuna sampler; default Optuna's multi-objective TPE sampler (which reads the
-        constraints Optuna stores) seeded per trial from ``seed`` and the trial number
-        (:mod:`motune.run.sampling`): a fresh run is reproducible, and workers sharing a study
-        never share a random stream.
+    sampler: default Optuna's multi-objective TPE sampler (which reads the constraints Optuna
+        stores) seeded per trial from ``seed`` and the trial number (:mod:`motune.run.sampling`): a
+        fresh run is reproducible, and workers sharing a study never share a random stream. A
+        function ``seed -> sampler`` (``lambda seed: optuna.samplers.GPSampler(seed=seed)``) runs
+        another sampler with the same per-trial seeding; an Optuna sampler object runs as it is (one
+        random stream per process: workers given ``GPSampler(seed=0)`` all draw the same one).
     seed: the sampler's seed; trial ``n`` gets ``ctx.seed = seed + n``.
     split: the split metrics are measured on (``"valid"``; the test split stays held out).
     measure_by_group: measure accuracy and the fairness metrics with their per-group table on
         every trial (default). Turn it off only when the objectives are not about a model's
         predictions on the task (e.g. a benchmark of motune itself).
     dashboard_constraints: also store the constraint values as the legacy ``constraints`` list,
-        the only form optuna-dashboard 0.21 reads. Optuna then sees each constraint twice, which
-        changes nothing for TPE or NSGA-II (same feasibility, violation sums doubled, same order)
-        but would count each twice in GPSampler's constraint model; the default (``None``) is on
-        unless the sampler is a GPSampler.
+        the only form optuna-dashboard 0.21 reads (default ``None``: on). Samplers never see that
+        list (:mod:`motune.run.sampling` shows them every trial without it), so each constraint
+        reaches them once, as ``constraints:<key>``.
     pruning: a :mod:`motune.pruning` policy deciding from ``ctx.report(step, ...)`` calls in
-        ``train``; ``None`` never prunes; the default is
-        ``ConstraintAware() | SuccessiveHalving()``. A train function that never reports is never pruned.
+        ``train``; ``None`` never prunes; the default is :class:`motune.pruning.ForecastAware`: each
+        report's final values are forecast from the study's completed curves, and a trial is stopped when,
+        with probability at least ``1 - risk``, it would break a constraint or end off the feasible front.
+        A train function that never reports is never pruned.
     max_step: the last step ``train`` reports (its last epoch): a report there is never pruned (the trial
         has paid for its training; it completes, feasible or not). Default: the largest step a
         completed trial of the study reported.
     sampler_sees_pruned: the sampler sees each pruned trial as if it had completed with the values of
         its last report (constraints included; :mod:`motune.run.sampling`), so it learns from them;
-        ``False`` shows them as Optuna's plain PRUNED trials (without intermediate values either way).
+        ``"forecast"``: with the values the pruning policy forecast for its last step; ``False`` shows
+        them as Optuna's plain PRUNED trials (without intermediate values either way).
     keep_models: which trained models are kept as artifacts: ``"front"`` (default: the front's, the
         others removed at the end of each run), ``"feasible"``, ``"all"`` or ``"none"``.
     timing: ``"per-device"`` (default: a latency run holds its device's lock; other workers may train
@@ -188,7 +192,7 @@ class Study:
     dashboard_constraints: bool | None = None
     pruning: Any = "default"
     max_step: int | None = None
-    sampler_sees_pruned: bool = True
+    sampler_sees_pruned: bool | str = True
     heartbeat_s: float | None = None
     heartbeat_grace_s: float | None = None
     keep_models: str = "front"
@@ -233,12 +237,7 @@ class Study:
     @property
     def legacy_constraints(self) -> bool:
         """Whether constraint values are also stored as the legacy list optuna-dashboard 0.21 reads."""
-        if self.dashboard_constraints is not None:
-            return self.dashboard_constraints
-        import optuna
-
-        # GPSampler models each constraint value separately: the legacy copy would count each twice.
-        return not isinstance(self.sampler, getattr(optuna.samplers, "GPSampler", ()))
+        return self.dashboard_constraints is not False
 
     @property
     def static_metrics(self) -> list[str]:
@@ -247,10 +246,15 @@ class Study:
 
     @property
     def pruning_policy(self):
-        """The pruning policy in force (``None``: never prune)."""
-        from motune.pruning import default_policy
+        """The pruning policy in force (``None``: never prune); the default one is made once per study, so
+        that what it caches between reports (a forecast's parsed peers) is kept."""
+        if not isinstance(self.pruning, str):
+            return self.pruning
+        if getattr(self, "_default_policy", None) is None:
+            from motune.pruning import default_policy
 
-        return default_policy() if isinstance(self.pruning, str) else self.pruning
+            self._default_policy = default_policy()
+        return self._default_policy
 
     def spec_record(self) -> dict[str, Any]:
         """What must match when a stored study is resumed: objectives, constraints, the data, the split
@@ -424,8 +428,16 @@ def validate(study: Study) -> None:
                                        or study.max_step < 1):
         raise SpecError(f"max_step must be a positive int (the last step train reports) or None, "
                         f"got {study.max_step!r}")
-    if not isinstance(study.sampler_sees_pruned, bool):
-        raise SpecTypeError(f"sampler_sees_pruned must be True or False, got {study.sampler_sees_pruned!r}")
+    if study.sampler_sees_pruned not in (True, False, "forecast") or study.sampler_sees_pruned in (0, 1) \
+            and not isinstance(study.sampler_sees_pruned, bool):
+        raise SpecTypeError(f"sampler_sees_pruned must be True, False or 'forecast', got {study.sampler_sees_pruned!r}")
+    import optuna
+
+    if study.sampler is not None and not isinstance(study.sampler, optuna.samplers.BaseSampler) \
+            and not callable(study.sampler):
+        raise SpecTypeError(f"sampler must be an Optuna sampler or a function seed -> sampler, got {study.sampler!r}")
+    if study.dashboard_constraints not in (None, True, False):
+        raise SpecTypeError(f"dashboard_constraints must be True, False or None, got {study.dashboard_constraints!r}")
     check_heartbeat(study.heartbeat_s, study.heartbeat_grace_s)
     if study.timing not in TIMING_MODES:
         raise SpecError(f"timing must be one of {list(TIMING_MODES)}, got {study.timing!r}")

@@ -5,12 +5,11 @@ Run:  motune run studies/adult_mlp_pruned.py --trials 30
 
 A scikit-learn MLP trained with ``partial_fit`` reports after every epoch
 (up to 27); motune measures accuracy and the fairness metrics on the
-validation split at each report. motune's default pruning policy stops a
-trial early when a fairness or accuracy constraint is clearly broken
-(constraint-aware rule) or when, at a rung of multi-objective successive
-halving (epochs 1, 3, 9) whose order agrees with the final one, it stands
-below where every trial of the best completed fronts stood there. A trial
-that reaches epoch 27 completes.
+validation split at each report. motune's default pruning policy forecasts
+each trial's final values from its curve and the study's completed curves,
+and stops it when the forecast says, with probability at least 1 - risk,
+that it will break a fairness or accuracy constraint or end dominated by
+the feasible front. A trial that reaches epoch 27 completes.
 ``benchmarks/pruning.py`` runs this study with and without pruning.
 
 Data: UCI Adult, Becker & Kohavi (1996), https://doi.org/10.24432/C5XW20, CC BY 4.0.
@@ -73,7 +72,7 @@ def make_study(task, *, name="adult-mlp-pruned", pruning="default", constraints=
     return mt.Study(
         name=name,
         description="An MLP trained epoch by epoch; accuracy vs demographic parity under fairness and "
-        "balanced-accuracy constraints; pruned by constraint-aware rules and multi-objective successive halving.",
+        "balanced-accuracy constraints; pruned by forecasts of each trial's final values.",
         task=task, space=space, train=train,
         objectives=[mt.maximize("accuracy"), mt.minimize("demographic_parity_difference")],
         constraints=constraints if constraints is not None else [

@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import optuna
 import plotly.graph_objects as go
 import pytest
@@ -164,3 +165,30 @@ def test_conditional_parameters_sit_at_an_na_tick(task):
     assert fi.ticktext == ["True", "False", "n/a"]
     assert all((v == 2.0) == (k == "large") for v, k in zip(fi.values, kinds))
     assert _get_importance_info(result).left_out == ["C", "fit_intercept"]
+
+
+def test_the_forecast_figure_sets_stored_forecasts_against_final_values(task):
+    from test_pruning import sgd_space, sgd_train
+
+    from motune.pruning import ForecastAware
+    from motune.viz.pruning import _get_forecast_info
+
+    study = make_study(task, optuna.storages.InMemoryStorage(), space=sgd_space, train=sgd_train,
+                       pruning=ForecastAware(risk=0.01), keep_models="none", max_step=9)
+    result = study.optimize(n_trials=16, show_progress=False)
+    later = [r for r in result.records() if r.state == "COMPLETE" and r.forecasts]
+    assert len(later) >= 3  # trials after the first three completed ones carry a forecast at every report
+    info = _get_forecast_info(result)
+    assert set(info.metrics) == {"accuracy", "demographic_parity_difference", "equalized_odds_difference",
+                                 "balanced_accuracy"}
+    first = info.points["accuracy"][0]
+    record = next(r for r in later if r.number == first[0])
+    assert first[1] == min(record.forecasts) and first[5] == record.metrics["accuracy"]
+    held = [f["metrics"]["accuracy"]["low"] <= r.metrics["accuracy"] <= f["metrics"]["accuracy"]["high"]
+            for r in later for f in r.forecasts.values() if f["metrics"]["accuracy"]["low"] is not None
+            and f["metrics"]["accuracy"]["high"] is not None]
+    assert info.checked.get("accuracy", 0) == len(held)
+    assert info.coverage.get("accuracy") == (pytest.approx(np.mean(held)) if held else None)
+    figure = mt.viz.plot_forecasts(result)
+    assert len(figure.data) == 2 * len(info.metrics) and "intervals held the final value" in figure.layout.annotations[0].text
+    assert "forecasts" in [key for key, _, _ in mt.viz.report_figures(result)]

@@ -142,12 +142,43 @@ def test_parallel_threads(task, sqlite_url):
     assert result.summary()["complete"] == 6 and len({r.params["C"] for r in result.records()}) == 6
 
 
-def test_legacy_constraints_follow_the_sampler(task):
-    gp = make_study(task, optuna.storages.InMemoryStorage(), sampler=optuna.samplers.GPSampler(seed=0))
-    trial = gp.optimize(n_trials=1, show_progress=False).study.trials[0]
-    assert "constraints" not in trial.system_attrs and len(trial.constraints) == 2
+class SeenConstraints(optuna.samplers.RandomSampler):
+    """A sampler that records the constraints of every finished trial it is shown."""
+
+    seen: list = []
+
+    def sample_independent(self, study, trial, name, distribution):
+        SeenConstraints.seen += [dict(t.constraints) for t in study._get_trials(deepcopy=False, use_cache=True)
+                                 if t.state.is_finished()]
+        return super().sample_independent(study, trial, name, distribution)
+
+
+def test_every_sampler_sees_each_constraint_once_while_the_dashboard_keeps_its_list(task):
+    SeenConstraints.seen = []
+    study = make_study(task, optuna.storages.InMemoryStorage(), sampler=SeenConstraints(seed=0))
+    stored = study.optimize(n_trials=3, show_progress=False).study.trials
+    assert all(len(t.system_attrs["constraints"]) == 2 for t in stored)  # the list optuna-dashboard 0.21 reads
+    assert all(len(t.constraints) == 4 for t in stored)  # Optuna itself merges both forms
+    assert SeenConstraints.seen and all(sorted(c) == sorted(study.constraints[i].key for i in range(2))
+                                        for c in SeenConstraints.seen)  # the sampler: each once, by name
     forced = make_study(task, optuna.storages.InMemoryStorage(), dashboard_constraints=False)
     assert "constraints" not in forced.optimize(n_trials=1, show_progress=False).study.trials[0].system_attrs
+
+
+def test_a_sampler_factory_keeps_per_trial_seeding(task, sqlite_url):
+    made = []
+
+    def factory(seed):
+        made.append(seed)
+        return optuna.samplers.RandomSampler(seed=seed)
+
+    first = make_study(task, sqlite_url, sampler=factory).optimize(n_trials=3, show_progress=False)
+    again = make_study(task, optuna.storages.InMemoryStorage(), sampler=factory).optimize(n_trials=3,
+                                                                                          show_progress=False)
+    assert len(set(made)) == 3 and made[:3] == made[3:]  # one seed per trial number, the same in both runs
+    assert [r.params for r in first.records()] == [r.params for r in again.records()]
+    with pytest.raises(TypeError, match="function seed -> sampler"):
+        make_study(task, optuna.storages.InMemoryStorage(), sampler="tpe")
 
 
 def test_a_plain_optuna_study_of_the_same_name_is_not_resumed(task, sqlite_url):

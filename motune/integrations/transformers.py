@@ -158,7 +158,7 @@ class MultiObjectiveSearch:
 
         inner = sampler if sampler is not None else optuna.samplers.TPESampler(seed=seed)
         view = SamplerView(inner, objectives=[o.metric for o in self.objectives],
-                           constraints=[(c.key, c) for c in self.constraints], legacy_constraints=False)
+                           constraints=[(c.key, c) for c in self.constraints])
         return {"sampler": view, **kwargs}
 
     def _values(self, metrics: dict[str, float]) -> dict[str, float]:

@@ -7,32 +7,39 @@ Inside ``train``, call ``ctx.report(step, model)`` (motune measures the
 study's metrics on the validation split) or ``ctx.report(step,
 metrics={...})``. Policies:
 
+- :class:`ForecastAware` (the default): forecast each trial's final values
+  from its curve and the study's completed curves
+  (:mod:`motune.pruning.forecast`), and stop it when, with probability at
+  least ``1 - risk``, it will break a constraint or end dominated by the
+  feasible front; every forecast is stored, its coverage measured;
 - :class:`ConstraintAware`: static constraints at step 0, learning-curve
   constraints after a warm-up, calibrated on the study's completed trials;
 - :class:`SuccessiveHalving`: multi-objective asynchronous successive halving;
-- ``a | b``: prune when either does. ``Study(pruning=None)`` never prunes;
-  the default is ``ConstraintAware() | SuccessiveHalving()``.
+- ``a | b``: prune when either does. ``Study(pruning=None)`` never prunes.
 """
 
-from motune.pruning.base import AnyOf, Decision, PeerReport, PruningPolicy, ReportContext
+from motune.pruning.base import AnyOf, Assessment, Decision, PeerReport, PruningPolicy, ReportContext
+from motune.pruning.forecast import Calibration, Curve, Forecast
 from motune.pruning.halving import SuccessiveHalving
+from motune.pruning.risk import ForecastAware
 from motune.pruning.rules import ConstraintAware
 
 
 def default_policy() -> PruningPolicy:
-    """motune's default, chosen by replaying rules over recorded learning curves (benchmarks/pruning.py):
-    stop a trial for a learning-curve constraint only when its value is more than 0.3 past the bound (in
-    the metric's units; once calibrated, only when few completed trials that far off ended feasible), and
-    for its objectives only when, at an epoch whose order agrees with the final one (Spearman >= 0.8), it
-    places below every trial of the three best completed fronts by more than a fifth of the completed
-    trials."""
-    return ConstraintAware(margin=0.3) | SuccessiveHalving(margin=0.2, front_depth=3, min_agreement=0.8)
+    """motune's default: :class:`ForecastAware` with the risk chosen by replaying it over recorded learning
+    curves that the benchmark does not score (``benchmarks/pruning.py``)."""
+    return ForecastAware()
 
 
 __all__ = [
     "AnyOf",
+    "Assessment",
+    "Calibration",
     "ConstraintAware",
+    "Curve",
     "Decision",
+    "Forecast",
+    "ForecastAware",
     "PeerReport",
     "PruningPolicy",
     "ReportContext",

@@ -3,8 +3,10 @@
 A policy sees a :class:`ReportContext` (the current report, this trial's
 earlier reports, the other trials' reports at the same step, and the study's
 objectives and constraints) and returns a :class:`Decision` to prune, or
-``None`` to go on. It never talks to Optuna: the runner gathers the numbers
-from storage and acts on the decision.
+``None`` to go on (:meth:`PruningPolicy.decide`). A policy that forecasts
+also returns what it forecast, which the runner stores with the report
+whether or not it prunes (:meth:`PruningPolicy.assess`). It never talks to
+Optuna: the runner gathers the numbers from storage and acts on the decision.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ class PeerReport(NamedTuple):
     state: str  # RUNNING, COMPLETE, PRUNED, FAIL
     metrics: Mapping[str, float]
     final: Mapping[str, float] | None  # the trial's final metrics when it completed
+    reports: Mapping[int, Mapping[str, float]] | None = None  # a completed trial's reports by step
+    forecasts: Mapping[int, Mapping[str, Any]] | None = None  # a completed trial's stored forecasts by step
 
 
 class ReportContext(NamedTuple):
@@ -34,10 +38,19 @@ class ReportContext(NamedTuple):
 
 
 class Decision(NamedTuple):
-    """Prune, by which rule, why."""
+    """Prune, by which rule, why (``details``: what decided it, e.g. the forecast and its probability)."""
 
     rule: str
     reason: str
+    details: Mapping[str, Any] | None = None
+
+
+class Assessment(NamedTuple):
+    """What a policy made of a report: its decision (``None``: go on) and the forecast it made (``None``: it
+    does not forecast, or could not yet), stored with the report either way."""
+
+    decision: Decision | None
+    forecast: Mapping[str, Any] | None = None
 
 
 class PruningPolicy:
@@ -48,6 +61,10 @@ class PruningPolicy:
 
     def decide(self, ctx: ReportContext) -> Decision | None:
         raise NotImplementedError
+
+    def assess(self, ctx: ReportContext) -> Assessment:
+        """The decision and the forecast behind it (a policy that does not forecast: its decision only)."""
+        return Assessment(self.decide(ctx))
 
     def __or__(self, other: PruningPolicy) -> AnyOf:
         if not isinstance(other, PruningPolicy):
@@ -68,11 +85,18 @@ class AnyOf(PruningPolicy):
         self.ranks_on_objectives = any(p.ranks_on_objectives for p in self.policies)
 
     def decide(self, ctx: ReportContext) -> Decision | None:
+        return self.assess(ctx).decision
+
+    def assess(self, ctx: ReportContext) -> Assessment:
+        """Every policy's assessment: the first forecast made, and the first decision to prune."""
+        decision, forecast = None, None
         for policy in self.policies:
-            decision = policy.decide(ctx)
-            if decision is not None:
-                return decision
-        return None
+            assessment = policy.assess(ctx)
+            forecast = forecast if forecast is not None else assessment.forecast
+            if assessment.decision is not None:
+                decision = assessment.decision
+                break
+        return Assessment(decision, forecast)
 
     def describe(self) -> dict[str, Any]:
         return {"rule": self.name, "policies": [p.describe() for p in self.policies]}

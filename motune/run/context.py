@@ -135,30 +135,30 @@ class TrialContext:
 def store_and_decide(trial: optuna.Trial, step: int, values: dict[str, float],
                      history: list[tuple[int, dict[str, float]]], *, policy: Any, objectives: Any, constraints: Any,
                      static_metrics: frozenset[str] = frozenset(), max_step: int | None = None) -> Any:
-    """Store a trial's report at ``step`` (and the first objective as its Optuna intermediate value), then
-    ask ``policy`` (not at the last step: ``max_step``, else the last step a completed trial reported).
-    Returns the pruning :class:`~motune.pruning.Decision` (recorded on the trial) or ``None``.
-    Non-finite values are refused (:class:`~motune.errors.MetricError`) before anything is stored."""
+    """Ask ``policy`` about a trial's report at ``step`` (not at the last step: ``max_step``, else the last step
+    a completed trial reported), then store the report, the policy's forecast and, when it prunes, why, in one
+    write (and the first objective as the trial's Optuna intermediate value). Returns the pruning
+    :class:`~motune.pruning.Decision` or ``None``. Non-finite values are refused
+    (:class:`~motune.errors.MetricError`) before anything is stored."""
     bad = non_finite(values, values)
     if bad:
         raise MetricError("reported values are not finite numbers: " + ", ".join(f"{n}={values[n]}" for n in bad))
-    compat.set_system_attr(trial, _schema.report_key(trial.number, step), values)
+    decision, forecast = None, None
+    if policy is not None:
+        from motune.pruning import ReportContext
+
+        peers, last_step = _peers(trial, step)
+        last_step = max_step if max_step is not None else last_step
+        if last_step is None or step < last_step:  # a trial that reached the last step completes
+            decision, forecast = policy.assess(ReportContext(step, values, list(history), peers, objectives,
+                                                             constraints, static_metrics, last_step))
+    system = {_schema.report_key(trial.number, step): values} | _schema.forecast_attrs(trial.number, step, forecast)
+    user = {} if decision is None else _schema.pruned_attrs(rule=decision.rule, reason=decision.reason, step=step,
+                                                            reports=len(history) + 1, details=decision.details)
+    compat.write_trial_attrs(trial, user, system)
     curve = _schema.intermediate_value(values, [o.metric for o in objectives])
     if curve is not None:  # optuna-dashboard's learning curve; samplers never see it (run.sampling)
         compat.set_intermediate_value(trial, step, curve)
-    if policy is None:
-        return None
-    from motune.pruning import ReportContext
-
-    peers, last_step = _peers(trial, step)
-    last_step = max_step if max_step is not None else last_step
-    if last_step is not None and step >= last_step:  # a trial that reached the last step completes
-        return None
-    decision = policy.decide(ReportContext(step, values, list(history), peers, objectives, constraints,
-                                           static_metrics, last_step))
-    if decision is not None:
-        trial.set_user_attr(_schema.PRUNED_ATTR, _schema.pruned_attrs(
-            rule=decision.rule, reason=decision.reason, step=step, reports=len(history) + 1)[_schema.PRUNED_ATTR])
     return decision
 
 
@@ -174,22 +174,42 @@ def _check_step(ctx: TrialContext, step: Any) -> int:
 
 
 def _peers(trial: optuna.Trial, step: int) -> tuple[list[Any], int | None]:
-    """Other trials' reports at ``step``, and the last step a completed trial reported (``None``: no
-    completed trial reported). ``get_trials(deepcopy=False)`` reads from the database only the
-    unfinished trials (Optuna's storage cache keeps finished ones)."""
+    """Other trials' reports at ``step`` (a completed one's with its whole curve, its stored forecasts and its
+    final metrics), and the last step a completed trial reported (``None``: no completed trial reported).
+    ``get_trials(deepcopy=False)`` reads from the database only the unfinished trials (Optuna's storage cache
+    keeps finished ones), and a completed trial's records are parsed once (:func:`_completed`)."""
     from motune.pruning import PeerReport
 
     peers, last_step = [], None
+    name = trial.study.study_name
     for t in trial.study.get_trials(deepcopy=False):
         if t.number == trial.number:
             continue
-        complete = t.state == optuna.trial.TrialState.COMPLETE
-        if complete:
-            steps = _schema.report_steps(t.system_attrs, t.number)
-            if steps:
-                last_step = max(steps) if last_step is None else max(last_step, max(steps))
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            reports, forecasts, final = _completed(name, t)
+            if reports:
+                last_step = max(reports) if last_step is None else max(last_step, max(reports))
+            if step in reports:
+                peers.append(PeerReport(t.number, t.state.name, reports[step], final, reports, forecasts))
+            continue
         report = t.system_attrs.get(_schema.report_key(t.number, step))
         if report is not None:
-            peers.append(PeerReport(t.number, t.state.name, report, _schema.read_metrics(t.user_attrs) if complete
-                                    else None))
+            peers.append(PeerReport(t.number, t.state.name, report, None))
     return peers, last_step
+
+
+_COMPLETED: dict[tuple[str, int, Any], tuple[dict, dict, dict]] = {}
+_COMPLETED_MAX = 20_000
+
+
+def _completed(study_name: str, t: Any) -> tuple[dict, dict, dict]:
+    """A completed trial's reports, stored forecasts and final metrics, parsed once per process (a finished
+    trial never changes; its start time tells a retry's number apart from a deleted study's)."""
+    key = (study_name, t.number, t.datetime_start)
+    found = _COMPLETED.get(key)
+    if found is None:
+        if len(_COMPLETED) >= _COMPLETED_MAX:
+            _COMPLETED.clear()
+        found = _COMPLETED[key] = (_schema.read_reports(t.system_attrs, t.number),
+                                   _schema.read_forecasts(t.system_attrs, t.number), _schema.read_metrics(t.user_attrs))
+    return found

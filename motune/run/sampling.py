@@ -12,7 +12,11 @@ configurations.) A retried trial keeps its predecessor's params.
 The sampler behind it is Optuna's multi-objective TPE (which reads the
 constraint values motune stores), made anew for each trial with that
 trial's seed; it keeps no state between trials but its random stream, so
-nothing else changes.
+nothing else changes. ``Study(sampler=factory)`` with a function ``seed ->
+sampler`` (e.g. ``lambda seed: optuna.samplers.GPSampler(seed=seed)``)
+puts any sampler behind the same per-trial seeding; a sampler *object*
+passed as ``Study(sampler=...)`` keeps one random stream per process, which
+workers started alike share.
 
 :class:`SamplerView` wraps every sampler of a study that prunes. Optuna's
 TPE ranks a PRUNED trial only by its Optuna intermediate values, and in a
@@ -26,7 +30,12 @@ set fills with arbitrary early ones; so with ``as_completed`` (the study's
 completed with the values of its last report, and with that report's
 constraint values: the objectives there are partly trained (usually worse
 than a completed trial's), and a constraint broken there marks the trial
-infeasible. Completed trials are shown as they are.
+infeasible. With ``as_completed="forecast"`` a pruned trial is shown at the
+values its pruning policy forecast for its last step instead (where it
+forecast one). Every trial is shown without the legacy ``constraints`` list
+optuna-dashboard reads: Optuna merges it into ``FrozenTrial.constraints``
+beside the ``constraints:<key>`` values, so a sampler would otherwise see
+each constraint twice.
 """
 
 from __future__ import annotations
@@ -94,48 +103,75 @@ class TrialSeededSampler(BaseSampler):
         pass
 
 
+AS_COMPLETED = (True, False, "forecast")  # how pruned trials are shown: last report, plain PRUNED, forecast
+
+
+def make_sampler(sampler: Any, seed: int) -> BaseSampler:
+    """The sampler a study runs with: ``None`` -> Optuna's TPE seeded per trial; a factory ``seed -> sampler``
+    -> that, seeded per trial; a sampler object -> as it is."""
+    if sampler is None:
+        return TrialSeededSampler(seed)
+    if isinstance(sampler, BaseSampler):
+        return sampler
+    return TrialSeededSampler(seed, make=sampler)
+
+
 class SamplerView(BaseSampler):
-    """Delegates to ``sampler``, which sees pruned trials without intermediate values and, with
-    ``as_completed``, each one that reported every objective as completed with its last report's
-    values and constraint values (see the module docstring)."""
+    """Delegates to ``sampler``, which sees every trial without the legacy constraint list, pruned trials
+    without intermediate values and, with ``as_completed``, each one that reported every objective as
+    completed with its last report's values and constraint values (``"forecast"``: its forecast final
+    values; see the module docstring)."""
 
     def __init__(self, sampler: BaseSampler, *, objectives: list[str], constraints: list[tuple[str, Any]],
-                 legacy_constraints: bool, as_completed: bool = True) -> None:
+                 as_completed: bool | str = True) -> None:
         self.sampler = sampler
         self._objectives = objectives
         self._constraints = constraints  # (key, motune.Constraint)
-        self._legacy = legacy_constraints
         self.as_completed = as_completed
-        self._shown: dict[tuple[int, Any], Any] = {}  # a pruned trial never changes: shown once, reused
+        self._shown: dict[tuple[int, Any], Any] = {}  # a finished trial never changes: shown once, reused
 
     def __str__(self) -> str:
         return f"SamplerView({self.sampler})"
 
     def shown(self, trial: Any) -> Any:
         """The trial as the sampler sees it."""
-        if trial.state != optuna.trial.TrialState.PRUNED:
-            return trial
+        if not trial.state.is_finished():
+            return _without_legacy(trial)
         key = (trial.number, trial.datetime_start)  # samplers read every trial at each suggestion
         if key not in self._shown:
-            self._shown[key] = self._shown_pruned(trial)
+            self._shown[key] = self._shown_pruned(trial) if trial.state == optuna.trial.TrialState.PRUNED \
+                else _without_legacy(trial)
         return self._shown[key]
 
+    def _last_values(self, trial: Any) -> dict[str, float]:
+        """The values a pruned trial is shown completed with: its last report's, or its forecast's."""
+        if not self.as_completed:
+            return {}
+        reports = _schema.read_reports(trial.system_attrs, trial.number)
+        last = dict(reports[max(reports)]) if reports else {}
+        if self.as_completed == "forecast":
+            forecasts = _schema.read_forecasts(trial.system_attrs, trial.number)
+            if forecasts:
+                points = forecasts[max(forecasts)].get("metrics", {})
+                last |= {m: f["point"] for m, f in points.items() if f.get("point") is not None}
+        return last
+
     def _shown_pruned(self, trial: Any) -> Any:
-        reports = _schema.read_reports(trial.system_attrs, trial.number) if self.as_completed else {}
-        last = reports[max(reports)] if reports else {}
+        last = self._last_values(trial)
         needed = [*self._objectives, *(c.metric for _, c in self._constraints)]
         if not all(name in last and math.isfinite(float(last[name])) for name in needed):
             # a report without every objective and constraint value (or with a non-finite one) cannot be
             # shown as completed: samplers need as many constraints as the completed trials carry
-            if not trial.intermediate_values:
-                return trial
-            bare = copy.copy(trial)  # a pruned trial with intermediate values would make TPE raise
+            bare = _without_legacy(trial)
+            if not bare.intermediate_values:
+                return bare
+            bare = copy.copy(bare)  # a pruned trial with intermediate values would make TPE raise
             bare.intermediate_values = {}
             return bare
         keys = [key for key, _ in self._constraints]
         violations = [c.violation(last[c.metric]) for _, c in self._constraints]
-        system = dict(trial.system_attrs)  # only motune's constraint values replaced; a user's own stay
-        system |= _schema.constraint_attrs(keys, violations, legacy=self._legacy)
+        system = {k: v for k, v in trial.system_attrs.items() if k != _schema.LEGACY_CONSTRAINTS_ATTR}
+        system |= _schema.constraint_attrs(keys, violations, legacy=False)  # a user's own constraint values stay
         shown = copy.copy(trial)  # through FrozenTrial's public setters
         shown.state = optuna.trial.TrialState.COMPLETE
         shown.values = [float(last[name]) for name in self._objectives]
@@ -163,3 +199,12 @@ class SamplerView(BaseSampler):
 
     def reseed_rng(self) -> None:
         self.sampler.reseed_rng()
+
+
+def _without_legacy(trial: Any) -> Any:
+    """``trial`` without the legacy ``constraints`` list (a copy only when it has one)."""
+    if _schema.LEGACY_CONSTRAINTS_ATTR not in trial.system_attrs:
+        return trial
+    bare = copy.copy(trial)
+    bare.system_attrs = {k: v for k, v in trial.system_attrs.items() if k != _schema.LEGACY_CONSTRAINTS_ATTR}
+    return bare

@@ -19,7 +19,7 @@ from motune import _schema, dashboard, provenance
 from motune.errors import SpecError, StudyNotFoundError
 from motune.results import Result
 from motune.run import artifacts
-from motune.run.sampling import SamplerView, TrialSeededSampler
+from motune.run.sampling import SamplerView, make_sampler
 from motune.run.storage import heartbeat_settings, open_storage, storage_name
 from motune.spec import Study
 
@@ -35,10 +35,8 @@ def open_study(study: Study, *, artifact_store: Any = None) -> optuna.Study:
     if study_id is not None:
         _check_resumable(study, storage, study_id)
         _check_store(study, storage, study_id, artifact_store)
-    sampler = study.sampler if study.sampler is not None else TrialSeededSampler(study.seed)
-    sampler = SamplerView(sampler, objectives=[o.metric for o in study.objectives],
-                          constraints=[(c.key, c) for c in study.constraints],
-                          legacy_constraints=study.legacy_constraints, as_completed=study.sampler_sees_pruned)
+    sampler = SamplerView(make_sampler(study.sampler, study.seed), objectives=[o.metric for o in study.objectives],
+                          constraints=[(c.key, c) for c in study.constraints], as_completed=study.sampler_sees_pruned)
     ostudy = optuna.create_study(
         study_name=study.name, storage=storage, directions=study.directions, sampler=sampler, load_if_exists=True
     )

@@ -1,4 +1,5 @@
-"""What pruning did: how many trials each rule ended, at which step, and the compute saved.
+"""What pruning did: how many trials each rule ended, at which step, and the compute saved; and how its
+forecasts compared with what the completed trials really ended at.
 
 Compute is counted in steps (epochs, boosting stages: whatever the train
 function reports): a trial that reported is charged its last reported step
@@ -67,4 +68,65 @@ def plot_pruning(study: Any) -> go.Figure:
                             f"{esc(result.name)}")
     fig.update_xaxes(title_text="step", dtick=1, row=1, col=2)
     fig.update_yaxes(title_text="trials", row=1, col=1)
+    return fig
+
+
+class _ForecastInfo(NamedTuple):
+    metrics: list[str]
+    points: dict[str, list[tuple[int, int, float, float | None, float | None, float]]]  # trial, step, point, low,
+    # high, final: each completed trial's first forecast
+    coverage: dict[str, float | None]
+    checked: dict[str, int]
+    level: float
+
+
+def _get_forecast_info(result: Result) -> _ForecastInfo:
+    calibrated = result.forecast_calibration()
+    points: dict[str, list[tuple[int, int, float, float | None, float | None, float]]] = {}
+    for r in result.records():
+        if r.state != "COMPLETE" or not r.forecasts:
+            continue
+        step = min(r.forecasts)
+        for metric, f in r.forecasts[step].get("metrics", {}).items():
+            final = r.metrics.get(metric)
+            if final is not None and f.get("point") is not None:
+                points.setdefault(metric, []).append((r.number, step, f["point"], f.get("low"), f.get("high"), final))
+    return _ForecastInfo(sorted(points), points, calibrated.coverage, calibrated.checked, calibrated.level)
+
+
+def plot_forecasts(study: Any) -> go.Figure:
+    """The pruning forecasts against the final values of the trials that completed: each trial's first
+    forecast (point and interval) per metric, the diagonal where they agree, and the coverage of every
+    stored interval in the panel's title."""
+    result = as_result(study)
+    info = _get_forecast_info(result)
+    if not info.metrics:
+        return empty_figure("Forecasts: no completed trial has a stored forecast (the pruning policy makes them "
+                            "once enough trials completed)")
+    titles = []
+    for m in info.metrics:
+        covered = info.coverage.get(m)
+        held = "n/a" if covered is None else f"{100 * covered:.0f} %"
+        titles.append(f"{esc(m)}: {held} of {info.checked.get(m, 0)} intervals held the final value")
+    fig = make_subplots(rows=1, cols=len(info.metrics), subplot_titles=titles, horizontal_spacing=0.08)
+    for col, metric in enumerate(info.metrics, start=1):
+        rows = info.points[metric]
+        x = [p[2] for p in rows]
+        y = [p[5] for p in rows]
+        plus = [None if p[4] is None else p[4] - p[2] for p in rows]
+        minus = [None if p[3] is None else p[2] - p[3] for p in rows]
+        fig.add_trace(go.Scatter(
+            x=x, y=y, mode="markers", marker={"color": "#1f77b4", "size": 7}, showlegend=False,
+            error_x={"type": "data", "symmetric": False, "array": plus, "arrayminus": minus, "thickness": 1,
+                     "color": "rgba(31,119,180,0.4)"},
+            text=[f"trial {p[0]}, forecast at step {p[1]}" for p in rows],
+            hovertemplate="%{text}<br>forecast %{x:.4g}<br>final %{y:.4g}<extra></extra>"), row=1, col=col)
+        low, high = min(x + y), max(x + y)
+        fig.add_trace(go.Scatter(x=[low, high], y=[low, high], mode="lines", line={"color": "#999", "dash": "dot"},
+                                 showlegend=False, hoverinfo="skip"), row=1, col=col)
+        fig.update_xaxes(title_text="forecast", row=1, col=col)
+        fig.update_yaxes(title_text="final" if col == 1 else None, row=1, col=col)
+    fig.update_layout(template="plotly_white", height=380,
+                      title=f"Forecasts of the final values ({100 * info.level:.0f} % intervals) against the "
+                            f"completed trials' final values: {esc(result.name)}")
     return fig

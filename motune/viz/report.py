@@ -24,7 +24,7 @@ from motune.viz.groups import plot_group_fairness
 from motune.viz.history import plot_hypervolume_history
 from motune.viz.latency import plot_latency
 from motune.viz.pareto import plot_pareto_front, plot_pareto_pairs
-from motune.viz.pruning import plot_pruning
+from motune.viz.pruning import plot_forecasts, plot_pruning
 from motune.viz.tradeoffs import plot_parallel_coordinates, plot_param_importances
 
 _STYLE = """
@@ -65,6 +65,8 @@ def report_figures(result: Result) -> list[tuple[str, str, Any]]:
         figures.append(("latency", "Latency", plot_latency(result)))
     if reports_of(result):
         figures.append(("pruning", "Pruning", plot_pruning(result)))
+        if any(r.forecasts for r in complete):
+            figures.append(("forecasts", "Pruning forecasts against final values", plot_forecasts(result)))
     if result.checks():
         figures.append(("checks", "Checks on new data", plot_checks(result)))
     return figures
