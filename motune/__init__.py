@@ -33,7 +33,7 @@ from motune.metrics.registry import Measurement, register_metric
 from motune.monitoring.check import check
 from motune.results import DecisionRecord, Result, TrialRecord
 from motune.run import DEFAULT_STORAGE, Callback, ReportRecord, StudyStart, TrialContext, TrialStart, load_study
-from motune.selection import Choice, decide, rules, select
+from motune.selection import Choice, decide, make_current, rules, select
 from motune.spec import Constraint, Objective, Study, at_least, at_most, maximize, minimize
 from motune.task import NumericSplits, Task, TextTask
 
@@ -80,6 +80,7 @@ __all__ = [
     "confirm",
     "data",
     "decide",
+    "make_current",
     "errors",
     "export_decision",
     "integrations",

@@ -38,9 +38,13 @@ Study (user attributes, one key per trial or decision, so workers never overwrit
     with intervals and re-timed quietly -- :func:`confirmation_attrs` /
     :func:`read_confirmations`.
     ``motune:decision:<UTC time>:<random id>``: one decision; read back in
-    time order and numbered 1, 2, ... (the last is current) -- :func:`decision_attrs`
+    time order and numbered 1, 2, ... -- :func:`decision_attrs`
     / :func:`read_decisions`. A unique key per decision, so two people deciding at
     once both keep theirs.
+    ``motune:current:<UTC time>:<random id>``: a statement that one decision
+    is current (its id and number, who, why, when): the latest decision is
+    current unless a later statement names another --
+    :func:`current_attrs` / :func:`read_current` / :func:`current_decision`.
 
 Trial (user attributes)
     ``metrics`` (every measured value), one entry per metric function key
@@ -332,7 +336,8 @@ def read_confirmations(study_user_attrs: Mapping[str, Any]) -> dict[int, dict[st
 
 def decision_attrs(record: Mapping[str, Any], *, key: str) -> dict[str, Any]:
     """A decision under its own key (``key``: a sortable UTC time and a random id, see :func:`decision_key`)."""
-    return {f"{DECISION_PREFIX}{key}": jsonable({k: v for k, v in dict(record).items() if k not in ("number", "id")})}
+    return {f"{DECISION_PREFIX}{key}": jsonable({k: v for k, v in dict(record).items()
+                                                if k not in ("number", "id", "current", "made_current")})}
 
 
 def decision_key(now: Any, token: str) -> str:
@@ -344,6 +349,33 @@ def read_decisions(study_user_attrs: Mapping[str, Any]) -> list[dict[str, Any]]:
     keys = sorted(k for k in study_user_attrs if k.startswith(DECISION_PREFIX))
     return [{**dict(study_user_attrs[k]), "number": i, "id": k[len(DECISION_PREFIX):]}
             for i, k in enumerate(keys, start=1)]
+
+
+CURRENT_PREFIX = "motune:current:"
+
+
+def current_attrs(record: Mapping[str, Any], *, key: str) -> dict[str, Any]:
+    """A statement that one decision is current (its id and number, who said so, why, when), under its own key."""
+    return {f"{CURRENT_PREFIX}{key}": jsonable(dict(record))}
+
+
+def read_current(study_user_attrs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every statement of which decision is current, oldest first, each with its ``id`` (time and random id)."""
+    keys = sorted(k for k in study_user_attrs if k.startswith(CURRENT_PREFIX))
+    return [{**dict(study_user_attrs[k]), "id": k[len(CURRENT_PREFIX):]} for k in keys]
+
+
+def current_decision(study_user_attrs: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The one rule for which decision is current: the latest decision, unless a statement that names another
+    was made after it (then that one). Returns ``(decision, the statement that made it current or None)``."""
+    decisions = read_decisions(study_user_attrs)
+    stated = read_current(study_user_attrs)
+    latest = decisions[-1] if decisions else None
+    if stated and (latest is None or stated[-1]["id"] > latest["id"]):  # keys sort by UTC time
+        named = next((d for d in decisions if d["id"] == stated[-1].get("decision")), None)
+        if named is not None:
+            return named, stated[-1]
+    return latest, None
 
 
 CHECK_PREFIX = "motune:check:"

@@ -99,6 +99,8 @@ def run(
                                                    "holds (default 0)."),
     cpus_per_trial: Optional[float] = typer.Option(None, "--cpus-per-trial", help="With --ray: CPUs each worker "
                                                    "holds (default 1)."),
+    ray_timeout: float = typer.Option(30.0, "--ray-timeout", help="With --ray: seconds to wait for the cluster's "
+                                      "address to answer before failing."),
     n_jobs: int = typer.Option(1, "--n-jobs", help="Trials in parallel threads in this one process."),
     heartbeat: Optional[float] = typer.Option(None, "--heartbeat", help=HEARTBEAT_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -129,7 +131,8 @@ def run(
             result, signalled = run_on_ray(study, str(file.resolve()), address=ray, n_trials=trials,
                                            timeout=timeout, changes=_changes(file, storage, heartbeat),
                                            gpus_per_worker=gpus_per_trial or 0, cpus_per_worker=cpus_per_trial or 1,
-                                           workers=workers, threads=threads, show_progress=not quiet)
+                                           workers=workers, threads=threads, show_progress=not quiet,
+                                           connect_timeout_s=ray_timeout)
         elif pooled:
             result, signalled, exit_code = run_pool(study, str(file.resolve()), specs, n_trials=trials,
                                                     timeout=timeout, changes=_changes(file, storage, heartbeat),
@@ -307,6 +310,12 @@ def confirm(
     n_boot: int = typer.Option(100, "--n-boot", help="Bootstrap resamples for the intervals."),
     allow_running: bool = typer.Option(False, "--allow-running", help="Confirm while trials of the study run "
                                        "(their latency is then flagged)."),
+    quiet_cpus: float = typer.Option(0.5, "--quiet-cpus", help="Latency: wait until other work keeps at most this "
+                                     "many CPUs busy."),
+    quiet_wait: float = typer.Option(60.0, "--quiet-wait", help="Latency: wait at most this many seconds for that "
+                                     "(then time anyway, and flag it)."),
+    retime: float = typer.Option(30.0, "--retime", help="Latency: re-time a flagged run for at most this many "
+                                 "seconds."),
 ) -> None:
     """Re-measure the front on the held-out test split (intervals) and re-time latency quietly."""
     from motune.confirm import confirm as confirm_
@@ -317,23 +326,71 @@ def confirm(
         raise _fail(f"--trials must be trial numbers such as 3,7, got {trials!r}") from None
     try:
         result = _open(name, storage, artifacts, study_file)
-        result = confirm_(result, trials=numbers, n_boot=n_boot, allow_running=allow_running, progress=_say)
+        result = confirm_(result, trials=numbers, n_boot=n_boot, allow_running=allow_running, progress=_say,
+                          quiet_cpus=quiet_cpus, quiet_wait_s=quiet_wait, retime_s=retime)
     except MotuneError as e:
         raise _fail(str(e)) from None
     _print_frame(result.confirmation_table(), title=f"{name}: confirmed on the test split, {result.interval_note()}")
+    for r in result.records():
+        waited = (r.confirmation or {}).get("quiet")
+        if waited and (numbers is None and r.on_front or numbers and r.number in numbers):
+            flagged = " FLAGGED" if r.confirmation.get("latency_flagged") else ""
+            _say(f"trial {r.number} latency{flagged}: waited {waited['waited_s']:g} s for a quiet host "
+                 f"({waited['busy_cpus']} CPUs busy, {waited['quiet_cpus']:g} allowed: "
+                 f"{'quiet' if waited['quiet'] else 'never quiet'}), timed {len(waited['attempts'])} time(s)")
 
 
 def _pairs(values: list[str], what: str) -> dict[str, float]:
-    out = {}
+    """``METRIC=NUMBER`` options as a dict: each metric once, each number finite."""
+    out: dict[str, float] = {}
     for item in values:
         metric, sep, number = item.partition("=")
+        metric = metric.strip()
         try:
-            out[metric.strip()] = float(number)
+            value = float(number)
         except ValueError:
             sep = ""
-        if not sep:
-            raise _fail(f"{what} must be METRIC=NUMBER, got {item!r}")
+        if not sep or not metric:
+            raise SpecError(f"{what} must be METRIC=NUMBER, got {item!r}")
+        if not math.isfinite(value):
+            raise SpecError(f"{what} {item!r}: the number must be finite")
+        if metric in out:
+            raise SpecError(f"{what} names {metric!r} twice; give each metric once")
+        out[metric] = value
     return out
+
+
+RULE_OPTIONS = {  # the options each --rule takes
+    "knee": set(),
+    "lexicographic": {"--order", "--tolerance"},
+    "weighted": {"--weight", "--default-weight", "--kind"},
+    "best-within": {"--metric", "--margin", "--direction"},
+}
+
+
+def _rule_from(rule: str, given: dict[str, Any]) -> Any:
+    """The selection rule ``--rule`` names, refusing options it does not take."""
+    from motune.selection import rules
+
+    rule = "best-within" if rule == "best_within" else rule
+    if rule not in RULE_OPTIONS:
+        raise SpecError(f"--rule must be knee, lexicographic, weighted or best-within, got {rule!r}")
+    stray = sorted(o for o, v in given.items() if v not in (None, []) and o not in RULE_OPTIONS[rule])
+    if stray:
+        takes = ", ".join(sorted(RULE_OPTIONS[rule])) or "no options"
+        raise SpecError(f"--rule {rule} does not take {', '.join(stray)} (it takes {takes})")
+    if rule == "knee":
+        return rules.knee()
+    if rule == "lexicographic":
+        order = given["--order"]
+        return rules.lexicographic(None if order is None else [m.strip() for m in order.split(",")],
+                                   _pairs(given["--tolerance"], "--tolerance"))
+    if rule == "weighted":
+        return rules.weighted(_pairs(given["--weight"], "--weight"), kind=given["--kind"] or "chebyshev",
+                              default=given["--default-weight"])
+    if given["--metric"] is None:
+        raise SpecError("--rule best-within needs --metric")
+    return rules.best_within(given["--metric"], margin=given["--margin"] or 0.0, direction=given["--direction"])
 
 
 @app.command()
@@ -345,39 +402,67 @@ def decide(
     order: Optional[str] = typer.Option(None, "--order", help="lexicographic: objectives, most important first "
                                         "(comma-separated)."),
     tolerance: list[str] = typer.Option([], "--tolerance", help="lexicographic: METRIC=TOLERANCE (repeatable)."),
-    weight: list[str] = typer.Option([], "--weight", help="weighted: METRIC=WEIGHT (repeatable)."),
-    kind: str = typer.Option("chebyshev", "--kind", help="weighted: chebyshev or linear."),
+    weight: list[str] = typer.Option([], "--weight", help="weighted: METRIC=WEIGHT, finite and > 0, each "
+                                     "objective once (repeatable)."),
+    default_weight: Optional[float] = typer.Option(None, "--default-weight", help="weighted: the weight of the "
+                                                   "objectives no --weight names (default: name them all)."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="weighted: chebyshev (default) or linear."),
     metric: Optional[str] = typer.Option(None, "--metric", help="best-within: the metric to be best on."),
-    margin: float = typer.Option(0.0, "--margin", help="best-within: how far inside every constraint."),
+    margin: Optional[float] = typer.Option(None, "--margin", help="best-within: how far inside every constraint "
+                                           "(default 0)."),
     direction: Optional[str] = typer.Option(None, "--direction", help="best-within: maximize or minimize, for a "
                                             "metric that is not an objective."),
+    accept_noisy: bool = typer.Option(False, "--accept-noisy", help="Decide even when a value that decides is "
+                                      "flagged (noisy latency); the decision records it."),
     storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
 ) -> None:
     """Choose a front trial by a stated rule and record the decision with the study."""
     from motune.selection import decide as decide_
-    from motune.selection import rules, select
+    from motune.selection import select
 
     try:
-        if rule == "knee":
-            chosen_rule = rules.knee()
-        elif rule == "lexicographic":
-            chosen_rule = rules.lexicographic(None if order is None else [m.strip() for m in order.split(",")],
-                                              _pairs(tolerance, "--tolerance"))
-        elif rule == "weighted":
-            chosen_rule = rules.weighted(_pairs(weight, "--weight"), kind=kind)
-        elif rule in ("best-within", "best_within"):
-            if metric is None:
-                raise _fail("--rule best-within needs --metric")
-            chosen_rule = rules.best_within(metric, margin=margin, direction=direction)
-        else:
-            raise _fail(f"--rule must be knee, lexicographic, weighted or best-within, got {rule!r}")
+        chosen_rule = _rule_from(rule, {"--order": order, "--tolerance": tolerance, "--weight": weight,
+                                        "--default-weight": default_weight, "--kind": kind, "--metric": metric,
+                                        "--margin": margin, "--direction": direction})
         result = load_study(name, storage=storage)
-        decision = decide_(select(result, chosen_rule), rationale=why, decided_by=by)
+        decision = decide_(select(result, chosen_rule), rationale=why, decided_by=by, accept_noisy=accept_noisy)
     except MotuneError as e:
         raise _fail(str(e)) from None
-    _say(f"decision {decision.number} of {name}: trial {decision.trial} ({decision.reason}; on "
+    _say(f"decision {decision.number} of {name} (now current): trial {decision.trial} ({decision.reason}; on "
          f"{decision.values_used} values)")
-    _print_frame(_decision_frame([decision]), title=f"decision {decision.number} of {name}")
+    _print_decision(decision)
+
+
+def _print_decision(decision: Any) -> None:
+    """The chosen trial's values (with intervals), and what the intervals and flags say."""
+    from motune.results import interval_text
+
+    values = decision.test if decision.values_used == "test" and decision.test else decision.validation
+    latency = decision.latency or {}
+    rows = []
+    for metric, entry in values.items():
+        shown = interval_text(entry) if isinstance(entry, dict) else _cell(entry)
+        if not isinstance(entry, dict) and metric in latency and latency[metric].get("low") is not None:
+            shown += f" [{latency[metric]['low']:.4g}, {latency[metric]['high']:.4g}]"
+        facts = latency.get(metric)
+        note = ""
+        if facts:
+            load = facts.get("load_average")
+            note = ("NOISY: " + "; ".join(facts.get("flags") or []) if facts.get("noisy") else "quiet") + \
+                (f", load {load[0]:.2f}" if load else "")
+        rows.append({"metric": metric, "value": shown, "decided": "yes" if metric in (decision.deciding or []) else "",
+                     "latency run": note})
+    _print_frame(pd.DataFrame(rows), title=f"decision {decision.number} of {decision.study}: trial {decision.trial} "
+                                           f"on {decision.values_used} values")
+    if decision.indistinguishable:
+        _say(f"indistinguishable from trial {decision.trial} on {', '.join(decision.deciding or [])} (their intervals "
+             f"overlap): trial(s) {', '.join(map(str, decision.indistinguishable))}")
+    if decision.not_compared:
+        _say(f"not compared by interval (no interval on every candidate): {', '.join(decision.not_compared)}")
+    if decision.accepted_noisy:
+        from motune.selection.decision import flagged_text
+
+        _say(f"accepted although flagged: {flagged_text({int(k): v for k, v in (decision.flagged or {}).items()})}")
 
 
 def _stored(name: str, storage: Optional[str], fmt: str, read: Any) -> list:
@@ -395,18 +480,41 @@ def decisions(
     name: str = typer.Argument(..., help="Study name."),
     storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
     fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
+    current: Optional[int] = typer.Option(None, "--current", help="Make decision N the current one (with --why "
+                                          "and --by; recorded, the history kept)."),
+    why: Optional[str] = typer.Option(None, "--why", help="With --current: why it is current."),
+    by: Optional[str] = typer.Option(None, "--by", help="With --current: who says so."),
 ) -> None:
-    """List the decisions recorded for a study (the last is current)."""
+    """List the decisions recorded for a study and which is current, or make an earlier one current."""
+    if current is not None:
+        from motune.selection import make_current
+
+        try:
+            if why is None or by is None:
+                raise SpecError("--current N needs --why TEXT and --by NAME")
+            chosen = make_current(load_study(name, storage=storage), current, why=why, by=by)
+        except MotuneError as e:
+            raise _fail(str(e)) from None
+        _say(f"decision {chosen.number} of {name} (trial {chosen.trial}) is now current: {why} ({by})")
+        return
+    if why is not None or by is not None:
+        raise _fail("--why and --by go with --current N")
     found = _stored(name, storage, fmt, lambda result: result.decisions())
     if fmt == "json":
         typer.echo(json.dumps([json.loads(d.to_json()) for d in found], indent=2))
-    else:
-        _print_frame(_decision_frame(found), title=f"decisions of {name} ({len(found)}; the last is current)")
+        return
+    chosen = next((d for d in found if d.current), None)
+    stated = f"; decision {chosen.number} is current" + (f" ({chosen.made_current['by']}: {chosen.made_current['why']})"
+                                                        if chosen.made_current else ", the latest") if chosen else ""
+    _print_frame(_decision_frame(found), title=f"decisions of {name} ({len(found)}{stated})")
+    if chosen is not None:
+        _print_decision(chosen)
 
 
 def _decision_frame(found) -> pd.DataFrame:
-    return pd.DataFrame([{"decision": d.number, "trial": d.trial, "rule": d.rule, "on": d.values_used,
-                          "decided by": d.decided_by, "at": d.decided_at, "why": d.rationale} for d in found])
+    return pd.DataFrame([{"decision": d.number, "current": "yes" if d.current else "", "trial": d.trial,
+                          "rule": d.rule, "on": d.values_used, "decided by": d.decided_by, "at": d.decided_at,
+                          "why": d.rationale} for d in found])
 
 
 @app.command()
@@ -459,7 +567,8 @@ def _print_check(record: dict) -> None:
                      "change": v["change"],
                      "moved": ("worse" if v.get("worse") else "yes") if v["moved"] else "", "constraint": kept})
     versions = f", constraints of {record['constraints_of']}" if record.get("constraints_of") else ""
-    _print_frame(pd.DataFrame(rows), title=f"check of decision {record['decision']} (trial {record['trial']}) of "
+    which = "the current one" if record.get("decision_current") else "not the current one"
+    _print_frame(pd.DataFrame(rows), title=f"check of decision {record['decision']} ({which}; trial {record['trial']}) of "
                                            f"{record['study']} on {record['data']['rows']} rows of "
                                            f"{record['data']['source']}{versions}")
     shift = record["drift"]
@@ -517,9 +626,12 @@ def export(
 
     try:
         result = load_study(name, storage=storage, artifact_store=artifacts)
-        written = export_decision(result, output, decision=decision)
+        chosen = result.pick_decision(decision)
+        written = export_decision(result, output, decision=chosen.number)
     except MotuneError as e:
         raise _fail(str(e)) from None
+    _say(f"exported decision {chosen.number} of {name} (trial {chosen.trial}; "
+         f"{'the current one' if chosen.current else 'not the current one'})")
     for path in written:
         _say(f"wrote {path}")
 

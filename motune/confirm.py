@@ -11,8 +11,18 @@
   running one is refused unless ``allow_running=True``, and then flagged), under
   its device's timing lock, in the study's latency mode, with more calls (``latency_min_count``,
   ``latency_min_time_s``), the study's thread settings and the host's load
-  recorded; p50 / p95 / p99 get order-statistic intervals; a run whose median
-  interval stays wider than ``max_ci_width`` is flagged ``noisy``;
+  recorded; p50 / p95 / p99 get order-statistic intervals. Timing locks
+  serialise motune's own processes but cannot quiet anyone else's, so before
+  each timing run confirmation waits (at most ``quiet_wait_s``) until the host
+  keeps at most ``quiet_cpus`` CPUs busy (other processes' work, read from
+  ``/proc/stat``), and a run whose median interval is wider than
+  ``max_ci_width`` is re-timed until it is narrow enough or ``retime_s`` has
+  passed. What it asked, waited and saw (each attempt's median, interval and
+  load) is recorded under ``quiet``; a value still flagged, or timed on a host
+  that never got quiet, is flagged (``latency_flagged``), and decisions refuse
+  to rest on it unless told. Each run's ``speed`` holds the host's speed and
+  the values in kernel units (:mod:`motune.metrics.timing`), which compare a
+  busy timing with a quiet one;
 - marks a trial "fails on test" when a test value breaks a constraint.
 
 Each confirmation is stored with the study (``motune:confirmation:<trial>``)
@@ -22,6 +32,7 @@ and appears as ``record.confirmation``; it returns the refreshed result.
 from __future__ import annotations
 
 import datetime as _dt
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,6 +40,7 @@ from motune import _schema
 from motune.errors import SpecError
 from motune.metrics.intervals import bootstrap_intervals
 from motune.metrics.registry import group_for, measure
+from motune.metrics.timing import wait_for_quiet
 from motune.results import Result
 
 
@@ -42,14 +54,23 @@ def confirm(
     seed: int = 0,
     latency_min_count: int = 400,
     latency_min_time_s: float = 2.0,
+    quiet_cpus: float = 0.5,
+    quiet_wait_s: float = 60.0,
+    retime_s: float = 30.0,
     allow_running: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> Result:
     """Re-measure front trials (or ``trials``) of a stored study; returns the refreshed result.
 
     ``task``: the study's task, needed because a stored study keeps only its summary; it must be the
-    same data (its fingerprint is checked). ``progress(line)`` is told what is being confirmed.
+    same data (its fingerprint is checked). ``quiet_cpus``, ``quiet_wait_s``, ``retime_s``: the quiet host
+    latency waits for and how long, and how long a flagged timing is re-timed (see the module docstring).
+    ``progress(line)`` is told what is being confirmed (trial k of n, and the time left by then).
     """
+    for what, value in (("quiet_cpus", quiet_cpus), ("quiet_wait_s", quiet_wait_s), ("retime_s", retime_s)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise SpecError(f"{what} must be a number >= 0, got {value!r}")
+    quiet = {"quiet_cpus": float(quiet_cpus), "quiet_wait_s": float(quiet_wait_s), "retime_s": float(retime_s)}
     task = _check_task(result, task)
     result.refresh()
     running = [r.number for r in result.records() if r.state == "RUNNING"]
@@ -66,28 +87,40 @@ def confirm(
         record = result.record(number)
         if record.state != "COMPLETE":
             raise SpecError(f"trial {number} of study {result.name!r} is {record.state}, not a completed trial")
+    began = time.monotonic()
+    for k, number in enumerate(numbers, start=1):
+        record = result.record(number)
         if progress is not None:
-            progress(f"confirming trial {number}: test split with intervals, quiet latency")
+            left = "" if k == 1 else f"; about {(time.monotonic() - began) / (k - 1) * (len(numbers) - k + 1):.0f} s left"
+            progress(f"confirming trial {number} ({k} of {len(numbers)}): test split with intervals, quiet latency"
+                     f"{left}")
         model = result.load_model(number)
         confirmation = confirm_one(result, record, model, task, names, options, n_boot=n_boot, confidence=confidence,
                                    seed=seed, latency_min_count=latency_min_count,
-                                   latency_min_time_s=latency_min_time_s, others_running=bool(running))
+                                   latency_min_time_s=latency_min_time_s, others_running=bool(running), quiet=quiet)
         result.set_study_attrs(_schema.confirmation_attrs(number, confirmation))
     return result.refresh()
 
 
 def confirm_one(result: Result, record: Any, model: Any, task: Any, names: Sequence[str],
                 options: dict[str, dict[str, Any]], *, n_boot: int, confidence: float, seed: int,
-                latency_min_count: int, latency_min_time_s: float, others_running: bool) -> dict[str, Any]:
+                latency_min_count: int, latency_min_time_s: float, others_running: bool,
+                quiet: dict[str, float] | None = None) -> dict[str, Any]:
     """The confirmation record of one trial (see the module docstring)."""
-    quiet = dict(options)
-    if "latency" in quiet or any(group_for(n).key == "latency" for n in names):
-        latency = dict(quiet.get("latency", {}))
+    quiet = {"quiet_cpus": 0.5, "quiet_wait_s": 60.0, "retime_s": 30.0, **(quiet or {})}
+    timed = [n for n in names if group_for(n).key == "latency"]
+    options = dict(options)
+    if timed:
+        latency = dict(options.get("latency", {}))
         latency["min_count"] = max(latency_min_count, latency.get("min_count", 0))
         latency["min_time_s"] = max(latency_min_time_s, latency.get("min_time_s", 0.0))
         latency["max_time_s"] = max(latency.get("max_time_s", 10.0), 3 * latency["min_time_s"])
-        quiet["latency"] = latency
-    measured = measure(model, task, names, options=quiet, split="test")
+        options["latency"] = latency
+    measured = measure(model, task, [n for n in names if n not in timed], options=options, split="test")
+    waited = None
+    if timed:
+        timing, waited = _quiet_timing(model, task, timed, options, quiet)
+        measured = type(measured)({**measured.values, **timing.values}, {**measured.details, **timing.details})
     intervals = bootstrap_intervals(model, task, names, split="test", n_boot=n_boot, confidence=confidence, seed=seed)
     values = {}
     for name, value in measured.values.items():
@@ -111,6 +144,7 @@ def confirm_one(result: Result, record: Any, model: Any, task: Any, names: Seque
                               "kept_at_interval_end": None if worst is None else c.violation(worst) <= 0}
     failed = [k for k, v in constraints.items() if not v["kept"]]
     noisy = bool(latency and latency.get("noisy"))
+    loud = bool(waited and not waited["quiet"])
     return {
         "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "split": "test",
@@ -121,11 +155,46 @@ def confirm_one(result: Result, record: Any, model: Any, task: Any, names: Seque
         "constraints": constraints,
         "fails_on_test": bool(failed),
         "failed_constraints": failed,
-        "latency": None if not latency else {**latency, "others_running": others_running},
-        "latency_flagged": noisy or others_running,
+        "latency": None if not latency else {**latency, "others_running": others_running, "flags": [
+            *latency.get("flags", []),
+            *([f"the host never got quiet: {waited['busy_cpus']} CPUs busy at the end, {quiet['quiet_cpus']:g} "
+               f"allowed, after {waited['waited_s']:g} s"] if loud else [])], "noisy": noisy or loud},
+        "latency_flagged": noisy or others_running or loud,
+        "quiet": waited,
         "model": {k: (record.model or {}).get(k) for k in ("artifact_id", "sha256")},
         "fairness": measured.details.get("fairness"),
     }
+
+
+def _quiet_timing(model: Any, task: Any, names: Sequence[str], options: dict[str, dict[str, Any]],
+                  quiet: dict[str, float]) -> tuple[Any, dict[str, Any]]:
+    """Latency on the test split on a host as quiet as it gets: wait for ``quiet_cpus`` (at most
+    ``quiet_wait_s``), time, and re-time while the run is flagged and ``retime_s`` has not passed; returns
+    the measurement kept (the last unflagged one, else the one with the narrowest median interval) and the
+    record of what was asked, waited and seen."""
+    deadline = None  # re-timing's limit counts from the first flagged run
+    attempts, kept, best = [], None, None
+    while True:
+        waited = wait_for_quiet(quiet["quiet_cpus"], quiet["quiet_wait_s"] if deadline is None
+                                else max(0.0, min(quiet["quiet_wait_s"], deadline - time.monotonic())))
+        timing = measure(model, task, names, options=options, split="test")
+        details = timing.details["latency"]
+        run = details["batch_1"]
+        width = (run["p50_ci_high_ms"] - run["p50_ci_low_ms"]) / run["p50_ms"] if run["p50_ms"] > 0 else None
+        attempts.append({"p50_ms": run["p50_ms"], "p50_interval_share": width, "noisy": details["noisy"],
+                         "busy_cpus_before": waited["busy_cpus"], "waited_s": waited["waited_s"],
+                         "load_average_before": details["load_average_before"],
+                         "reference_ms": (details.get("speed") or {}).get("reference_ms")})
+        if best is None or (width is not None and width < best[0]):
+            best = (width if width is not None else float("inf"), timing, waited)
+        if not details["noisy"]:
+            kept = (timing, waited)
+            break
+        deadline = deadline if deadline is not None else time.monotonic() + quiet["retime_s"]
+        if time.monotonic() >= deadline:
+            break
+    timing, waited = kept if kept is not None else best[1:]
+    return timing, {**waited, **quiet, "attempts": attempts, "retimed": len(attempts) - 1}
 
 
 def _check_task(result: Result, task: Any) -> Any:

@@ -38,9 +38,11 @@ def note_text(study_name: str, study_attrs: Mapping[str, Any]) -> str:
               "trial is a sortable user attribute `metric:<name>`.", "",
               "The dashboard's *Best Trials* ignore constraints: an infeasible trial may carry its badge. "
               "motune's front holds only feasible trials: `motune front " + study_name + "`.", ""]
-    decisions = _schema.read_decisions(study_attrs)
-    if decisions:
-        current = decisions[-1]
+    current, statement = _schema.current_decision(study_attrs)
+    if current is not None:
+        if statement is not None:
+            lines += [f"Decision {current['number']} is current: {statement.get('why', '')} "
+                      f"({statement.get('by', '?')}, {statement.get('at', '')})", ""]
         lines += [f"**Decision {current['number']}** ({current.get('decided_at', '')}, by "
                   f"{current.get('decided_by', '?')}): trial {current.get('trial')} by `{current.get('rule')}`: "
                   f"{current.get('reason', '')}", "", f"Why: {current.get('rationale', '')}"]

@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from motune.errors import ArtifactError, OutputError, SelectionError
+from motune.errors import ArtifactError, OutputError
 from motune.models import persist
 from motune.results import DecisionRecord, Result, interval_text
 from motune.run.artifacts import download_archive
@@ -31,13 +31,7 @@ from motune.run.artifacts import download_archive
 
 def export_decision(result: Result, folder: str | Path, *, decision: int | None = None) -> list[Path]:
     """Write decision ``decision`` (default: the current one) of ``result`` into ``folder``."""
-    found = result.decisions()
-    if not found:
-        raise SelectionError(f"study {result.name!r} has no decision yet: motune decide {result.name} --rule ...")
-    chosen = found[-1] if decision is None else next((d for d in found if d.number == decision), None)
-    if chosen is None:
-        raise SelectionError(f"study {result.name!r} has no decision {decision}; it has "
-                             f"{[d.number for d in found]}")
+    chosen = result.pick_decision(decision)
     if chosen.artifact is None:
         raise ArtifactError(f"decision {chosen.number} of {result.name!r} chose trial {chosen.trial}, whose model "
                             "was not kept")
@@ -87,16 +81,53 @@ def _value(entry: Any) -> str:
     return f"{entry:.4g}" if isinstance(entry, float) else str(entry)
 
 
+def _interval_lines(decision: DecisionRecord) -> list[str]:
+    lines = []
+    if decision.deciding:
+        lines.append(f"- Decided on: {', '.join(decision.deciding)}.")
+    if decision.indistinguishable:
+        lines.append(f"- Not to be told apart from it by their intervals on those: trials "
+                     f"{', '.join(map(str, decision.indistinguishable))}.")
+    if decision.not_compared:
+        lines.append(f"- Not compared by interval (no interval on every candidate): {', '.join(decision.not_compared)}.")
+    if decision.accepted_noisy:
+        flagged = "; ".join(f"trial {n} {m}: {why}" for n, f in (decision.flagged or {}).items() for m, why in f.items())
+        lines.append(f"- Decided on values flagged as noisy, accepted by {decision.decided_by}: {flagged}.")
+    return lines
+
+
+def _latency_lines(decision: DecisionRecord) -> list[str]:
+    """Every latency value the decision used: its interval, its flag, the host's load and speed while it ran."""
+    facts = decision.latency or {}
+    if not facts:
+        return []
+    lines = ["", f"## Latency ({decision.values_used} values)", "",
+             "| metric | value [interval] | run | load average (1, 5, 15 min) | host speed |", "| --- | --- | --- | --- | --- |"]
+    for metric, f in facts.items():
+        value = interval_text({"value": f["value"], "low": f.get("low"), "high": f.get("high")})
+        run = ("flagged noisy: " + "; ".join(f.get("flags") or ["wide interval"])) if f.get("noisy") else "not flagged"
+        load = ", ".join(f"{v:.2f}" for v in f.get("load_average") or []) or "n/a"
+        speed = f.get("speed") or {}
+        host = (f"reference {speed['reference_ms']:.4g} ms; {speed['normalised'].get(metric, float('nan')):.4g} "
+                "references" if speed.get("reference_ms") else "n/a")
+        lines.append(f"| {metric} | {value} | {run} | {load} | {host} |")
+    return lines
+
+
 def model_card(result: Result, decision: DecisionRecord) -> str:
     """A model card in Markdown (facts from storage only)."""
     info = result.info
     task = info.get("task", {})
     record = result.record(decision.trial)
     names = result.metric_columns()
+    stated = decision.made_current
+    currency = ("the study's current decision" + (f" (made current by {stated.get('by')} on {stated.get('at')}: "
+                                                  f"{stated.get('why')})" if stated else "")
+                if decision.current else "not the study's current decision")
     lines = [
         f"# Model card: {result.name}, trial {decision.trial}",
         "",
-        f"Chosen by decision {decision.number} on {decision.decided_at} by {decision.decided_by}.",
+        f"Chosen by decision {decision.number} on {decision.decided_at} by {decision.decided_by}; {currency}.",
         "",
         "## Why this model",
         "",
@@ -105,6 +136,7 @@ def model_card(result: Result, decision: DecisionRecord) -> str:
         f"- Rationale: {decision.rationale}",
         f"- Alternatives on the front: {len(decision.alternatives)} "
         f"(trials {', '.join(str(a['trial']) for a in decision.alternatives) or 'none'}).",
+        *_interval_lines(decision),
         "",
         "## What it was tuned for",
         "",
@@ -119,6 +151,7 @@ def model_card(result: Result, decision: DecisionRecord) -> str:
     test = decision.test or {}
     for n in names:
         lines.append(f"| {n} | {_value(decision.validation.get(n))} | {_value(test.get(n))} |")
+    lines += _latency_lines(decision)
     fairness = (record.confirmation or {}).get("fairness") or record.attrs.get("fairness")
     if fairness and fairness.get("by_group"):
         columns = [c for c in fairness["by_group"][0] if c != "group"]

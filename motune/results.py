@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from motune import _pareto, _schema
-from motune.errors import ArtifactError, SpecError
+from motune.errors import ArtifactError, SelectionError, SpecError
 from motune.spec import Constraint, Objective
 
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
@@ -189,8 +189,26 @@ class Result:
         raise KeyError(f"study {self.name!r} has no trial {number}")
 
     def decisions(self) -> list[DecisionRecord]:
-        """Every decision recorded for this study, oldest first (the last is current)."""
-        return [DecisionRecord.from_dict(d, result=self) for d in _schema.read_decisions(self._study_attrs)]
+        """Every decision recorded for this study, oldest first; the current one (the latest, unless another
+        was stated current: :func:`motune.make_current`) has ``current`` set."""
+        found = [DecisionRecord.from_dict(d, result=self) for d in _schema.read_decisions(self._study_attrs)]
+        current, statement = _schema.current_decision(self._study_attrs)
+        for d in found:
+            d.current = current is not None and d.id == current["id"]
+            d.made_current = statement if d.current else None
+        return found
+
+    def pick_decision(self, number: int | None = None) -> DecisionRecord:
+        """Decision ``number`` (``None``: the current one); a :class:`~motune.errors.SelectionError` naming the
+        decisions there are when there is no such one."""
+        found = self.decisions()
+        if not found:
+            raise SelectionError(f"study {self.name!r} has no decision yet: motune decide {self.name} --rule ...")
+        chosen = next((d for d in found if d.current), None) if number is None else \
+            next((d for d in found if d.number == number), None)
+        if chosen is None:
+            raise SelectionError(f"study {self.name!r} has no decision {number}; it has {[d.number for d in found]}")
+        return chosen
 
     def checks(self) -> list[dict[str, Any]]:
         """Every check of a decision on new data (:func:`motune.check`), oldest first."""
@@ -208,9 +226,8 @@ class Result:
 
     @property
     def decision(self) -> DecisionRecord | None:
-        """The current decision (the latest), or ``None``."""
-        decisions = self.decisions()
-        return decisions[-1] if decisions else None
+        """The current decision (the latest, unless another was stated current), or ``None``."""
+        return next((d for d in self.decisions() if d.current), None)
 
     def load_model(self, number: int, *, device: str | None = None) -> Any:
         """Trial ``number``'s kept model, from the artifact store, after its recorded hash was checked
@@ -410,7 +427,17 @@ class DecisionRecord:
     artifact: dict[str, Any] | None  # the chosen model: artifact id, sha256, kind, size
     id: str | None = None  # its storage key's unique part (time and a random id)
     spec_version: int | None = None  # the study version it was made under (None: recorded before versions)
+    deciding: list[str] | None = None  # the metrics the rule decided on
+    indistinguishable: list[int] | None = None  # candidates whose intervals overlap the chosen one's on them all
+    not_compared: list[str] | None = None  # deciding metrics without intervals to compare by
+    flagged: dict[str, dict[str, str]] | None = None  # trial -> deciding metric -> why it was flagged
+    accepted_noisy: bool | None = None  # flagged values decided, and the decider accepted them
+    latency: dict[str, dict[str, Any]] | None = None  # each latency value used: interval, flag, load, speed
+    current: bool = field(default=False, compare=False)  # read back: whether it is the study's current decision
+    made_current: dict[str, Any] | None = field(default=None, compare=False)  # who stated it current, why, when
     _result: Any = field(default=None, repr=False, compare=False)
+
+    READ_BACK = ("current", "made_current")  # computed when read, not stored with the decision
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
@@ -422,7 +449,7 @@ class DecisionRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, result: Any = None) -> DecisionRecord:
-        names = {f for f in cls.__dataclass_fields__ if not f.startswith("_")}
+        names = {f for f in cls.__dataclass_fields__ if not f.startswith("_") and f not in cls.READ_BACK}
         return cls(**{k: data.get(k) for k in names}, _result=result)
 
     def load_model(self, *, device: str | None = None) -> Any:

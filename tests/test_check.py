@@ -162,11 +162,15 @@ def test_the_cli_exits_2_on_bad_input(decided, tmp_path):
     rows_of(task, "valid").assign(x2="many").to_csv(letters, index=False)
     failing = tmp_path / "make.py"
     failing.write_text("def rows():\n    raise RuntimeError('the warehouse is down')\n")
+    rows = rows_of(task, "valid")
+    one_class = tmp_path / "one_class.csv"
+    rows[rows[task.label] == rows[task.label].iloc[0]].to_csv(one_class, index=False)
     for args, says in ((["--data", str(data)], "x1"), (["--data", str(tmp_path / "nowhere.csv")], "no data file"),
                        (["--data", "x.py:make"], "no Python file"), (["--data", str(garbled)], "cannot read"),
                        (["--data", str(letters)], "numeric column 'x2' has non-numbers"),
                        (["--data", f"{failing}:rows"], "the warehouse is down"),
-                       (["--data", str(good), "--decision", "9"], "decisions 1-1, not 9"),
+                       (["--data", str(good), "--decision", "9"], "has no decision 9; it has [1]"),
+                       (["--data", str(one_class)], "cannot be measured on it; check on rows with every class"),
                        (["--data", str(good), "--format", "xml"], "--format"),
                        (["--data", str(good), "--constraints-of", "nothing"], "nothing")):
         out = runner.invoke(app, ["check", "checked", "--storage", url, *args])

@@ -4,6 +4,7 @@ and real signals. Each test failed before its fix (checked against the code befo
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -510,3 +511,80 @@ def test_13_extra_metrics_appear_in_the_front_table_and_the_report(task, sqlite_
                                        "equalized_odds_difference", "balanced_accuracy", "roc_auc"]
     html = mt.viz.render_report(mt.load_study("synthetic", storage=sqlite_url), figures=[])
     assert "<th>roc_auc</th>" in html and "<th>robust_accuracy</th>" in html
+
+
+# ---------------------------------------------------------------- faults around a sweep: the artifact store's disk
+
+BIG_MODEL_STUDY = """
+import json, os, resource, signal, sys
+import numpy as np, optuna
+sys.path.insert(0, {here!r})
+from conftest import make_frame
+import motune as mt
+
+
+class Big:
+    "A model with 2 MB of weights (a module-level class, so it pickles)."
+
+    def __init__(self):
+        self.weights = np.random.default_rng(0).standard_normal(250_000)
+
+    def predict(self, X):
+        return np.zeros(len(X), dtype=int)
+
+
+def space(trial):
+    trial.suggest_float("C", 0.1, 1.0)
+
+
+if os.environ.get("LIMIT_BYTES"):  # a file-size limit: writes past it fail with EFBIG (not the default SIGXFSZ kill)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    limit = int(os.environ["LIMIT_BYTES"])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+task = mt.Task.from_frame(make_frame(), label="y", sensitive="group", seed=0, name="s")
+study = mt.Study(name="big", task=task, space=space, train=lambda p, t, c: Big(),
+                 objectives=[mt.maximize("accuracy")], storage=optuna.storages.InMemoryStorage(),
+                 artifact_store=os.environ["STORE"], keep_models="all")
+result = study.optimize(n_trials=3, show_progress=False)
+left = [str(p) for p in __import__("pathlib").Path(os.environ["STORE"]).rglob("*") if p.is_file()]
+print(json.dumps({{"left": left, "records": [{{"state": r.state, "accuracy": r.metrics.get("accuracy"),
+                  "model": r.model, "not_kept": r.attrs.get("model_not_kept")}} for r in result.records()]}}))
+"""
+
+
+def _big_model_study(tmp_path, store, *, prefix=(), env=None):
+    script = tmp_path / "big.py"
+    script.write_text(BIG_MODEL_STUDY.format(here=str(HERE)))
+    done = subprocess.run([*prefix, sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "STORE": str(store), **(env or {})})
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["left"] == []  # no partial archive in the store (seen from inside, where the store is mounted)
+    return out["records"]
+
+
+def test_a_file_size_limit_while_saving_a_model_keeps_the_trial_and_leaves_no_archive(tmp_path):
+    store = tmp_path / "store"
+    records = _big_model_study(tmp_path, store, env={"LIMIT_BYTES": str(1_000_000)})
+    assert [r["state"] for r in records] == ["COMPLETE"] * 3  # the study went on
+    assert all(r["accuracy"] is not None and r["model"] is None for r in records)  # measurements kept
+    assert all("File too large" in r["not_kept"] for r in records), records
+
+
+def test_a_full_artifact_disk_keeps_the_trial_and_leaves_no_partial_archive(tmp_path):
+    import shutil
+
+    store = tmp_path / "store"
+    store.mkdir()
+    unshare = shutil.which("unshare")
+    probe = subprocess.run([unshare or "unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {store}"],
+                           capture_output=True, text=True) if unshare else None
+    if probe is None or probe.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here ({probe.stderr.strip() if probe else 'no unshare'})")
+    # a 1 MB filesystem of this process's own (a mount namespace): the 2 MB archive fills it while it is copied
+    mounted = [unshare, "-m", "sh", "-c", f'mount -t tmpfs -o size=1m tmpfs {store} && exec "$0" "$@"']
+    records = _big_model_study(tmp_path, store, prefix=mounted)
+    assert [r["state"] for r in records] == ["COMPLETE"] * 3
+    assert all(r["accuracy"] is not None and r["model"] is None for r in records)
+    assert all("No space left on device" in r["not_kept"] for r in records), records
+

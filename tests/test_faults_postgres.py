@@ -110,3 +110,75 @@ def test_killed_and_terminated_workers_lose_nothing_and_leave_nothing_running(tm
         done = subprocess.run([sys.executable, "-m", "motune.cli", *args, "--storage", URL], env=env,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
+
+
+# ---------------------------------------------------------------- the server itself restarted mid-sweep
+
+@pytest.fixture
+def own_server():
+    """A PostgreSQL server of this test's own (so that restarting it disturbs no other test): its URL and a
+    function that restarts it."""
+    import glob
+    import shutil
+    import socket
+    import tempfile
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not bins or not os.path.exists(f"{bins[-1]}/initdb"):
+        pytest.skip("no PostgreSQL server binaries to start a server of this test's own")
+    pg_bin, data = bins[-1], Path(tempfile.mkdtemp(prefix="motune-pg-restart-"))  # outside root's private tmp
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []  # initdb refuses to run as root
+    if as_pg:
+        shutil.chown(data, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = lambda *args: subprocess.run([*as_pg, *args], check=True, capture_output=True, timeout=120)  # noqa: E731
+    run(f"{pg_bin}/initdb", "-D", str(data), "-A", "trust", "-U", "postgres")
+    options = f"-h 127.0.0.1 -p {port} -k {data}"
+    run(f"{pg_bin}/pg_ctl", "-D", str(data), "-l", str(data / "log"), "-w", "-o", options, "start")
+    run(f"{pg_bin}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "restart")
+
+    def restart() -> float:
+        began = time.monotonic()
+        run(f"{pg_bin}/pg_ctl", "-D", str(data), "-l", str(data / "log"), "-m", "fast", "-w", "-o", options,
+            "restart")  # the log file keeps the server off this test's pipes
+        return time.monotonic() - began
+
+    yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/restart", restart
+    subprocess.run([*as_pg, f"{pg_bin}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def test_workers_wait_for_a_restarted_server_and_lose_nothing(own_server):
+    url, restart = own_server
+    name = "restarted"
+
+    def start(trials: int) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONPATH": str(HERE), "MOTUNE_TEST_STUDY": name, "MOTUNE_HEARTBEAT_S": "2",
+               "MOTUNE_TEST_SLEEP_S": "1", "MOTUNE_RECONNECT_S": "60"}
+        return subprocess.Popen([sys.executable, "-m", "motune.cli", "run", str(HERE / "fault_study.py"), "--trials",
+                                 str(trials), "--storage", url, "-q"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def stored() -> list[optuna.trial.FrozenTrial]:
+        try:
+            return optuna.load_study(study_name=name, storage=url).get_trials()
+        except Exception:  # noqa: BLE001  (the study not created yet, or the server restarting)
+            return []
+
+    workers = [start(6), start(6)]
+    wait_until(lambda: sum(t.state.name == "COMPLETE" for t in stored()) >= 3, 240, "three completed trials")
+    before = {t.number: (t.values, t.params) for t in stored() if t.state.name == "COMPLETE"}
+    took_s = restart()  # every connection of both workers is cut; the server is away for about a second
+    assert took_s < 30
+    for w in workers:
+        out, err = w.communicate(timeout=400)
+        assert w.returncode == 0, err[-3000:]
+    final = {t.number: t for t in stored()}
+    assert not [t.number for t in final.values() if t.state.name in ("RUNNING", "WAITING")]
+    complete = [t for t in final.values() if t.state.name == "COMPLETE"]
+    assert len(complete) == 12, sorted((t.number, t.state.name, t.system_attrs.get("fail_reason"),
+                                        t.user_attrs.get("error")) for t in final.values())
+    for number, (values, params) in before.items():
+        assert (final[number].values, final[number].params) == (values, params)  # nothing completed was lost

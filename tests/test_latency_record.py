@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import motune as mt
+from conftest import FAST_LATENCY, make_study
 from motune.errors import MetricError, SpecError
 from motune.metrics import measure
 from motune.metrics.latency import WINDOWS
@@ -326,3 +327,81 @@ def test_autocast_runs_the_forward_pass_in_bfloat16_and_is_recorded(task):
     assert d["autocast"] == "bfloat16" and d["dtype"] == "torch.float32"
     with pytest.raises(SpecError, match="autocast"):
         mlp(task, autocast="float8")
+
+
+# ---------------------------------------------------------------- the host's speed and a quiet host
+
+def _busy(n):
+    import subprocess
+    import sys
+
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def test_every_run_times_a_reference_kernel_beside_the_calls_and_states_latency_in_its_units(task):
+    from motune.metrics.timing import Reference
+
+    stats = time_calls(lambda: sum(range(3000)), timer=CpuTimer(), batch_size=1, warmup=3, min_count=40,
+                       min_time_s=0.0, reference=Reference())
+    ref = stats.reference
+    assert ref["count"] == stats.count and ref["units_per_call"] >= 1 and ref["unit_p50_ms"] > 0
+    assert stats.in_units("p50") == pytest.approx(stats.p50_ms / ref["unit_p50_ms"])
+    assert stats.in_units("p95") == pytest.approx(stats.p95_ms / ref["unit_p95_ms"])
+    # one reference call lasts about as long as one call: the kernel is repeated to match it
+    assert 0.2 < ref["units_per_call"] * ref["unit_p50_ms"] / stats.p50_ms < 5
+    from conftest import train
+
+    model = train({"C": 1.0, "fit_intercept": True}, task, None)
+    measured = mt.metrics.measure(model, task, ["latency_p50_ms"], options=FAST_LATENCY)
+    speed = measured.details["latency"]["speed"]
+    assert speed["normalised"]["latency_p50_ms"] == pytest.approx(
+        measured.values["latency_p50_ms"] / speed["runs"]["batch_1"]["unit_p50_ms"])
+    assert "kernel units" in speed["what"] and speed["reference_ms"] > 0
+    off = mt.metrics.measure(model, task, ["latency_p50_ms"],
+                             options={"latency": {**FAST_LATENCY["latency"], "reference": False}})
+    assert off.details["latency"]["speed"] is None and off.details["latency"]["batch_1"]["reference"] is None
+
+
+def test_busy_cpus_sees_processes_beside_it_and_waiting_for_quiet_gives_up_when_told():
+    from motune.metrics.timing import busy_cpus, wait_for_quiet
+
+    busy = _busy(2)
+    try:
+        seen = busy_cpus(0.5)
+        assert seen is not None and seen >= 1.5  # two spinning processes
+        began = time.perf_counter()
+        waited = wait_for_quiet(0.5, 1.5, interval_s=0.25)
+        assert not waited["quiet"] and waited["busy_cpus"] > 0.5 and 1.5 <= waited["waited_s"] < 4
+        assert time.perf_counter() - began < 4
+    finally:
+        for p in busy:
+            p.kill()
+
+
+def test_confirmation_waits_for_a_quiet_host_retimes_a_noisy_run_and_records_what_it_saw(task, tmp_path):
+    url = f"sqlite:///{tmp_path / 'quiet.db'}"
+    study = make_study(task, url, objectives=[mt.maximize("accuracy"), mt.minimize("latency_p95_ms")],
+                       metric_options={"latency": {**FAST_LATENCY["latency"], "max_ci_width": 1e-9}})
+    result = study.optimize(n_trials=3, show_progress=False)
+    number = result.front().trial.iloc[0]
+    busy = _busy(2)
+    try:
+        confirmed = mt.confirm(result, n_boot=10, latency_min_count=20,
+                               latency_min_time_s=0.05, quiet_cpus=0.5, quiet_wait_s=1.0, retime_s=1.0)
+    finally:
+        for p in busy:
+            p.kill()
+    c = confirmed.record(int(number)).confirmation
+    waited = c["quiet"]
+    assert waited["quiet_cpus"] == 0.5 and waited["quiet_wait_s"] == 1.0 and waited["retime_s"] == 1.0
+    assert not waited["quiet"] and waited["busy_cpus"] > 0.5  # two spinning processes never let it get quiet
+    assert len(waited["attempts"]) >= 2 and waited["retimed"] == len(waited["attempts"]) - 1  # flagged: re-timed
+    assert all(a["noisy"] for a in waited["attempts"]) and all(a["reference_ms"] > 0 for a in waited["attempts"])
+    kept = c["latency"]["batch_1"]
+    narrowest = min(a["p50_interval_share"] for a in waited["attempts"])
+    assert (kept["p50_ci_high_ms"] - kept["p50_ci_low_ms"]) / kept["p50_ms"] == pytest.approx(narrowest)
+    assert c["latency_flagged"] and any("never got quiet" in f for f in c["latency"]["flags"])
+    with pytest.raises(mt.SelectionError, match="never got quiet"):
+        mt.decide(mt.select(confirmed, mt.rules.lexicographic(["latency_p95_ms"])), rationale="fast", decided_by="t")
+    with pytest.raises(mt.SpecError, match="quiet_wait_s must be a number >= 0"):
+        mt.confirm(result, quiet_wait_s=-1)

@@ -78,6 +78,56 @@ def test_sigterm_stops_every_worker_and_leaves_no_trial_running(tmp_path):
     assert {t.user_attrs["error"] for t in trials} == {"interrupted by SIGTERM"}
 
 
+def test_ctrl_c_to_the_pools_process_alone_is_recorded_as_sigint(tmp_path):
+    url = f"sqlite:///{tmp_path / 'int.db'}"
+    run = pool("--trials", "6", "--workers", "2", "--storage", url,
+               env={"MOTUNE_TEST_STUDY": "int", "MOTUNE_TEST_SLEEP_S": "60"})
+    wait_until(lambda: len([t for t in trials_of(url, "int") if t.state.name == "RUNNING"]) == 2, 120,
+               "two running trials")
+    workers = {t.user_attrs["worker"]["pid"] for t in trials_of(url, "int")}
+    assert all(os.getpgid(pid) != os.getpgid(run.pid) for pid in workers)  # a terminal's Ctrl-C reaches the pool alone
+    os.kill(run.pid, signal.SIGINT)  # the pool's process only, as a terminal's Ctrl-C now does
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err
+    trials = trials_of(url, "int")
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
+    assert {t.user_attrs["error"] for t in trials} == {"interrupted by SIGINT"}
+
+
+def test_workers_stop_with_a_pool_killed_by_kill_9_and_the_next_run_leaves_nothing_running(tmp_path):
+    import time
+
+    url = f"sqlite:///{tmp_path / 'orphans.db'}"
+    env = {"MOTUNE_TEST_STUDY": "orphans", "MOTUNE_TEST_SLEEP_S": "60", "MOTUNE_HEARTBEAT_S": "2"}
+    run = pool("--trials", "6", "--workers", "2", "--storage", url, env=env)
+    wait_until(lambda: len([t for t in trials_of(url, "orphans") if t.state.name == "RUNNING"]) == 2, 120,
+               "two running trials")
+    workers = {t.user_attrs["worker"]["pid"] for t in trials_of(url, "orphans")}
+    run.kill()  # kill -9: the pool's process runs no handler
+    run.wait(timeout=30)
+
+    def gone(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_until(lambda: all(gone(pid) for pid in workers), 60, "the workers to stop with their pool")
+    began = time.monotonic()
+    again = pool("--trials", "1", "--storage", url, env={**env, "MOTUNE_TEST_SLEEP_S": "0"})
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    assert time.monotonic() - began < 60
+    trials = trials_of(url, "orphans")
+    assert not [t.number for t in trials if t.state.name in ("RUNNING", "WAITING")]
+    orphans = [t for t in trials if t.user_attrs.get("worker", {}).get("pid") in workers]
+    assert len(orphans) == 2 and all(t.state.name == "FAIL" for t in orphans)
+    reasons = [t.user_attrs.get("error") or t.system_attrs.get("fail_reason") for t in orphans]
+    assert all(r in ("interrupted by SIGTERM",) or r.startswith("worker died") for r in reasons), reasons
+    assert any(t.state.name == "COMPLETE" for t in trials)
+
+
 def test_a_killed_worker_is_replaced_and_its_trial_failed_and_retried(tmp_path):
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     run = pool("--trials", "6", "--workers", "2", "--storage", url,

@@ -41,7 +41,11 @@ p99: 368): when a study asks for one (``latency_p99_ms``,
 ``max_time_s`` ends it first the measurement is refused with the reason; one
 not asked for is NaN, with the reason under ``not_computed``. Each run keeps
 p50 / p90 / p95 / p99 as seen, with distribution-free intervals of p50, p95
-and p99 (coverage stated). Every thread pool that decides the number (torch's intra-op threads,
+and p99 (coverage stated). Beside every timed call a reference kernel is timed
+(:class:`~motune.metrics.timing.Reference`, ``reference=True``; not for a
+non-torch GPU model): the record's ``speed`` holds the host's speed while
+timing and every percentile in kernel units, which stay put when other
+processes slow the host down. Every thread pool that decides the number (torch's intra-op threads,
 the BLAS / OpenMP pools through threadpoolctl) is fixed to ``threads``
 (default 1), on a CUDA device too (the host that launches the work).
 
@@ -80,6 +84,7 @@ from motune.metrics.timing import (
     CpuTimer,
     CudaTimer,
     LatencyStats,
+    Reference,
     SyncTimer,
     Timer,
     fixed_threads,
@@ -123,7 +128,7 @@ def check_latency_options(*, batch_size: int = 256, warmup: int = 5, warmup_s: f
                           batch_min_count: int = 36, min_time_s: float = 0.2, max_time_s: float = 10.0, device: Any = None,
                           threads: int | None = None, max_ci_width: float = DEFAULT_MAX_CI_WIDTH,
                           mode: str = "device", n_inputs: int = 32, seed: int = 0,
-                          throughput_s: float = 0.3) -> None:
+                          throughput_s: float = 0.3, reference: bool = True) -> None:
     """Raise :class:`~motune.errors.SpecError` for option values :func:`latency` cannot use."""
     if batch_size < 1 or warmup < 0 or warmup_s < 0 or min_count < 1 or batch_min_count < 1 or min_time_s < 0 \
             or max_time_s <= 0:
@@ -143,6 +148,8 @@ def check_latency_options(*, batch_size: int = 256, warmup: int = 5, warmup_s: f
         raise SpecError(f"n_inputs must be a positive int (the rows timed calls cycle through), got {n_inputs!r}")
     if not throughput_s >= 0:
         raise SpecError(f"throughput_s must be >= 0 (0: no throughput run), got {throughput_s!r}")
+    if not isinstance(reference, bool):
+        raise SpecError(f"reference must be True or False (time a fixed kernel beside the calls), got {reference!r}")
 
 
 def _check_device(model: Any, device: Any) -> str:
@@ -275,13 +282,14 @@ def latency(
     n_inputs: int = 32,
     seed: int = 0,
     throughput_s: float = 0.3,
+    reference: bool = True,
     asked: list[str] | None = None,
 ) -> Measurement:
     """Latency percentiles at batch size 1 and at ``batch_size``, and throughput (see the module docstring)."""
     check_latency_options(batch_size=batch_size, warmup=warmup, warmup_s=warmup_s, min_count=min_count,
                           batch_min_count=batch_min_count, min_time_s=min_time_s, max_time_s=max_time_s,
                           device=device, threads=threads, max_ci_width=max_ci_width, mode=mode, n_inputs=n_inputs,
-                          seed=seed, throughput_s=throughput_s)
+                          seed=seed, throughput_s=throughput_s, reference=reference)
     raw = unwrap(model)
     device = _check_device(raw, device)
     X = task.split(split)[0]
@@ -296,7 +304,9 @@ def latency(
     calls = _Calls(raw, X, rows, batch_size, mode)
     timer = _timer(raw, device, mode, calls)
     batch_rows = min(batch_size, len(X))
-    options = dict(warmup=warmup, warmup_s=warmup_s, min_count=count, min_time_s=min_time_s, max_time_s=max_time_s)
+    kernel = Reference(device=device) if reference and (not str(device).startswith("cuda") or calls.torch) else None
+    options = dict(warmup=warmup, warmup_s=warmup_s, min_count=count, min_time_s=min_time_s, max_time_s=max_time_s,
+                   reference=kernel)
     cuda = str(device).startswith("cuda")
     torch = sys.modules.get("torch") if cuda and calls.torch else None  # peak memory: torch's allocator
     with timing_lock(device) as lock:
@@ -371,5 +381,23 @@ def latency(
         "others_training": lock["others_training"],  # processes training on this host meanwhile
         "batch_1": one.to_dict(),
         "batch": many.to_dict(),
+        "speed": speed_record(runs, values),
     }
     return Measurement(values, details)
+
+
+def speed_record(runs: dict[str, LatencyStats], values: dict[str, float]) -> dict[str, Any] | None:
+    """The host's speed while timing (the reference kernel's time per unit, each run's) and every percentile
+    in kernel units: the numbers that compare timings taken on a busy and a quiet host."""
+    if not all(run.reference for run in runs.values()):
+        return None
+    normalised = {}
+    for name, (run, q) in PERCENTILES.items():
+        units = runs[run].in_units(f"p{round(100 * q)}")
+        if units is not None and np.isfinite(values.get(name, float("nan"))):
+            normalised[name] = units
+    first = runs["batch_1"].reference
+    return {"kernel": first["kernel"], "reference_ms": first["unit_p50_ms"],
+            "runs": {name: run.reference for name, run in runs.items()}, "normalised": normalised,
+            "what": "each percentile divided by the same percentile of the reference kernel's time per unit, "
+                    "timed between the calls: latency in kernel units, comparable across loads and moments"}

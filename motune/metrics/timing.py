@@ -14,7 +14,16 @@ seconds have passed, then, with Python's garbage collector off (as ``timeit``
 and ``torch.utils.benchmark`` do), times calls until both ``min_count`` calls
 and ``min_time_s`` seconds (or ``max_time_s`` passes with at least 3). Each run
 keeps p50 / p90 / p95 / p99 with distribution-free intervals of p50, p95 and
-p99 (:func:`quantile_ci`). :func:`required_count` is how many samples a
+p99 (:func:`quantile_ci`).
+
+The host's speed: with a :class:`Reference` (a fixed kernel, a small matrix
+product, repeated so that one reference call lasts about as long as one of
+the model's), each timed call is followed by a timed reference call, so both
+see the same host at the same moments. Each percentile of the model's calls
+divided by the same percentile of one kernel's time is the model's latency
+in kernel units: what stays put when other processes slow the host down
+(milliseconds stay the unit people read; the units compare timings taken at
+different moments, or on a busy and a quiet host). :func:`required_count` is how many samples a
 percentile's interval needs inside the samples. :func:`throughput` runs calls
 back to back with one synchronisation at the end: real throughput, not rows
 divided by one call's latency.
@@ -150,9 +159,53 @@ class LatencyStats:
     p99_ci_confidence: float = float("nan")
     warmup_s: float = 0.0  # how long the untimed warm-up ran
     gc_disabled: bool = True  # Python's garbage collector was off during the timed calls
+    reference: dict[str, Any] | None = None  # the host's speed beside the calls (:class:`Reference`), or None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def in_units(self, quantile: str) -> float | None:
+        """The run's ``quantile`` (``"p50"``, ``"p95"`` ...) in kernel units (``None`` without a reference)."""
+        if not self.reference:
+            return None
+        unit = self.reference.get(f"unit_{quantile}_ms")
+        return getattr(self, f"{quantile}_ms") / unit if unit else None
+
+
+class Reference:
+    """A fixed kernel (a ``size`` x ``size`` float64 matrix product on the CPU; on a CUDA device, the same in
+    float32 on the device) repeated ``units`` times per call, timed beside a model's calls (see the module
+    docstring). :meth:`matched` sizes ``units`` so that a reference call lasts about ``target_ms``."""
+
+    def __init__(self, *, device: str = "cpu", size: int = 48, units: int = 1) -> None:
+        self.device, self.size, self.units = device, size, max(1, int(units))
+        if str(device).startswith("cuda"):
+            import torch
+
+            a = torch.ones((size, size), dtype=torch.float32, device=device) / size
+            self._kernel = lambda: torch.mm(a, a)
+            self.kernel = f"{size}x{size} float32 matrix product on {device}"
+        else:
+            a = np.random.default_rng(0).standard_normal((size, size))
+            self._kernel = lambda: a @ a
+            self.kernel = f"{size}x{size} float64 matrix product (numpy)"
+
+    def __call__(self) -> None:
+        kernel = self._kernel
+        for _ in range(self.units):
+            kernel()
+
+    def matched(self, target_ms: float, timer: Timer) -> Reference:
+        """This kernel repeated so that one call lasts about ``target_ms`` (measured with ``timer``)."""
+        one = Reference(device=self.device, size=self.size, units=8)
+        per_unit = float(np.median([timer.time_ms(one) for _ in range(15)])) / 8
+        units = max(1, min(10**6, round(target_ms / per_unit))) if per_unit > 0 else 1
+        return Reference(device=self.device, size=self.size, units=units)
+
+    def summary(self, unit_ms: np.ndarray) -> dict[str, Any]:
+        p50, p95, p99 = np.percentile(unit_ms, [50, 95, 99])
+        return {"kernel": self.kernel, "units_per_call": self.units, "count": int(len(unit_ms)),
+                "unit_p50_ms": float(p50), "unit_p95_ms": float(p95), "unit_p99_ms": float(p99)}
 
 
 def time_calls(
@@ -165,9 +218,12 @@ def time_calls(
     min_count: int = 30,
     min_time_s: float = 0.2,
     max_time_s: float = 10.0,
+    reference: Reference | None = None,
 ) -> LatencyStats:
     """Warm up (``warmup`` calls and ``warmup_s`` seconds), then time until ``min_count`` calls and
-    ``min_time_s`` are both reached. ``fn`` may be a list of calls (one per input), used in turn."""
+    ``min_time_s`` are both reached. ``fn`` may be a list of calls (one per input), used in turn. With a
+    ``reference``, sized after the warm-up to last as long as a call, a reference call follows each timed call
+    (the time limits count the calls only)."""
     calls = fn if isinstance(fn, list) else [fn]
     if not calls or min_count < 1 or warmup < 0 or warmup_s < 0 or min_time_s < 0 or max_time_s <= 0:
         raise SpecError(f"need at least one call, min_count >= 1, warmup >= 0, warmup_s >= 0, min_time_s >= 0 and "
@@ -179,14 +235,21 @@ def time_calls(
         calls[warmed % len(calls)]()
         warmed += 1
     warmed_s = time.perf_counter() - began
+    if reference is not None:
+        reference = reference.matched(float(np.median([timer.time_ms(c) for c in calls[:8]])), timer)
     samples: list[float] = []
+    units: list[float] = []
     stopped_by = "min_count_and_time"
     with gc_paused():  # no collection pause inside a sample
         gc_off = not gc.isenabled()
         began = time.perf_counter()
+        spent = 0.0  # seconds of timed calls (the reference calls between them not counted)
         while True:
             samples.append(timer.time_ms(calls[len(samples) % len(calls)]))
-            elapsed = time.perf_counter() - began
+            spent += samples[-1] / 1000
+            if reference is not None:
+                units.append(timer.time_ms(reference) / reference.units)
+            elapsed = spent if reference is not None else time.perf_counter() - began
             if len(samples) >= min_count and elapsed >= min_time_s:
                 break
             if elapsed >= max_time_s and len(samples) >= 3:
@@ -203,7 +266,8 @@ def time_calls(
         p50_ms=float(p50), p90_ms=float(p90), p95_ms=float(p95), p99_ms=float(p99),
         mean_ms=float(arr.mean()), min_ms=float(arr.min()), max_ms=float(arr.max()),
         total_s=float(time.perf_counter() - began), stopped_by=stopped_by, warmup_s=warmed_s,
-        gc_disabled=gc_off, **intervals,
+        gc_disabled=gc_off, reference=reference.summary(np.asarray(units)) if reference is not None else None,
+        **intervals,
     )
 
 
@@ -323,6 +387,41 @@ def fixed_threads(threads: int | None) -> Iterator[int]:
     finally:
         if torch is not None and before is not None and torch.get_num_threads() != before:
             torch.set_num_threads(before)
+
+
+def busy_cpus(interval_s: float = 0.5) -> float | None:
+    """How many CPUs the host kept busy over the next ``interval_s`` seconds, from ``/proc/stat`` (all
+    processes; ``None`` where there is no ``/proc/stat``). Unlike the load average it sees the present."""
+    def read() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle
+
+    first = read()
+    if first is None:
+        return None
+    time.sleep(interval_s)
+    second = read()
+    total, idle = second[0] - first[0], second[1] - first[1]
+    if total <= 0:
+        return 0.0
+    return round((1 - idle / total) * (os.cpu_count() or 1), 3)
+
+
+def wait_for_quiet(max_busy_cpus: float, wait_s: float, *, interval_s: float = 0.5) -> dict[str, Any]:
+    """Wait (at most ``wait_s`` seconds) until the host keeps at most ``max_busy_cpus`` CPUs busy; returns what
+    was asked and seen: ``{"max_busy_cpus", "wait_s", "waited_s", "busy_cpus" (the last reading), "quiet"}``."""
+    began = time.perf_counter()
+    busy = busy_cpus(interval_s)
+    while busy is not None and busy > max_busy_cpus and time.perf_counter() - began < wait_s:
+        busy = busy_cpus(interval_s)
+    return {"max_busy_cpus": max_busy_cpus, "wait_s": wait_s, "waited_s": round(time.perf_counter() - began, 2),
+            "busy_cpus": busy, "quiet": busy is None or busy <= max_busy_cpus,
+            "load_average": load_average()}
 
 
 def load_average() -> list[float] | None:

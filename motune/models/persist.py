@@ -19,8 +19,13 @@ kind           what is saved                                   format
 returns its sha256 and size. :func:`load_archive` checks the archive's sha256
 against the one recorded when it was saved *before* anything in it is read
 (joblib and pickle run code when they load; a file that changed since is
-refused), then loads it. A corrupt or changed file is an
-:class:`~motune.errors.ArtifactError`. The hash guards against a changed
+refused), then loads it. motune writes plain (uncompressed) tar archives, so a
+compressed one is refused before it is opened, and an archive with more than
+``max_members`` members or more than ``max_bytes`` bytes (in the file or in
+its members: ``MOTUNE_ARTIFACT_MAX_BYTES``, default 64 GiB) is refused before
+anything is extracted. A corrupt, changed, oversized or malformed archive (a
+missing file, a manifest that names another kind, a loader that fails) is an
+:class:`~motune.errors.ArtifactError` naming the model it was. The hash guards against a changed
 file only when the expected hash comes from somewhere the file's writer
 cannot change: the study's storage (``result.load_model``) does that; a
 hash read from beside the file (an exported folder) detects corruption,
@@ -44,6 +49,20 @@ from motune.errors import ArtifactError, SpecTypeError
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+MAX_MEMBERS = 10_000  # files in one model archive (a transformers model and tokenizer: a few dozen)
+MAX_BYTES = 64 * 2**30  # bytes of one model archive, unless MOTUNE_ARTIFACT_MAX_BYTES says otherwise
+COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
+
+
+def max_bytes() -> int:
+    """The largest model archive loaded, in bytes: ``$MOTUNE_ARTIFACT_MAX_BYTES`` or 64 GiB."""
+    import os
+
+    text = os.environ.get("MOTUNE_ARTIFACT_MAX_BYTES", "")
+    try:
+        return int(float(text)) if text else MAX_BYTES
+    except ValueError:
+        raise ArtifactError(f"MOTUNE_ARTIFACT_MAX_BYTES must be a number of bytes, got {text!r}") from None
 
 
 def kind_of(model: Any) -> str:
@@ -98,14 +117,20 @@ def save_archive(model: Any, path: str | Path) -> dict[str, Any]:
     return {**manifest, "sha256": sha256_of(path), "size_bytes": path.stat().st_size}
 
 
-def load_archive(path: str | Path, *, sha256: str, what: str = "the model", device: str | None = None) -> Any:
+def load_archive(path: str | Path, *, sha256: str, what: str = "the model", device: str | None = None,
+                 max_members: int = MAX_MEMBERS, max_size_bytes: int | None = None) -> Any:
     """Load the model archived at ``path`` after checking that its sha256 is ``sha256``.
 
     The archive is first copied into a private temporary folder and hashed as it is copied; only that
-    copy is read, so a file swapped after the check is never loaded."""
+    copy is read, so a file swapped after the check is never loaded. See the module docstring for what is
+    refused before anything is extracted."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{what}: no archive at {str(path)!r}")
+    limit = max_bytes() if max_size_bytes is None else int(max_size_bytes)
+    if path.stat().st_size > limit:
+        raise ArtifactError(f"{what}: the archive is {path.stat().st_size} bytes, over the {limit}-byte limit "
+                            "(MOTUNE_ARTIFACT_MAX_BYTES)")
     with tempfile.TemporaryDirectory(prefix="motune-model-") as tmp:
         folder = Path(tmp) / "model"
         folder.mkdir()
@@ -118,17 +143,41 @@ def load_archive(path: str | Path, *, sha256: str, what: str = "the model", devi
         if digest.hexdigest() != sha256:
             raise ArtifactError(f"{what} is corrupt or was changed: its sha256 is {digest.hexdigest()[:16]}..., the "
                                 f"one recorded when it was saved is {sha256[:16]}...; it is not loaded")
+        with open(copy_path, "rb") as f:
+            head = f.read(6)
+        packed = next((name for magic, name in COMPRESSED.items() if head.startswith(magic)), None)
+        if packed is not None:
+            raise ArtifactError(f"{what}: the archive is {packed}-compressed; motune writes plain tar archives, so it "
+                                "is not one of motune's and is not opened")
         try:
-            with tarfile.open(copy_path) as tar:
+            with tarfile.open(copy_path, "r:") as tar:
+                members = tar.getmembers()
+                if len(members) > max_members:
+                    raise ArtifactError(f"{what}: the archive holds {len(members)} members, over the limit of "
+                                        f"{max_members}; it is not extracted")
+                total = sum(m.size for m in members)
+                if total > limit:
+                    raise ArtifactError(f"{what}: the archive's members hold {total} bytes, over the {limit}-byte "
+                                        "limit (MOTUNE_ARTIFACT_MAX_BYTES); it is not extracted")
                 tar.extractall(folder, filter="data")
+            if not (folder / MANIFEST).is_file():
+                raise ArtifactError(f"{what}: the archive has no {MANIFEST}, so it is not one of motune's")
             manifest = json.loads((folder / MANIFEST).read_text())
-        except (tarfile.TarError, OSError, ValueError, KeyError) as err:
+            if not isinstance(manifest, dict):
+                raise ValueError(f"{MANIFEST} is not a JSON object")
+        except ArtifactError:
+            raise
+        except (tarfile.TarError, OSError, ValueError, KeyError, UnicodeDecodeError) as err:
             raise ArtifactError(f"{what}: the archive cannot be read ({type(err).__name__}: {err})") from None
         kind = manifest.get("kind")
         loader = {"torch": _load_torch, "transformers": _load_transformers, "pickle": _load_pickle}.get(kind)
         if loader is None:
             raise ArtifactError(f"{what}: unknown model kind {kind!r} in its manifest")
-        model = loader(folder)
+        try:
+            model = loader(folder)
+        except Exception as err:  # a hash-matching archive whose contents are not what its manifest says
+            raise ArtifactError(f"{what}: the archive is malformed: its {kind} model cannot be loaded "
+                                f"({type(err).__name__}: {err})") from None
     if device is not None and hasattr(model, "module"):
         model.module.to(device)
     return model

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from motune import _schema
-from motune.errors import MotuneError, SelectionError, SpecError, TaskError
+from motune.errors import MotuneError, SpecError, TaskError
 from motune.metrics.intervals import bootstrap_intervals
 from motune.metrics.registry import group_for, measure
 from motune.results import Result
@@ -143,6 +143,11 @@ def new_rows_task(task: Any, frame: pd.DataFrame, *, source: str = "new data") -
     groups = sorted(set(map(str, frame[task.sensitive])))
     if len(groups) < 2:
         raise TaskError(f"{source} has a single group of {task.sensitive!r} ({groups}); group fairness needs two")
+    present = sorted({str(v) for v in labels})
+    if len(present) < len(known):
+        raise TaskError(f"{source}'s label {task.label!r} has only {present} of the classes {list(known)}: balanced "
+                        "accuracy and the true- and false-positive rates behind equalized odds cannot be measured "
+                        "on it; check on rows with every class")
     X = frame[list(task.X_train.columns)].copy()
     for column in task.numeric_columns:
         X[column] = pd.to_numeric(X[column])
@@ -274,15 +279,7 @@ def check(
 ) -> dict[str, Any]:
     """Check decision ``decision`` (default: the current one) of ``result`` on new data; returns the check
     record (stored with the study unless ``store=False``). See the module docstring."""
-    decisions = result.decisions()
-    if not decisions:
-        raise SelectionError(f"study {result.name!r} has no decision to check; make one with motune decide")
-    if decision is None:
-        chosen = decisions[-1]
-    elif not 1 <= decision <= len(decisions):
-        raise SelectionError(f"study {result.name!r} has decisions 1-{len(decisions)}, not {decision}")
-    else:
-        chosen = decisions[decision - 1]
+    chosen = result.pick_decision(decision)
     if not 0 < tolerance < math.inf:
         raise SpecError(f"tolerance must be a positive number, got {tolerance!r}")
     if constraints_of is not None:
@@ -353,6 +350,7 @@ def check(
         "at": now.isoformat(timespec="seconds"),
         "study": result.name,
         "decision": chosen.number,
+        "decision_current": chosen.current,  # whether it was the current decision when checked
         "trial": chosen.trial,
         "spec_version": chosen.spec_version or result.version,
         "constraints_of": None if constraints_of is None else constraints_of.name,

@@ -27,7 +27,9 @@ both paths. What is private, and why:
   first records why the trial failed (``fail_reason``), and leaves out the
   trials this process is running (:func:`live_trial`). If a release renames
   the method, stale trials are still failed and retried, only without the
-  reason (``tests/test_faults.py`` would then fail).
+  reason (``tests/test_faults.py`` would then fail). Its storage calls retry
+  a lost database connection (``engine`` disposed, new connections) for
+  :func:`reconnect_s` seconds.
 - :class:`StudyView`: a study whose trial lists (``get_trials`` and the
   private ``_get_trials`` Optuna's samplers call) pass through a function
   that may replace a trial, everything else delegated; the sampler wrapper
@@ -173,9 +175,66 @@ def live_trial(trial: Any) -> Iterator[None]:
         LIVE_TRIAL_IDS.discard(tid)
 
 
+RECONNECT_S = 60.0  # how long a storage call waits for a database server that went away to come back
+
+
+def reconnect_s() -> float:
+    """How long storage calls retry a lost database connection: ``$MOTUNE_RECONNECT_S`` or 60 s."""
+    import os
+
+    try:
+        return float(os.environ.get("MOTUNE_RECONNECT_S") or RECONNECT_S)
+    except ValueError:
+        return RECONNECT_S
+
+
+def _lost_connection(err: BaseException | None) -> bool:
+    """A database connection that went away (a server restarted, a network blip), not a mistake in the call;
+    also when Optuna wrapped it (``StorageInternalError`` from the driver's error)."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    if err is None:
+        return False
+    if isinstance(err, optuna.exceptions.StorageInternalError):
+        return _lost_connection(err.__cause__)
+    if getattr(err, "connection_invalidated", False) or isinstance(err, InterfaceError):
+        return True
+    if not isinstance(err, (OperationalError, DBAPIError)):
+        return False
+    text = str(err).lower()
+    return any(sign in text for sign in ("connection refused", "server closed the connection", "terminating connection",
+                                         "could not connect", "connection reset", "the database system is",
+                                         "connection not open", "ssl syscall", "broken pipe", "connection timed out"))
+
+
+def _retrying(method: Any) -> Any:
+    import functools
+    import time
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        deadline = None
+        delay = 0.2
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as err:
+                if not _lost_connection(err):
+                    raise
+                deadline = deadline if deadline is not None else time.monotonic() + reconnect_s()
+                if time.monotonic() >= deadline:
+                    raise
+                self.engine.dispose()  # the pool's connections died with the server: open new ones
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
+
+    return call
+
+
 class HeartbeatRDBStorage(optuna.storages.RDBStorage):
-    """An RDBStorage that records why a heartbeat-stale trial failed before Optuna fails it, and never
-    calls a trial this process is running stale."""
+    """An RDBStorage that records why a heartbeat-stale trial failed before Optuna fails it, never calls a
+    trial this process is running stale, and waits for a database server that went away (its calls retry a
+    lost connection for :func:`reconnect_s` seconds: a PostgreSQL restarted mid-sweep)."""
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         stale = [tid for tid in super()._get_stale_trial_ids(study_id) if tid not in LIVE_TRIAL_IDS]
@@ -187,6 +246,17 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
                 except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first
                     pass
         return stale
+
+
+for _name in ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+              "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
+              "get_study_system_attrs", "get_all_studies", "create_new_trial", "set_trial_param",
+              "get_trial_id_from_study_id_trial_number", "set_trial_state_values", "set_trial_intermediate_value",
+              "set_trial_user_attr", "set_trial_system_attr", "get_trial", "get_all_trials", "get_n_trials",
+              "record_heartbeat", "_get_stale_trial_ids", "check_trial_is_updatable", "get_best_trial",
+              "set_study_metric_names"):
+    if hasattr(HeartbeatRDBStorage, _name):  # a release without one of them: the others still retry
+        setattr(HeartbeatRDBStorage, _name, _retrying(getattr(HeartbeatRDBStorage, _name)))
 
 
 class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):

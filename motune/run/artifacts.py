@@ -32,6 +32,7 @@ trial's; ``"none"`` none. Each model is one archive
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime as _dt
 import os
 import shutil
@@ -132,8 +133,31 @@ def should_keep(policy: str, trial: optuna.Trial, values: list[float], direction
     return True
 
 
+class _NoPartial:
+    """An artifact store whose failed write leaves nothing behind (a full disk, a file-size limit: the part
+    written is removed), so that no half archive sits in the store under an id nothing names."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def write(self, artifact_id: str, content_body: Any) -> None:
+        try:
+            self.store.write(artifact_id, content_body)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.store.remove(artifact_id)
+            raise
+
+    def open_reader(self, artifact_id: str) -> Any:
+        return self.store.open_reader(artifact_id)
+
+    def remove(self, artifact_id: str) -> None:
+        self.store.remove(artifact_id)
+
+
 def save_model(trial: optuna.Trial, model: Any, store: Any) -> dict[str, Any]:
-    """Archive ``model``, upload it as the trial's artifact; returns the ``motune:model`` system attribute."""
+    """Archive ``model``, upload it as the trial's artifact; returns the ``motune:model`` system attribute. A
+    save that fails (an error from the model, a full disk, a file-size limit) leaves no archive behind."""
     folder = compat.artifact_folder(store) if isinstance(store, optuna.artifacts.FileSystemArtifactStore) else None
     if folder is not None:
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -141,7 +165,7 @@ def save_model(trial: optuna.Trial, model: Any, store: Any) -> dict[str, Any]:
         filename = f"trial-{trial.number}-model.tar"
         path = Path(tmp) / filename
         manifest = persist.save_archive(model, path)
-        artifact_id = optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path),
+        artifact_id = optuna.artifacts.upload_artifact(artifact_store=_NoPartial(store), file_path=str(path),
                                                        study_or_trial=trial, mimetype="application/x-tar")
     return _schema.model_attrs(artifact_id=artifact_id, sha256=manifest["sha256"], size_bytes=manifest["size_bytes"],
                                kind=manifest["kind"], filename=filename)

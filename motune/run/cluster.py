@@ -99,6 +99,29 @@ def _actor_classes(ray: Any) -> tuple[Any, Any]:
     return Tickets, Worker
 
 
+def reachable(address: str, timeout_s: float) -> None:
+    """Raise :class:`SpecError` unless ``host:port`` (or ``ray://host:port``) accepts a TCP connection within
+    ``timeout_s`` seconds; ``"auto"`` and ``"local"`` are left to Ray (which fails at once when it finds none)."""
+    import socket
+
+    if address in ("auto", "local") or not isinstance(address, str):
+        return
+    where = address.removeprefix("ray://").rsplit("/", 1)[0]
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        raise SpecError(f"--ray {address!r}: give 'auto', 'local', HOST:PORT or ray://HOST:PORT")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=max(0.1, min(2.0, timeout_s))):
+                return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise SpecError(f"cannot reach the Ray cluster at {address} within {timeout_s:g} s ({err}); is it "
+                                "running (ray start --head), and is the address its GCS / client port?") from None
+        time.sleep(0.5)
+
+
 def _forwarded_environment() -> dict[str, str]:
     """The driver's motune settings, for every worker (an existing cluster's nodes do not have them)."""
     return {k: v for k, v in os.environ.items() if k.startswith("MOTUNE_")}
@@ -108,9 +131,11 @@ def run_on_ray(study: Any, study_file: str, *, address: str, n_trials: int | Non
                changes: dict[str, Any], gpus_per_worker: float = 0, cpus_per_worker: float = 1,
                workers: int | None = None, threads: int | None = None, show_progress: bool = True,
                max_replacements: int = 3, init_kwargs: dict[str, Any] | None = None,
-               place_timeout_s: float = 120.0) -> tuple[Result, str | None]:
-    """Run ``study`` on the Ray cluster at ``address`` (``"auto"``, ``"ray://..."``, or ``"local"`` for a Ray
-    started here); returns the result read back and the signal that stopped it (``None``)."""
+               place_timeout_s: float = 120.0, connect_timeout_s: float = 30.0) -> tuple[Result, str | None]:
+    """Run ``study`` on the Ray cluster at ``address`` (``"auto"``, ``"host:port"``, ``"ray://..."``, or
+    ``"local"`` for a Ray started here); returns the result read back and the signal that stopped it
+    (``None``). An address that does not answer within ``connect_timeout_s`` seconds is an error (Ray itself
+    would keep retrying for minutes)."""
     from motune.run import artifacts
     from motune.run.study import attach_store, open_study
 
@@ -123,6 +148,7 @@ def run_on_ray(study: Any, study_file: str, *, address: str, n_trials: int | Non
 
         location = f"sqlite:///{os.path.abspath(make_url(location).database)}"  # the same file from every worker
     if not ray.is_initialized():
+        reachable(address, connect_timeout_s)
         ray.init(address=None if address == "local" else address, **(init_kwargs or {}))
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if location.startswith("sqlite") and len(nodes) > 1:

@@ -206,7 +206,11 @@ def _stop_with_parent() -> None:
 
 def _worker_process(study_file: str, name: str, changes: dict[str, Any], spec: WorkerSpec, deadline: float | None,
                     limited: bool, conn: Any, delay_s: float) -> None:
-    """The body of a pool's worker process (``spawn``: a fresh interpreter whose environment the pool set)."""
+    """The body of a pool's worker process (``spawn``: a fresh interpreter whose environment the pool set). It
+    leaves the terminal's process group, so that Ctrl-C reaches the pool's process alone, which passes it on
+    once (a worker that got it twice would stop without recording why)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpgrp()
     _stop_with_parent()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the pool's process shows progress for all of them
     link = _PoolLink(conn, spec.index)
@@ -308,15 +312,19 @@ def run_pool(study: Any, study_file: str, specs: Sequence[WorkerSpec], *, n_tria
         processes[spec.index], links[spec.index], states[spec.index] = process, ours, "starting"
         exits.pop(spec.index, None)
         if stopping:  # a signal came while it started
-            os.kill(process.pid, signal.SIGTERM)
+            os.kill(process.pid, signal.SIGINT if stopping[0] == "SIGINT" else signal.SIGTERM)
 
-    def stop(signum: int, _frame: Any) -> None:
+    def stop(signum: int | None, _frame: Any) -> None:
+        """Stop every worker: on a signal (passed on as it came), or for the pool's own reason (``None``: an
+        error, an exit, the end; passed on as the signal that stops the pool, SIGTERM if none did)."""
         if not stopping:
-            stopping.append(signal.Signals(signum).name)
+            stopping.append("SIGTERM" if signum is None else signal.Signals(signum).name)
+        passed = signal.SIGINT if (signum == signal.SIGINT or signum is None and stopping[0] == "SIGINT") \
+            else signal.SIGTERM
         for process in processes.values():  # every worker fails its running trial with the reason, then exits
             if process.is_alive():
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGTERM)
+                    os.kill(process.pid, passed)
 
     def handle(index: int, message: tuple) -> None:
         kind = message[0]
@@ -339,7 +347,7 @@ def run_pool(study: Any, study_file: str, specs: Sequence[WorkerSpec], *, n_tria
             progress.print(f"w{index} stopped: {message[3]}")
             errors.append(f"worker w{index} failed: {message[3]}")
             states[index] = "failed"
-            stop(signal.SIGTERM, None)
+            stop(None, None)
 
     def reap(index: int, process: Any) -> None:
         code = process.exitcode
@@ -358,7 +366,7 @@ def run_pool(study: Any, study_file: str, specs: Sequence[WorkerSpec], *, n_tria
         if announced is not None:  # sys.exit(code) in train: the trial is stored FAIL; the pool stops with it
             states[index] = f"exited {announced}"
             asked_exit.append(announced)
-            stop(signal.SIGTERM, None)
+            stop(None, None)
             return
         states[index] = "died"
         more = tickets["left"] is None or tickets["left"] > 0
@@ -398,7 +406,7 @@ def run_pool(study: Any, study_file: str, specs: Sequence[WorkerSpec], *, n_tria
             progress.worker_states = dict(sorted(states.items()))
     finally:
         if any(p.is_alive() for p in processes.values()):
-            stop(signal.SIGTERM, None)
+            stop(None, None)
         for index, process in processes.items():
             process.join(timeout=STOP_GRACE_S)
             if process.is_alive():  # it did not stop: kill it, and fail its trial here

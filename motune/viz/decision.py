@@ -47,6 +47,32 @@ def _cell(record: Any, metric: str) -> str:
     return text
 
 
+def _decision_notes(decision: Any) -> list[str]:
+    """What the intervals and flags said of the decision, and every latency value it used (interval, flag,
+    the host's load and speed while it was timed)."""
+    parts = []
+    if decision.indistinguishable:
+        parts.append(f"<p>Not to be told apart from trial {decision.trial} on {_esc(', '.join(decision.deciding or []))} "
+                     f"by their intervals: trial(s) {_esc(', '.join(map(str, decision.indistinguishable)))}.</p>")
+    if decision.accepted_noisy:
+        flagged = "; ".join(f"trial {n} {m}: {why}" for n, f in (decision.flagged or {}).items() for m, why in f.items())
+        parts.append(f"<p><b>Decided on values flagged as noisy</b>, accepted by {_esc(decision.decided_by)}: "
+                     f"{_esc(flagged)}.</p>")
+    facts = decision.latency or {}
+    if facts:
+        rows = ["<tr><th class='text'>latency used</th><th>value [interval]</th><th class='text'>run</th>"
+                "<th>load (1, 5, 15 min)</th><th>in kernel units</th></tr>"]
+        for metric, f in facts.items():
+            value = interval_text({"value": f["value"], "low": f.get("low"), "high": f.get("high")})
+            run = ("flagged: " + "; ".join(f.get("flags") or [])) if f.get("noisy") else "not flagged"
+            load = ", ".join(f"{v:.2f}" for v in f.get("load_average") or []) or "n/a"
+            units = ((f.get("speed") or {}).get("normalised") or {}).get(metric)
+            rows.append(f"<tr><th class='text'>{_esc(metric)}</th><td>{_esc(value)}</td><td class='text'>{_esc(run)}"
+                        f"</td><td>{_esc(load)}</td><td>{'n/a' if units is None else f'{units:.4g}'}</td></tr>")
+        parts.append("<div class='scroll'><table class='latency-used'>" + "".join(rows) + "</table></div>")
+    return parts
+
+
 def summary_html(result: Result) -> str:
     """The report's first section (HTML; every user text escaped)."""
     front = [r for r in result.records() if r.on_front]
@@ -58,10 +84,15 @@ def summary_html(result: Result) -> str:
     parts = ["<section id='decision'>"]
     decision = result.decision
     if decision is not None:
-        parts.append(f"<h2>Decision {decision.number}: trial {decision.trial}</h2>")
+        stated = decision.made_current
+        parts.append(f"<h2>Decision {decision.number} (current): trial {decision.trial}</h2>")
         parts.append(f"<p>{_esc(decision.reason)} (rule <code>{_esc(decision.rule)}</code> on "
                      f"{_esc(decision.values_used)} values). <b>Why:</b> {_esc(decision.rationale)} &mdash; "
                      f"{_esc(decision.decided_by)}, {_esc(decision.decided_at)}.</p>")
+        if stated:
+            parts.append(f"<p>Made current by {_esc(stated.get('by'))} on {_esc(stated.get('at'))}: "
+                         f"{_esc(stated.get('why'))} (of {len(result.decisions())} decisions).</p>")
+        parts += _decision_notes(decision)
     else:
         parts.append("<h2>No decision yet</h2><p>The candidates below are what the stated rules would choose; "
                      "record one with <code>motune decide</code>.</p>")
