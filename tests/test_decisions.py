@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 import motune as mt
-from conftest import FAST_LATENCY, make_frame, make_study
+from conftest import FAST_LATENCY, make_study
 from motune.cli import app
 from motune.models import persist
 from motune.selection.rules import Candidate
