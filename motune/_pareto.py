@@ -21,6 +21,9 @@ motune flips signs. On losses:
   Optuna's private WFG implementation is used where it is importable and
   works; any failure of it falls back to the slicing algorithm here
   (:func:`_hypervolume_slicing`), which gives the same numbers.
+- :func:`front_of`: the front of a set of trials (feasible, with every value,
+  not dominated): the one computation behind the shown front, the models kept
+  and the progress line.
 - :func:`reference_point`: motune's stated rule (:data:`REFERENCE_RULE`).
 
 Everything is pure: numpy arrays in, numbers out.
@@ -50,6 +53,16 @@ def signs(directions: Sequence[str]) -> np.ndarray:
             raise ValueError(f"direction must be 'maximize' or 'minimize', got {d!r}")
         out.append(-1.0 if d == "maximize" else 1.0)
     return np.array(out)
+
+
+def better(a: float, b: float, direction: str) -> bool:
+    """Whether value ``a`` is better than ``b`` for an objective with ``direction`` (strictly)."""
+    return bool(signs([direction])[0] * (a - b) < 0)
+
+
+def worse_change(change: float, direction: str) -> bool:
+    """Whether a change of an objective's value (new - old) makes it worse."""
+    return bool(signs([direction])[0] * change > 0)
 
 
 def from_losses(losses: np.ndarray, directions: Sequence[str]) -> np.ndarray:
@@ -146,6 +159,20 @@ def rank_order(losses: np.ndarray, penalty: np.ndarray | None = None) -> list[in
     return sorted(range(len(losses)), key=lambda i: (ranks[i], -crowding[i], i))
 
 
+def front_of(values: Sequence[Sequence[float] | None], directions: Sequence[str], feasible: Sequence[bool]) -> list[bool]:
+    """The one front of a set of trials: ``True`` for a row that is feasible, has every objective value, and
+    that no other such row dominates (equal rows all stay). ``values``: each trial's objective values in
+    their own directions (``None``: the trial has none)."""
+    usable = [i for i, (v, f) in enumerate(zip(values, feasible))
+              if f and v is not None and all(x is not None and np.isfinite(x) for x in v)]
+    out = [False] * len(values)
+    if usable:
+        losses = to_losses([values[i] for i in usable], directions)
+        for i, keep in zip(usable, nondominated_mask(losses)):
+            out[i] = bool(keep)
+    return out
+
+
 # ------------------------------------------------------------------ hypervolume
 
 _USE_OPTUNA_HYPERVOLUME = True  # tests switch this off to run the fallback
@@ -226,6 +253,8 @@ __all__ = [
     "crowding_distance",
     "dominates",
     "from_losses",
+    "better",
+    "front_of",
     "hypervolume",
     "hypervolume_gain",
     "non_domination_rank",
@@ -235,4 +264,5 @@ __all__ = [
     "signs",
     "to_losses",
     "weakly_dominates",
+    "worse_change",
 ]

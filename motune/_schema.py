@@ -124,9 +124,18 @@ def read_violations(system_attrs: Mapping[str, Any], names: Sequence[str] | None
     return out
 
 
+def kept(violation: Any) -> Any:
+    """The one rule for a constraint verdict: a violation value (``value - bound`` for ``<=``, ``bound - value``
+    for ``>=``) keeps the constraint when it is at most 0; ``None`` (no value) does not. Works element-wise on
+    numpy arrays."""
+    if violation is None:
+        return False
+    return violation <= 0
+
+
 def is_feasible(violations: Mapping[str, float], names: Sequence[str]) -> bool:
-    """The one feasibility rule: every constraint in ``names`` has a value, and none is positive."""
-    return all(n in violations and violations[n] is not None and violations[n] <= 0 for n in names)
+    """The one feasibility rule: every constraint in ``names`` has a value, and each keeps it (:func:`kept`)."""
+    return all(n in violations and kept(violations[n]) for n in names)
 
 
 # ---------------------------------------------------------------- reports

@@ -139,9 +139,8 @@ def confirm_one(result: Result, record: Any, model: Any, task: Any, names: Seque
         if c.metric not in values:
             continue
         entry = values[c.metric]
-        worst = entry["high"] if c.op == "<=" else entry["low"]
-        constraints[c.key] = {"value": c.violation(entry["value"]), "kept": c.violation(entry["value"]) <= 0,
-                              "kept_at_interval_end": None if worst is None else c.violation(worst) <= 0}
+        constraints[c.key] = {"value": c.violation(entry["value"]), "kept": bool(c.kept(entry["value"])),
+                              "kept_at_interval_end": c.kept_at_interval_end(entry["low"], entry["high"])}
     failed = [k for k, v in constraints.items() if not v["kept"]]
     noisy = bool(latency and latency.get("noisy"))
     loud = bool(waited and not waited["quiet"])

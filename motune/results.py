@@ -157,11 +157,9 @@ class Result:
 
     def _front_numbers(self, records: list[TrialRecord]) -> list[int]:
         names = [o.metric for o in self.objectives]
-        feasible = [r for r in records if r.feasible and all(r.metrics.get(n) is not None for n in names)]
-        if not feasible:
-            return []
-        losses = _pareto.to_losses([[r.metrics[n] for n in names] for r in feasible], self.directions)
-        return [r.number for r, keep in zip(feasible, _pareto.nondominated_mask(losses)) if keep]
+        values = [[r.metrics.get(n) for n in names] for r in records]
+        return [r.number for r, on in zip(records, _pareto.front_of(values, self.directions,
+                                                                    [bool(r.feasible) for r in records])) if on]
 
     def completed_study(self) -> Any:
         """An in-memory ``optuna.Study`` holding this snapshot's completed trials, for Optuna's own

@@ -81,6 +81,31 @@ class Constraint:
     def violation(self, value: float) -> float:
         return value - self.bound if self.op == "<=" else self.bound - value
 
+    def kept(self, value: Any) -> Any:
+        """Whether ``value`` keeps the constraint (element-wise on arrays; :func:`motune._schema.kept`)."""
+        return _schema.kept(None if value is None else self.violation(value))
+
+    def broken(self, value: Any) -> Any:
+        """Whether ``value`` breaks the constraint (element-wise on arrays); ``None`` is not a verdict."""
+        return ~self.kept(value) if hasattr(value, "shape") else value is not None and not self.kept(value)
+
+    def kept_with_margin(self, value: float, margin: float) -> bool:
+        """Whether ``value`` keeps the constraint with ``margin`` (in the metric's units) to spare."""
+        return bool(self.kept(value + margin if self.op == "<=" else value - margin))
+
+    def worst_end(self, low: float | None, high: float | None) -> float | None:
+        """The end of an interval ``[low, high]`` closer to breaking the constraint (``high`` for ``<=``)."""
+        return high if self.op == "<=" else low
+
+    def best_end(self, low: float | None, high: float | None) -> float | None:
+        """The end of an interval farther from breaking the constraint (``low`` for ``<=``)."""
+        return low if self.op == "<=" else high
+
+    def kept_at_interval_end(self, low: float | None, high: float | None) -> bool | None:
+        """Whether the interval's worst end keeps the constraint (``None`` without that end)."""
+        worst = self.worst_end(low, high)
+        return None if worst is None else bool(self.kept(worst))
+
     def to_record(self) -> dict[str, Any]:
         return {"metric": self.metric, "op": self.op, "bound": self.bound}
 

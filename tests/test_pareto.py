@@ -100,3 +100,12 @@ def test_reference_point_rule():
     assert _pareto.reference_point(losses).tolist() == pytest.approx([-0.7 + 0.02, 6.0 + 0.4])
     same = np.array([[-0.5, 0.0], [-0.5, 0.0]])  # no range: 10 % of the magnitude, or 1
     assert _pareto.reference_point(same).tolist() == pytest.approx([-0.45, 0.1])
+
+
+def test_the_one_front_of_trials_leaves_out_infeasible_and_incomplete_rows_and_keeps_ties():
+    from motune._pareto import front_of
+
+    values = [[0.9, 0.1], [0.9, 0.1], [0.8, 0.05], [0.7, 0.2], None, [0.95, 0.01], [float("nan"), 0.0]]
+    feasible = [True, True, True, True, True, False, True]
+    assert front_of(values, ["maximize", "minimize"], feasible) == [True, True, True, False, False, False, False]
+    assert front_of([], ["maximize"], []) == []

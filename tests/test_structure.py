@@ -69,3 +69,25 @@ def test_models_do_not_import_metrics_and_viz_does_not_import_run():
     for room, forbidden in (("models", "metrics"), ("viz", "run")):
         for path in (ROOT / room).rglob("*.py"):
             assert not [n for n, _ in imports(path) if room_of(n) == forbidden], path
+
+
+def test_feasibility_the_front_and_directions_are_decided_in_one_room():
+    """No module but the verdict room (``_schema.kept``, ``Constraint``'s methods, ``_pareto``) compares a
+    violation with 0, computes a front or flips a sign by direction."""
+    import re
+
+    patterns = {
+        "a violation compared with 0": re.compile(r"violation\([^)]*\)\s*(<=|<|>=|>)\s*0\b"),
+        "a front of its own": re.compile(r"nondominated_mask\("),
+        "a sign flipped by direction": re.compile(r"-1(\.0)? if [\w.]*direction == .maximize."),
+    }
+    home = {"_pareto.py", "_schema.py", "spec.py"}
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if path.name in home and path.parent == ROOT:
+            continue
+        text = path.read_text()
+        for what, pattern in patterns.items():
+            if pattern.search(text):
+                found.append(f"{path.relative_to(ROOT)}: {what}")
+    assert not found, found

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from motune import _schema
+from motune import _pareto, _schema
 from motune.errors import MotuneError, SpecError, TaskError
 from motune.metrics.intervals import bootstrap_intervals
 from motune.metrics.registry import group_for, measure
@@ -317,7 +317,7 @@ def check(
         change = None if before is None or new_value is None else new_value - before
         moved = change is not None and (abs(change) > (allowed * abs(before) if relative else allowed))
         direction = directions.get(name)
-        worse = moved and direction is not None and (change < 0 if direction == "maximize" else change > 0)
+        worse = moved and direction is not None and _pareto.worse_change(change, direction)
         values[name] = {"recorded": before, "value": new_value, "low": _number(low), "high": _number(high),
                         "change": change, "tolerance": allowed, "relative": relative, "moved": bool(moved),
                         "worse": bool(worse)}
@@ -335,12 +335,11 @@ def check(
         if entry is None or entry["value"] is None:
             reasons.append(f"constraint {c} not checked: {c.metric} could not be measured on {source}")
             continue
-        worst = entry["high"] if c.op == "<=" else entry["low"]
         violation = c.violation(entry["value"])
         kept[c.key] = {"metric": c.metric, "op": c.op, "bound": c.bound, "value": entry["value"],
-                       "violation": violation, "kept": violation <= 0,
-                       "kept_at_interval_end": None if worst is None else c.violation(worst) <= 0}
-        if not violation <= 0:
+                       "violation": violation, "kept": bool(c.kept(entry["value"])),
+                       "kept_at_interval_end": c.kept_at_interval_end(entry.get("low"), entry.get("high"))}
+        if c.broken(entry["value"]):
             reasons.append(f"constraint {c} broken: {c.metric} = {entry['value']:.4g}")
     shift = drift(task, new)
     if fail_on_drift and shift["shifted"]:

@@ -123,7 +123,7 @@ def front_place_limit(done, objectives, ranking_constraints, constraints, depth:
     places = _positions(rank_order([p.metrics for p in done], objectives, ranking_constraints))
     finals = [p.final for p in done]
     losses = _pareto.to_losses([[f[o.metric] for o in objectives] for f in finals], [o.direction for o in objectives])
-    feasible = np.array([all(c.violation(f[c.metric]) <= 0 for c in constraints if c.metric in f) for f in finals])
+    feasible = np.array([all(c.kept(f[c.metric]) for c in constraints if c.metric in f) for f in finals])
     if not feasible.any():
         return len(done)  # nothing completed is feasible yet: the rung cannot tell what leads to the front
     ranks = np.full(len(done), np.iinfo(np.int64).max)

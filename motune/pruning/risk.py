@@ -148,16 +148,16 @@ class ForecastAware(PruningPolicy):
         kept_at_best = True  # every constraint kept at its interval's favourable end
         for c in ctx.constraints:
             if c.metric in column:
-                breaks = c.violation(samples[:, column[c.metric]]) > 0
+                breaks = c.broken(samples[:, column[c.metric]])
                 violated |= breaks
-                best = interval[c.metric][0 if c.op == "<=" else 1]
-                best_breaks = best is not None and c.violation(best) > 0
+                best = c.best_end(*interval[c.metric])
+                best_breaks = bool(c.broken(best))
                 kept_at_best = kept_at_best and not best_breaks
                 probability = made.probability(breaks)
                 if probability >= needed and best_breaks:
                     return self._decision(ctx, "constraint", probability, record, calibrated, c,
                                           f"{c} broken at the last step with probability {probability:.3f}")
-            elif c.metric in ctx.metrics and c.violation(ctx.metrics[c.metric]) > 0:
+            elif c.metric in ctx.metrics and c.broken(ctx.metrics[c.metric]):
                 violated[:] = True  # a static constraint already broken (decided above, at once)
                 kept_at_best = False
         if not all(o.metric in column for o in ctx.objectives):
@@ -211,7 +211,7 @@ def _static_broken(ctx: ReportContext) -> Decision | None:
     for c in ctx.constraints:
         if c.metric in ctx.static_metrics and c.metric in ctx.metrics:
             value = ctx.metrics[c.metric]
-            if c.violation(value) > 0:
+            if c.broken(value):
                 when = "before training" if ctx.step == 0 else f"at step {ctx.step}"
                 return Decision("forecast", f"static constraint {c} broken {when}: {c.metric} = {value:.4g}",
                                 {"kind": "static", "probability": 1.0, "constraint": c.key})
@@ -219,19 +219,13 @@ def _static_broken(ctx: ReportContext) -> Decision | None:
 
 
 def _feasible_front(done: Sequence[Any], objectives: Sequence[Any], constraints: Sequence[Any]) -> np.ndarray:
-    """The completed trials' feasible non-dominated final values, as losses."""
-    rows = []
-    for p in done:
-        final = p.final
-        if not all(o.metric in final and _finite(final[o.metric]) for o in objectives):
-            continue
-        if all(c.metric in final and _finite(final[c.metric]) and c.violation(final[c.metric]) <= 0
-               for c in constraints):
-            rows.append([final[o.metric] for o in objectives])
+    """The completed trials' front (:func:`motune._pareto.front_of` of their final values), as losses."""
+    values = [[p.final.get(o.metric) for o in objectives] for p in done]
+    feasible = [all(_finite(p.final.get(c.metric)) and c.kept(p.final[c.metric]) for c in constraints) for p in done]
+    rows = [v for v, keep in zip(values, _pareto.front_of(values, [o.direction for o in objectives], feasible)) if keep]
     if not rows:
         return np.zeros((0, len(objectives)))
-    losses = _pareto.to_losses(rows, [o.direction for o in objectives])
-    return losses[_pareto.nondominated_mask(losses)]
+    return _pareto.to_losses(rows, [o.direction for o in objectives])
 
 
 def _weakly_dominated(losses: np.ndarray, front: np.ndarray) -> np.ndarray:

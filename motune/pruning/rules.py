@@ -53,7 +53,7 @@ class ConstraintAware(PruningPolicy):
             for c in ctx.constraints:
                 if c.metric in ctx.static_metrics and c.metric in ctx.metrics:
                     value = ctx.metrics[c.metric]
-                    if c.violation(value) > 0:
+                    if c.broken(value):
                         return Decision(self.name, f"static constraint {c} broken before training: "
                                                    f"{c.metric} = {value:.4g}")
             return None
@@ -62,9 +62,9 @@ class ConstraintAware(PruningPolicy):
         for c in ctx.constraints:
             if c.metric in ctx.static_metrics or c.metric not in ctx.metrics:
                 continue
-            violation = c.violation(ctx.metrics[c.metric])
-            if violation <= 0:
+            if c.kept(ctx.metrics[c.metric]):
                 continue
+            violation = c.violation(ctx.metrics[c.metric])
             calibrated = self._feasible_rate(c, violation, ctx)
             if calibrated is not None:
                 rate, raw, n = calibrated
@@ -80,7 +80,7 @@ class ConstraintAware(PruningPolicy):
                 continue
             streak = 1
             for step, metrics in reversed(ctx.history):
-                if step < self.warmup_steps or c.metric not in metrics or c.violation(metrics[c.metric]) <= 0:
+                if step < self.warmup_steps or c.metric not in metrics or c.kept(metrics[c.metric]):
                     break
                 streak += 1
             if streak >= self.patience:
@@ -98,5 +98,5 @@ class ConstraintAware(PruningPolicy):
         similar = [p for p in completed if c.violation(p.metrics[c.metric]) >= violation]
         if len(similar) < 3:  # further off than nearly all history: too little evidence either way
             return None
-        ended_feasible = sum(1 for p in similar if c.violation(p.final[c.metric]) <= 0)
+        ended_feasible = sum(1 for p in similar if c.kept(p.final[c.metric]))
         return (ended_feasible + 1) / (len(similar) + 2), ended_feasible / len(similar), len(similar)

@@ -123,14 +123,11 @@ def should_keep(policy: str, trial: optuna.Trial, values: list[float], direction
         return False
     if policy in ("all", "feasible"):
         return True
-    point = _pareto.to_losses([values], directions)[0]
-    for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if t.number == trial.number or t.values is None:
-            continue
-        if _schema.is_feasible(_schema.read_violations(t.system_attrs, constraint_keys), constraint_keys) and \
-                _pareto.dominates(_pareto.to_losses([t.values], directions)[0], point):
-            return False
-    return True
+    others = [t for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+              if t.number != trial.number and t.values is not None]
+    feasible_others = [_schema.is_feasible(_schema.read_violations(t.system_attrs, constraint_keys), constraint_keys)
+                       for t in others]
+    return _pareto.front_of([list(values), *(t.values for t in others)], directions, [True, *feasible_others])[0]
 
 
 class _NoPartial:

@@ -28,7 +28,7 @@ class TrialProgress(Callback):
         self.console = console or Console(stderr=True)
         self.counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
         self.infeasible = 0
-        self._front: list[Any] = []  # feasible non-dominated so far, as losses
+        self._feasible: list[list[float]] = []  # every feasible trial's objective values so far
         self._best: dict[str, float] = {}
         self._bar: Progress | None = None
         self._lock = threading.Lock()
@@ -88,12 +88,11 @@ class TrialProgress(Callback):
         values = [record.metrics[o.metric] for o in objectives]
         for o, v in zip(objectives, values):
             best = self._best.get(o.metric)
-            if best is None or (v > best if o.direction == "maximize" else v < best):
+            if best is None or _pareto.better(v, best, o.direction):
                 self._best[o.metric] = v
-        loss = _pareto.to_losses([values], [o.direction for o in objectives])[0]
-        if any(_pareto.dominates(f, loss) for f in self._front):  # the rule of Result's front: equal points stay
-            return
-        self._front = [f for f in self._front if not _pareto.dominates(loss, f)] + [loss]
+        self._feasible.append(values)
+        front = _pareto.front_of(self._feasible, [o.direction for o in objectives], [True] * len(self._feasible))
+        self._feasible = [v for v, on in zip(self._feasible, front) if on]  # the front so far: Result's rule
 
     # -------------------------------------------------------------- text
     @property
@@ -103,7 +102,7 @@ class TrialProgress(Callback):
     def status(self) -> str:
         best = ", ".join(f"{k} {v:.4g}" for k, v in self._best.items()) or "no feasible trial yet"
         return (
-            f"done {self.done}{'/' + str(self.total) if self.total else ''} | front {len(self._front)} | "
+            f"done {self.done}{'/' + str(self.total) if self.total else ''} | front {len(self._feasible)} | "
             f"infeasible {self.infeasible} | pruned {self.counts.get('PRUNED', 0)} | "
             f"failed {self.counts.get('FAIL', 0)} | best feasible: {best}"
         ) + ("" if not self.worker_states else " | workers: " + ", ".join(

@@ -95,7 +95,7 @@ def _normalised(candidates: Sequence[Candidate], objectives: Sequence[Any]) -> n
 
 
 def _best(indices: Sequence[int], candidates: Sequence[Candidate], metric: str, direction: str) -> int:
-    sign = -1.0 if direction == "maximize" else 1.0
+    sign = _pareto.signs([direction])[0]
     return min(indices, key=lambda i: (sign * candidates[i].values[metric], candidates[i].number))
 
 
@@ -244,7 +244,7 @@ class BestWithin(Rule):
         if lacking:
             raise SpecError(f"best_within: not every candidate has a value of {lacking}")
         keep = [i for i, c in enumerate(candidates)
-                if all(k.violation(c.values[k.metric]) <= -self._margin(k.metric) for k in constraints)]
+                if all(k.kept_with_margin(c.values[k.metric], self._margin(k.metric)) for k in constraints)]
         if not keep:
             raise SpecError(f"best_within: no candidate keeps every constraint with the margin {self.margin}")
         chosen = _best(keep, candidates, self.metric, direction)
