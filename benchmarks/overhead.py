@@ -13,7 +13,8 @@ records, and the progress callback (silent). ``measure_by_group`` is off so
 that no model is evaluated; the cost of the default per-group fairness
 measurement on a small task is reported separately.
 
-Each arm runs ``--repeats`` times, interleaved; per-trial times are medians.
+Each arm runs ``--repeats`` times, interleaved; per-trial times are medians. The storage round trips
+per trial (database sessions Optuna's RDB storage opens) are counted on one more SQLite run of each arm.
 
     python benchmarks/overhead.py --trials 500 --repeats 3 > benchmarks/results/overhead.json
 """
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -98,6 +100,30 @@ def run_motune(storage, n_trials: int, seed: int, task: mt.Task, name: str) -> f
     return (time.perf_counter() - began) / n_trials
 
 
+def sessions_per_trial(run: Any, n_trials: int = 100) -> float:
+    """Database sessions (transactions) per trial of ``run(n_trials)``: Optuna's RDB storage opens one per
+    storage call that reaches the database."""
+    import contextlib
+
+    from optuna.storages._rdb import storage as rdb
+
+    count = {"sessions": 0}
+    original = rdb._create_scoped_session
+
+    @contextlib.contextmanager
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        count["sessions"] += 1
+        with original(*args, **kwargs) as session:
+            yield session
+
+    rdb._create_scoped_session = counted
+    try:
+        run(n_trials)
+    finally:
+        rdb._create_scoped_session = original
+    return count["sessions"] / n_trials
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=500)
@@ -131,6 +157,13 @@ def main() -> None:
     by_group_ms = (time.perf_counter() - began) / 50 * 1000
 
     ms = {k: statistics.median(v) * 1000 for k, v in per_trial.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        round_trips = {
+            "bare_sqlite_same_storage": sessions_per_trial(lambda n: run_bare(open_storage(
+                f"sqlite:///{Path(tmp) / 'count-bare.db'}"), n, 0)),
+            "motune_sqlite": sessions_per_trial(lambda n: run_motune(f"sqlite:///{Path(tmp) / 'count.db'}", n, 0, task,
+                                                                     "count")),
+        }
     result = {
         "overhead_ms_per_trial_inmemory": ms["motune_inmemory"] - ms["bare_inmemory"],
         "overhead_ms_per_trial_sqlite": ms["motune_sqlite"] - ms["bare_sqlite"],
@@ -142,6 +175,7 @@ def main() -> None:
             "on a storage opened exactly as motune opens it: that difference is motune's own code and records."
         ),
         "ms_per_trial": ms,
+        "storage_round_trips_per_trial": round_trips,
         "ms_per_trial_all_repeats": {k: [round(x * 1000, 4) for x in v] for k, v in per_trial.items()},
         "by_group_measurement_ms_per_trial": by_group_ms,
         "by_group_task_rows_valid": len(task.y_valid),

@@ -28,7 +28,6 @@ epochs 1..27, the one training loop every arm runs.
 
 from __future__ import annotations
 
-import runpy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -67,7 +66,9 @@ _SHIPPED = ROOT / "studies" / "adult_mlp_pruned.py"
 
 @lru_cache(maxsize=1)
 def _shipped() -> dict[str, Any]:
-    return runpy.run_path(str(_SHIPPED), run_name="motune_benchmark")
+    from motune.studyfile import load
+
+    return vars(load(_SHIPPED))
 
 
 def _adult_syne_space() -> dict[str, Any]:

@@ -173,6 +173,30 @@ def front_of(values: Sequence[Sequence[float] | None], directions: Sequence[str]
     return out
 
 
+def joins_front(values: Sequence[float], directions: Sequence[str], others: Sequence[Sequence[float]],
+                others_feasible: Sequence[bool]) -> bool:
+    """Whether a feasible trial with ``values`` is on the front of itself and ``others`` (:func:`front_of`'s
+    rule for one row: no feasible other with every value dominates it), in one pass."""
+    point = to_losses([values], directions)[0]
+    rows = [o for o, f in zip(others, others_feasible) if f and o is not None and all(np.isfinite(x) for x in o)]
+    if not rows:
+        return True
+    losses = to_losses(rows, directions)
+    return not bool(np.any(np.all(losses <= point, axis=1) & np.any(losses < point, axis=1)))
+
+
+def add_to_front(front: list[Sequence[float]], values: Sequence[float], directions: Sequence[str]
+                 ) -> list[Sequence[float]]:
+    """The front (:func:`front_of`'s rule) of the feasible rows ``front`` already is plus one more feasible
+    row ``values``: kept incrementally, as a progress line does."""
+    if front and not joins_front(values, directions, front, [True] * len(front)):
+        return front
+    point = to_losses([values], directions)[0]
+    losses = to_losses(front, directions) if front else np.zeros((0, len(point)))
+    dominated = np.all(point <= losses, axis=1) & np.any(point < losses, axis=1) if len(losses) else []
+    return [f for f, gone in zip(front, dominated) if not gone] + [values]
+
+
 # ------------------------------------------------------------------ hypervolume
 
 _USE_OPTUNA_HYPERVOLUME = True  # tests switch this off to run the fallback
@@ -254,7 +278,9 @@ __all__ = [
     "dominates",
     "from_losses",
     "better",
+    "add_to_front",
     "front_of",
+    "joins_front",
     "hypervolume",
     "hypervolume_gain",
     "non_domination_rank",

@@ -407,6 +407,16 @@ def versioned_name(name: str, version: int) -> str:
     return name if version == 1 else f"{name}@v{int(version)}"
 
 
+# ---------------------------------------------------------------- writing study-level records
+
+def store_study_attrs(study: Any, attrs: Mapping[str, Any]) -> None:
+    """Write study-level records (this module's ``*_attrs`` writers: confirmations, decisions, checks, removed
+    models) to a study (anything with ``set_user_attr``, an ``optuna.Study``); read them back with a fresh
+    snapshot (``Result.refresh``)."""
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+
+
 # ---------------------------------------------------------------- JSON
 
 def jsonable(value: Any) -> Any:

@@ -22,12 +22,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from motune import _schema
 from motune.errors import MotuneError, OutputError, SpecError, StudyFileError
 from motune.run import load_study, open_storage
 from motune.run.optimize import check_run_arguments
 from motune.run.pool import apply_threads, plan_workers, run_pool, worker_loop
 from motune.run.storage import redact_text, storage_name
-from motune.spec import Study, studies_in_file
+from motune.spec import Study
+from motune.studyfile import studies_in_file
 
 app = typer.Typer(
     help="motune: multi-objective hyperparameter tuning with constraints.",
@@ -273,7 +275,7 @@ def studies(storage: Optional[str] = typer.Option(None, "--storage", help=STORAG
     for column in ("name", "trials", "objectives", "motune", "follows"):
         table.add_column(column)
     for s in summaries:
-        attrs = s.user_attrs.get("motune")
+        attrs = _schema.read_study_record(s.user_attrs)
         if attrs:
             objectives = ", ".join(f"{o['direction']} {o['metric']}" for o in attrs["objectives"])
         else:

@@ -39,6 +39,7 @@ from typing import Any
 from motune import _schema
 from motune.errors import SpecError
 from motune.metrics.intervals import bootstrap_intervals
+from motune.metrics.latency import LatencyOptions
 from motune.metrics.registry import group_for, measure
 from motune.metrics.timing import wait_for_quiet
 from motune.results import Result
@@ -98,7 +99,7 @@ def confirm(
         confirmation = confirm_one(result, record, model, task, names, options, n_boot=n_boot, confidence=confidence,
                                    seed=seed, latency_min_count=latency_min_count,
                                    latency_min_time_s=latency_min_time_s, others_running=bool(running), quiet=quiet)
-        result.set_study_attrs(_schema.confirmation_attrs(number, confirmation))
+        _schema.store_study_attrs(result.study, _schema.confirmation_attrs(number, confirmation))
     return result.refresh()
 
 
@@ -110,12 +111,9 @@ def confirm_one(result: Result, record: Any, model: Any, task: Any, names: Seque
     quiet = {"quiet_cpus": 0.5, "quiet_wait_s": 60.0, "retime_s": 30.0, **(quiet or {})}
     timed = [n for n in names if group_for(n).key == "latency"]
     options = dict(options)
-    if timed:
-        latency = dict(options.get("latency", {}))
-        latency["min_count"] = max(latency_min_count, latency.get("min_count", 0))
-        latency["min_time_s"] = max(latency_min_time_s, latency.get("min_time_s", 0.0))
-        latency["max_time_s"] = max(latency.get("max_time_s", 10.0), 3 * latency["min_time_s"])
-        options["latency"] = latency
+    if timed:  # the study's latency options, with more calls
+        options["latency"] = LatencyOptions.of(options.get("latency")).at_least(
+            min_count=latency_min_count, min_time_s=latency_min_time_s).to_dict()
     measured = measure(model, task, [n for n in names if n not in timed], options=options, split="test")
     waited = None
     if timed:

@@ -37,6 +37,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from motune import devices
+
 TIMING_MODES = ("per-device", "exclusive")
 _mode: contextvars.ContextVar[str] = contextvars.ContextVar("motune_timing_mode", default="per-device")
 _HELD: list[Any] = []  # the shared training locks this process holds (its trials in train)
@@ -61,11 +63,11 @@ def lock_folder() -> Path:
 def device_key(device: str) -> str:
     """The physical device a torch device string names: ``cpu-<host>`` or ``gpu-<UUID>``."""
     device = str(device)
-    if not device.startswith("cuda"):
+    if not devices.is_cuda(device):
         return f"cpu-{platform.node()}"
     torch = sys.modules.get("torch")
     try:
-        index = int(device.split(":")[1]) if ":" in device else torch.cuda.current_device()
+        index = devices.cuda_index(device, torch.cuda)
         uuid = str(getattr(torch.cuda.get_device_properties(index), "uuid", "") or "")
         if uuid:
             return f"gpu-{uuid}"

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from motune import _pareto, _schema
-from motune.errors import ArtifactError, SelectionError, SpecError
+from motune.errors import ArtifactError, SelectionError
 from motune.spec import Constraint, Objective
 
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
@@ -237,34 +237,10 @@ class Result:
 
     def task(self) -> Any:
         """The study's task (its data): from the study definition when known, else from the study file its
-        record names (``source_file``), checked against the stored data fingerprint."""
-        if self.spec is not None:
-            return self.spec.task
-        from motune.spec import studies_in_file
+        record names (:func:`motune.studyfile.task_of`)."""
+        from motune.studyfile import task_of
 
-        source = self.info.get("source_file")
-        if not source:
-            raise SpecError(f"study {self.name!r} does not record the file that defines it; pass its task "
-                            "(task=...), or the study file (--study-file FILE)")
-        defined = studies_in_file(source)
-        found = [s for s in defined if s.name == self.name]
-        if found:
-            self.spec = found[0]
-            return self.spec.task
-        family = self.info.get("family", self.name)  # the file moved on to another version of the study
-        expected = self.info.get("data_fingerprint")
-        same_data = [s for s in defined if s.family == family and expected
-                     and getattr(s.task, "fingerprint", None) == expected]
-        if same_data:
-            return same_data[0].task
-        raise SpecError(f"{source} (the file recorded for study {self.name!r}) no longer defines it, nor another "
-                        "version of it on the same data; pass its task, or the study file (--study-file FILE)")
-
-    def set_study_attrs(self, attrs: dict[str, Any]) -> None:
-        """Store study-level records (confirmations, decisions, removed models) written by the rooms above
-        (keys and formats in :mod:`motune._schema`); call :meth:`refresh` to read them back."""
-        for key, value in attrs.items():
-            self.study.set_user_attr(key, value)
+        return task_of(self)
 
     def forecast_calibration(self) -> Any:
         """How well the pruning policy's stored forecasts covered the completed trials' final values

@@ -14,9 +14,7 @@ import inspect
 import json
 import math
 import re
-import runpy
 import sys
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +22,7 @@ from typing import Any, Literal
 
 from motune import _schema
 from motune import metrics as _metrics  # noqa: F401  (registers the built-in metrics)
-from motune.errors import MotuneError, SpecError, SpecTypeError, StudyFileError, UnknownMetricError
+from motune.errors import SpecError, SpecTypeError, UnknownMetricError
 from motune.locks import TIMING_MODES
 from motune.metrics.registry import group_for, groups_for
 from motune.task import SPLITS, Task, TextTask
@@ -328,39 +326,6 @@ class Study:
         result = load_study(self.name, storage=self.storage, artifact_store=self.artifact_store)
         result.spec = self
         return result
-
-
-def studies_in_file(path: str | Path) -> list[Study]:
-    """The :class:`motune.Study` objects a study file defines at module level.
-
-    The file's folder is on ``sys.path`` while it runs, as with ``python FILE``,
-    so it can import modules beside it. A file that is missing, does not parse, or raises
-    while it runs is a :class:`~motune.errors.StudyFileError` naming the file and line.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise StudyFileError(f"study file {str(path)!r} not found")
-    folder = str(path.resolve().parent)
-    sys.path.insert(0, folder)
-    try:
-        namespace = runpy.run_path(str(path), run_name="__motune_study__")
-    except SyntaxError as e:
-        raise StudyFileError(f"{e.filename or path}, line {e.lineno}: {type(e).__name__}: {e.msg}") from None
-    except ImportError as e:
-        raise StudyFileError(f"{path}{_user_line(e, folder)} could not import {e.name or 'a module'}: {e}") from None
-    except MotuneError as e:
-        raise StudyFileError(f"{path}{_user_line(e, folder)}: {e}") from None
-    except Exception as e:
-        raise StudyFileError(f"{path}{_user_line(e, folder)} raised {type(e).__name__}: {e}") from None
-    finally:
-        sys.path.remove(folder)
-    return [v for v in namespace.values() if isinstance(v, Study)]
-
-
-def _user_line(error: BaseException, folder: str) -> str:
-    """``, line N`` of the deepest frame in the study file's folder (where the user's code raised)."""
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename.startswith(folder)]
-    return f" (line {frames[-1].lineno} of {Path(frames[-1].filename).name})" if frames else ""
 
 
 def _caller_file() -> str | None:

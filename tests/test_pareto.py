@@ -109,3 +109,23 @@ def test_the_one_front_of_trials_leaves_out_infeasible_and_incomplete_rows_and_k
     feasible = [True, True, True, True, True, False, True]
     assert front_of(values, ["maximize", "minimize"], feasible) == [True, True, True, False, False, False, False]
     assert front_of([], ["maximize"], []) == []
+
+
+def test_joining_and_growing_the_front_follow_the_one_front_rule():
+    from motune._pareto import add_to_front, front_of, joins_front
+
+    rng = np.random.default_rng(3)
+    directions = ["maximize", "minimize", "minimize"]
+    for _ in range(30):
+        rows = [list(r) for r in rng.integers(0, 4, size=(25, 3)).astype(float)]  # ties on purpose
+        feasible = list(rng.random(25) < 0.7)
+        full = front_of(rows, directions, feasible)
+        for i in range(len(rows)):
+            if feasible[i]:
+                others = rows[:i] + rows[i + 1:]
+                assert joins_front(rows[i], directions, others, feasible[:i] + feasible[i + 1:]) == full[i]
+        grown = []
+        for row, ok in zip(rows, feasible):
+            if ok:
+                grown = add_to_front(grown, row, directions)
+        assert sorted(map(tuple, grown)) == sorted(tuple(r) for r, on in zip(rows, full) if on)

@@ -9,11 +9,11 @@ import motune
 
 ROOT = Path(motune.__file__).parent
 FLOORS = {  # room -> floor (see the closing note of issue 9 for how this differs from DESIGN.md)
-    "errors": 0, "_schema": 0, "_pareto": 0, "locks": 0,
+    "errors": 0, "_schema": 0, "_pareto": 0, "devices": 0.5, "locks": 1,
     "task": 1, "provenance": 1, "pruning": 1, "training": 3, "dashboard": 1,
     "models": 2, "data": 2,
     "metrics": 3,
-    "spec": 4,
+    "spec": 4, "studyfile": 4.5,
     "results": 5,
     "selection": 6,
     "run": 7,

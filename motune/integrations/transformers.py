@@ -174,20 +174,13 @@ class MultiObjectiveSearch:
         values = self._values(metrics)
         trial = self._trial
         if trial is not None and hasattr(trial, "set_constraint"):
-            from motune import _schema
-            from motune.run import _optuna_compat as compat
+            from motune.run import record_values
 
-            for c in self.constraints:  # every evaluation: the last one's values stand (set_constraint keeps
-                # the first value of a key), as the objectives' values do
-                compat.set_system_attr(trial, _schema.constraint_key(c.key), c.violation(values[c.metric]))
-
-            for key, value in _schema.outcome_attrs(values=values, details={}, timing={}, provenance={}).items():
-                if key in (_schema.METRICS_ATTR,) or key.startswith(_schema.FLAT_METRIC_PREFIX):
-                    trial.set_user_attr(key, value)
+            record_values(trial, values, self.constraints)  # every evaluation: the last one's values stand
         return [values[o.metric] for o in self.objectives]
 
     def _on_evaluate(self, state: Any, control: Any, metrics: dict[str, float]) -> None:
-        from motune.run.context import store_and_decide
+        from motune.run import report_step
 
         trial = self._trial
         if trial is None or not hasattr(trial, "study"):
@@ -199,7 +192,7 @@ class MultiObjectiveSearch:
         last = self.max_step  # else this trial's own end: its Trainer knows it (batch size may be searched)
         if last is None:
             last = int(state.max_steps) if self.step == "global_step" else math.ceil(self.trainer.args.num_train_epochs)
-        decision = store_and_decide(trial, step, values, self._history, policy=self.policy,
+        decision = report_step(trial, step, values, self._history, policy=self.policy,
                                     objectives=self.objectives, constraints=self.constraints, max_step=last)
         self._history.append((step, values))
         if decision is not None:

@@ -26,6 +26,8 @@ import statistics
 import threading
 from typing import Any
 
+from motune import devices
+
 
 def _cuda(cuda: Any) -> Any:
     if cuda is None:
@@ -36,8 +38,7 @@ def _cuda(cuda: Any) -> Any:
 
 
 def _index(device: str, cuda: Any) -> int:
-    device = str(device)
-    return int(device.split(":")[1]) if ":" in device else cuda.current_device()
+    return devices.cuda_index(device, cuda)
 
 
 def gpu_identity(device: str, *, cuda: Any = None) -> dict[str, Any]:

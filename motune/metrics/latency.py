@@ -68,14 +68,16 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 
-from motune import provenance
+from motune import devices, provenance
 from motune.errors import MetricError, SpecError
 from motune.locks import timing_lock
 from motune.metrics import settings as torch_settings
+from motune.metrics import timing
 from motune.metrics.gpu import GpuSampler, gpu_facts, gpu_state
 from motune.metrics.registry import Measurement, register_metric
 from motune.metrics.timing import (
@@ -115,41 +117,89 @@ WINDOWS = {
     "predict": "model.predict on host rows to host predictions (wall clock)",
 }
 
-__all__ = ["CpuTimer", "CudaTimer", "LatencyStats", "SyncTimer", "Timer", "fixed_threads", "gpu_state", "latency",
-           "median_ci", "quantile_ci", "time_calls", "timer_for"]
+__all__ = ["CpuTimer", "CudaTimer", "LatencyOptions", "LatencyStats", "SyncTimer", "Timer", "fixed_threads", "gpu_state",
+           "latency", "median_ci", "quantile_ci", "time_calls", "timer_for"]
 
 
 def timer_for(device: str, *, cuda: Any = None) -> Timer:
     """A CUDA event timer for a ``cuda`` device, the CPU clock for anything else."""
-    return CudaTimer(device, cuda=cuda) if str(device).startswith("cuda") else CpuTimer(str(device))
+    return CudaTimer(device, cuda=cuda) if devices.is_cuda(device) else CpuTimer(str(device))
 
 
-def check_latency_options(*, batch_size: int = 256, warmup: int = 5, warmup_s: float = 0.1, min_count: int = 72,
-                          batch_min_count: int = 36, min_time_s: float = 0.2, max_time_s: float = 10.0, device: Any = None,
-                          threads: int | None = None, max_ci_width: float = DEFAULT_MAX_CI_WIDTH,
-                          mode: str = "device", n_inputs: int = 32, seed: int = 0,
-                          throughput_s: float = 0.3, reference: bool = True) -> None:
-    """Raise :class:`~motune.errors.SpecError` for option values :func:`latency` cannot use."""
-    if batch_size < 1 or warmup < 0 or warmup_s < 0 or min_count < 1 or batch_min_count < 1 or min_time_s < 0 \
-            or max_time_s <= 0:
-        raise SpecError(
-            "need batch_size >= 1, warmup >= 0, warmup_s >= 0, min_count >= 1, batch_min_count >= 1, min_time_s >= 0 "
-            f"and max_time_s > 0; got batch_size={batch_size}, warmup={warmup}, warmup_s={warmup_s}, "
-            f"min_count={min_count}, batch_min_count={batch_min_count}, "
-            f"min_time_s={min_time_s}, max_time_s={max_time_s}"
-        )
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise SpecError(f"threads must be a positive int or None, got {threads!r}")
-    if isinstance(max_ci_width, bool) or not isinstance(max_ci_width, (int, float)) or not max_ci_width > 0:
-        raise SpecError(f"max_ci_width must be a positive fraction of the median, got {max_ci_width!r}")
-    if mode not in MODES:
-        raise SpecError(f"mode must be one of {list(MODES)}, got {mode!r}")
-    if isinstance(n_inputs, bool) or not isinstance(n_inputs, int) or n_inputs < 1:
-        raise SpecError(f"n_inputs must be a positive int (the rows timed calls cycle through), got {n_inputs!r}")
-    if not throughput_s >= 0:
-        raise SpecError(f"throughput_s must be >= 0 (0: no throughput run), got {throughput_s!r}")
-    if not isinstance(reference, bool):
-        raise SpecError(f"reference must be True or False (time a fixed kernel beside the calls), got {reference!r}")
+@dataclass(frozen=True)
+class LatencyOptions:
+    """Every option of a latency run and its default, checked when made: the one place the metric
+    (``metric_options={"latency": {...}}``), the timed loop and confirmation take them from. Field
+    meanings are in the module docstring; ``min_count`` / ``min_time_s`` are the batch-1 run's (the batch
+    run needs ``batch_min_count`` calls)."""
+
+    mode: str = "device"
+    batch_size: int = 256
+    warmup: int = timing.WARMUP
+    warmup_s: float = 0.1
+    min_count: int = timing.MIN_COUNT
+    batch_min_count: int = 36
+    min_time_s: float = timing.MIN_TIME_S
+    max_time_s: float = timing.MAX_TIME_S
+    device: Any = None
+    threads: int | None = None
+    max_ci_width: float = DEFAULT_MAX_CI_WIDTH
+    n_inputs: int = 32
+    seed: int = 0
+    throughput_s: float = 0.3
+    reference: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.warmup < 0 or self.warmup_s < 0 or self.min_count < 1 \
+                or self.batch_min_count < 1 or self.min_time_s < 0 or self.max_time_s <= 0:
+            raise SpecError(
+                "need batch_size >= 1, warmup >= 0, warmup_s >= 0, min_count >= 1, batch_min_count >= 1, "
+                f"min_time_s >= 0 and max_time_s > 0; got batch_size={self.batch_size}, warmup={self.warmup}, "
+                f"warmup_s={self.warmup_s}, min_count={self.min_count}, batch_min_count={self.batch_min_count}, "
+                f"min_time_s={self.min_time_s}, max_time_s={self.max_time_s}"
+            )
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise SpecError(f"threads must be a positive int or None, got {self.threads!r}")
+        if isinstance(self.max_ci_width, bool) or not isinstance(self.max_ci_width, (int, float)) \
+                or not self.max_ci_width > 0:
+            raise SpecError(f"max_ci_width must be a positive fraction of the median, got {self.max_ci_width!r}")
+        if self.mode not in MODES:
+            raise SpecError(f"mode must be one of {list(MODES)}, got {self.mode!r}")
+        if isinstance(self.n_inputs, bool) or not isinstance(self.n_inputs, int) or self.n_inputs < 1:
+            raise SpecError(f"n_inputs must be a positive int (the rows timed calls cycle through), got "
+                            f"{self.n_inputs!r}")
+        if not self.throughput_s >= 0:
+            raise SpecError(f"throughput_s must be >= 0 (0: no throughput run), got {self.throughput_s!r}")
+        if not isinstance(self.reference, bool):
+            raise SpecError(f"reference must be True or False (time a fixed kernel beside the calls), got "
+                            f"{self.reference!r}")
+
+    @classmethod
+    def of(cls, options: Any = None) -> LatencyOptions:
+        """Options from a dict (a study's ``metric_options["latency"]``); an unknown name is a
+        :class:`~motune.errors.SpecError` naming the ones there are."""
+        if isinstance(options, LatencyOptions):
+            return options
+        options = dict(options or {})
+        unknown = sorted(set(options) - {f.name for f in fields(cls)})
+        if unknown:
+            raise SpecError(f"unknown latency option(s) {unknown}; the options are {[f.name for f in fields(cls)]}")
+        return cls(**options)
+
+    def at_least(self, *, min_count: int, min_time_s: float) -> LatencyOptions:
+        """These options with at least ``min_count`` calls and ``min_time_s`` seconds (and room for them)."""
+        time_s = max(self.min_time_s, min_time_s)
+        return replace(self, min_count=max(self.min_count, min_count), min_time_s=time_s,
+                       max_time_s=max(self.max_time_s, 3 * time_s))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_latency_options(**options: Any) -> None:
+    """Raise :class:`~motune.errors.SpecError` for options :func:`latency` cannot use (:class:`LatencyOptions`)."""
+    LatencyOptions.of(options)
 
 
 def _check_device(model: Any, device: Any) -> str:
@@ -162,7 +212,7 @@ def _check_device(model: Any, device: Any) -> str:
     torch = sys.modules.get("torch")
     placed = torch is not None and (isinstance(model, torch.nn.Module) or isinstance(getattr(model, "module", None),
                                                                                     torch.nn.Module))
-    same = asked == actual or (asked == "cuda" and actual == "cuda:0") or (asked == "cuda:0" and actual == "cuda")
+    same = devices.same(asked, actual)
     if placed and not same:
         raise SpecError(f"latency device={asked!r}, but the model is on {actual!r}: move the model, "
                         "or leave device unset to time it where it is")
@@ -195,7 +245,7 @@ class _Calls:
             self.batch = lambda: model.predict(batch_rows)
             self.timed, self.shapes = "predict", {"rows": [1, int(X.shape[1])]}
             return
-        cuda = model.device.startswith("cuda")
+        cuda = devices.is_cuda(model.device)
         if mode == "device":
             inputs = [model.inputs(X.iloc[[i]]) for i in rows]
             batch = model.inputs(batch_rows)
@@ -215,7 +265,7 @@ class _Calls:
 
 
 def _timer(model: Any, device: str, mode: str, calls: _Calls) -> Timer:
-    if not str(device).startswith("cuda"):
+    if not devices.is_cuda(device):
         return CpuTimer(device)
     if not calls.torch:
         sync = getattr(model, "synchronize", None)
@@ -263,33 +313,13 @@ def timed_call(model: Any, X: Any) -> tuple[Callable[[], Any], str]:
 
 
 @register_metric(LATENCY_METRICS, key="latency", validate=check_latency_options, static=True)
-def latency(
-    model: Any,
-    task: Any,
-    *,
-    split: str = "valid",
-    mode: str = "device",
-    batch_size: int = 256,
-    warmup: int = 5,
-    warmup_s: float = 0.1,
-    min_count: int = 72,
-    batch_min_count: int = 36,
-    min_time_s: float = 0.2,
-    max_time_s: float = 10.0,
-    device: Any = None,
-    threads: int | None = None,
-    max_ci_width: float = DEFAULT_MAX_CI_WIDTH,
-    n_inputs: int = 32,
-    seed: int = 0,
-    throughput_s: float = 0.3,
-    reference: bool = True,
-    asked: list[str] | None = None,
-) -> Measurement:
-    """Latency percentiles at batch size 1 and at ``batch_size``, and throughput (see the module docstring)."""
-    check_latency_options(batch_size=batch_size, warmup=warmup, warmup_s=warmup_s, min_count=min_count,
-                          batch_min_count=batch_min_count, min_time_s=min_time_s, max_time_s=max_time_s,
-                          device=device, threads=threads, max_ci_width=max_ci_width, mode=mode, n_inputs=n_inputs,
-                          seed=seed, throughput_s=throughput_s, reference=reference)
+def latency(model: Any, task: Any, *, split: str = "valid", asked: list[str] | None = None, **options: Any
+            ) -> Measurement:
+    """Latency percentiles at batch size 1 and at ``batch_size``, and throughput (see the module docstring);
+    ``options``: :class:`LatencyOptions`."""
+    o = LatencyOptions.of(options)
+    mode, batch_size, device, threads = o.mode, o.batch_size, o.device, o.threads
+    min_count, batch_min_count, max_time_s, seed = o.min_count, o.batch_min_count, o.max_time_s, o.seed
     raw = unwrap(model)
     device = _check_device(raw, device)
     X = task.split(split)[0]
@@ -300,14 +330,14 @@ def latency(
                                if run == "batch_1" and name in asked])
     batch_count = max([batch_min_count] + [required_count(q) for name, (run, q) in PERCENTILES.items()
                                            if run == "batch" and name in asked])
-    rows = _rows(X, n_inputs, seed)
+    rows = _rows(X, o.n_inputs, seed)
     calls = _Calls(raw, X, rows, batch_size, mode)
     timer = _timer(raw, device, mode, calls)
     batch_rows = min(batch_size, len(X))
-    kernel = Reference(device=device) if reference and (not str(device).startswith("cuda") or calls.torch) else None
-    options = dict(warmup=warmup, warmup_s=warmup_s, min_count=count, min_time_s=min_time_s, max_time_s=max_time_s,
-                   reference=kernel)
-    cuda = str(device).startswith("cuda")
+    kernel = Reference(device=device) if o.reference and (not devices.is_cuda(device) or calls.torch) else None
+    options = dict(warmup=o.warmup, warmup_s=o.warmup_s, min_count=count, min_time_s=o.min_time_s,
+                   max_time_s=max_time_s, reference=kernel)
+    cuda = devices.is_cuda(device)
     torch = sys.modules.get("torch") if cuda and calls.torch else None  # peak memory: torch's allocator
     with timing_lock(device) as lock:
         settings_before = torch_settings.torch_settings()
@@ -319,8 +349,8 @@ def latency(
                 (GpuSampler(device) if cuda else contextlib.nullcontext()) as sampler:
             one = time_calls(calls.single, timer=timer, batch_size=1, **options)
             many = time_calls(calls.batch, timer=timer, batch_size=batch_rows, **{**options, "min_count": batch_count})
-            flow = throughput(calls.batch, timer=timer, rows=batch_rows, min_time_s=throughput_s) \
-                if throughput_s > 0 else None
+            flow = throughput(calls.batch, timer=timer, rows=batch_rows, min_time_s=o.throughput_s) \
+                if o.throughput_s > 0 else None
             threads_seen = thread_counts()
         load_after = load_average()
         settings_after = torch_settings.torch_settings()
@@ -341,7 +371,7 @@ def latency(
                               "(metric_options latency) or ask for a lower percentile")
         values[name] = float("nan")  # not read from too few samples; the run's statistics keep what was seen
         not_computed[name] = why
-    flags = wide_intervals({"batch_1": one, "batch": many}, max_ci_width)
+    flags = wide_intervals({"batch_1": one, "batch": many}, o.max_ci_width)
     if settings_after != settings_before:  # another thread of this process changed them meanwhile
         changed = sorted(k for k in {*(settings_before or {}), *(settings_after or {})}
                          if (settings_before or {}).get(k) != (settings_after or {}).get(k))

@@ -43,10 +43,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from motune import devices
 from motune.errors import SpecError
 
 CONFIDENCE = 0.95
 DEFAULT_THREADS = 1  # CPU threads a latency run uses unless the study says otherwise
+# a timed run's defaults (motune.metrics.latency.LatencyOptions takes them from here): 72 calls, the fewest
+# whose p95 interval lies inside the samples (required_count(0.95)), for at least 0.2 s, at most 10 s
+WARMUP = 5
+MIN_COUNT = 72
+MIN_TIME_S = 0.2
+MAX_TIME_S = 10.0
 
 
 class Timer(Protocol):
@@ -179,7 +186,7 @@ class Reference:
 
     def __init__(self, *, device: str = "cpu", size: int = 48, units: int = 1) -> None:
         self.device, self.size, self.units = device, size, max(1, int(units))
-        if str(device).startswith("cuda"):
+        if devices.is_cuda(device):
             import torch
 
             a = torch.ones((size, size), dtype=torch.float32, device=device) / size
@@ -213,11 +220,11 @@ def time_calls(
     *,
     timer: Timer,
     batch_size: int,
-    warmup: int = 5,
+    warmup: int = WARMUP,
     warmup_s: float = 0.0,
-    min_count: int = 30,
-    min_time_s: float = 0.2,
-    max_time_s: float = 10.0,
+    min_count: int = MIN_COUNT,
+    min_time_s: float = MIN_TIME_S,
+    max_time_s: float = MAX_TIME_S,
     reference: Reference | None = None,
 ) -> LatencyStats:
     """Warm up (``warmup`` calls and ``warmup_s`` seconds), then time until ``min_count`` calls and

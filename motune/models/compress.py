@@ -21,6 +21,7 @@ import copy
 import warnings
 from typing import Any
 
+from motune import devices
 from motune.errors import SpecError, SpecTypeError
 from motune.models import device_of
 
@@ -86,6 +87,6 @@ def cast(module: Any, precision: str) -> Any:
     if precision not in PRECISIONS:
         raise SpecError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     device = device_of(module)
-    if precision != "float32" and not device.startswith("cuda"):
+    if precision != "float32" and not devices.is_cuda(device):
         raise SpecError(f"{precision} is a GPU serving option; this module is on {device}")
     return module.to(getattr(torch, precision))

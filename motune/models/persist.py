@@ -35,6 +35,7 @@ not tampering.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import io
 import json
@@ -103,7 +104,7 @@ def save_archive(model: Any, path: str | Path) -> dict[str, Any]:
         {"torch": _save_torch, "transformers": _save_transformers, "pickle": _save_pickle}[kind](model, folder)
         manifest = {"format_version": FORMAT_VERSION, "kind": kind,
                     "class": f"{type(model).__module__}.{type(model).__qualname__}",
-                    "packages": _versions(), "files": sorted(p.name for p in folder.iterdir())}
+                    "packages": dict(_versions()), "files": sorted(p.name for p in folder.iterdir())}
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         with tarfile.open(path, "w") as tar:
             for member in sorted(folder.rglob("*")):
@@ -183,6 +184,7 @@ def load_archive(path: str | Path, *, sha256: str, what: str = "the model", devi
     return model
 
 
+@functools.lru_cache(maxsize=1)
 def _versions() -> dict[str, str]:
     out = {"python": sys.version.split()[0]}
     for package in ("motune", "scikit-learn", "torch", "transformers", "safetensors", "joblib"):

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from motune import devices
 from motune.errors import SpecError
 from motune.models import device_of
 
@@ -127,7 +128,7 @@ class TorchClassifier:
             return contextlib.nullcontext()
         import torch
 
-        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        device_type = "cuda" if devices.is_cuda(self.device) else "cpu"
         return torch.autocast(device_type, dtype=getattr(torch, self.autocast))
 
     def predict_proba(self, X: Any) -> np.ndarray:

@@ -369,7 +369,7 @@ def check(
     record = _schema.jsonable(record)  # NaN as null, whether stored or printed
     if store:
         key = _schema.decision_key(now, uuid.uuid4().hex[:8])
-        result.set_study_attrs(_schema.check_attrs(record, key=key))
+        _schema.store_study_attrs(result.study, _schema.check_attrs(record, key=key))
         result.refresh()
         record = next(c for c in result.checks() if c["id"] == key)
     return record

@@ -8,7 +8,8 @@ module                 idea
 ``study``              create or resume a study (spec check), its stored record, ``load_study``
 ``sampling``           the default sampler, seeded per trial number
 ``trial``              one trial: suggest, seed, train, measure, store
-``context``            ``TrialContext`` and ``ctx.report`` (pruning decisions)
+``context``            ``TrialContext`` and ``ctx.report`` (pruning decisions); ``report_step`` and
+                       ``record_values``, the public calls integrations store a trial's values with
 ``callbacks``          the callback protocol (plain records) beside Optuna's callbacks
 ``progress``           progress output, the first motune callback
 ``interrupt``          SIGINT / SIGTERM / ``sys.exit`` in ``train``: no trial left RUNNING
@@ -18,7 +19,7 @@ module                 idea
 """
 
 from motune.run.callbacks import Callback, ReportRecord, StudyStart, TrialStart
-from motune.run.context import TrialContext
+from motune.run.context import TrialContext, record_values, report_step
 from motune.run.optimize import optimize
 from motune.run.storage import DEFAULT_STORAGE, open_storage, redact_url, storage_location
 from motune.run.study import load_study, open_study
@@ -34,6 +35,8 @@ __all__ = [
     "open_storage",
     "open_study",
     "optimize",
+    "record_values",
     "redact_url",
+    "report_step",
     "storage_location",
 ]

@@ -125,9 +125,22 @@ def should_keep(policy: str, trial: optuna.Trial, values: list[float], direction
         return True
     others = [t for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
               if t.number != trial.number and t.values is not None]
-    feasible_others = [_schema.is_feasible(_schema.read_violations(t.system_attrs, constraint_keys), constraint_keys)
-                       for t in others]
-    return _pareto.front_of([list(values), *(t.values for t in others)], directions, [True, *feasible_others])[0]
+    feasible_others = [_feasible(trial.study.study_name, t, tuple(constraint_keys)) for t in others]
+    return _pareto.joins_front(values, directions, [t.values for t in others], feasible_others)
+
+
+_FEASIBLE: dict[tuple, bool] = {}
+
+
+def _feasible(study_name: str, t: Any, keys: tuple[str, ...]) -> bool:
+    """A completed trial's feasibility (the one rule), read once per process: a finished trial never changes."""
+    key = (study_name, t.number, t.datetime_start, keys)
+    found = _FEASIBLE.get(key)
+    if found is None:
+        if len(_FEASIBLE) > 100_000:
+            _FEASIBLE.clear()
+        found = _FEASIBLE[key] = _schema.is_feasible(_schema.read_violations(t.system_attrs, list(keys)), list(keys))
+    return found
 
 
 class _NoPartial:
@@ -185,14 +198,18 @@ def apply_keep_policy(result: Any, store: Any, policy: str) -> list[int]:
         except Exception:  # noqa: BLE001  (already gone: removing again changes nothing)
             pass
         at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        for key, value in _schema.model_removed_attrs(r.number, reason="no longer on the front", at=at).items():
-            result.study.set_user_attr(key, value)
+        _schema.store_study_attrs(result.study, _schema.model_removed_attrs(r.number, reason="no longer on the front",
+                                                                            at=at))
         removed.append(r.number)
     return removed
 
 
 def load_model(result: Any, number: int, *, store: Any = None, device: str | None = None) -> Any:
-    """The model of trial ``number`` of a stored study, after its recorded hash was checked."""
+    """The model of trial ``number`` of a stored study, after its recorded hash was checked (the study's file
+    imported first, so that classes it defines unpickle)."""
+    from motune.studyfile import ensure_importable
+
+    ensure_importable(result)
     with tempfile.TemporaryDirectory(prefix="motune-download-") as tmp:
         path = Path(tmp) / "model.tar"
         model, what = _download(result, number, path, store)

@@ -162,6 +162,21 @@ def store_and_decide(trial: optuna.Trial, step: int, values: dict[str, float],
     return decision
 
 
+def record_values(trial: optuna.Trial, values: dict[str, float], constraints: Any) -> None:
+    """Store an evaluation's values on a running trial the way motune's own trials store them: each
+    constraint's value (``constraints:<key>``, what samplers and the front read) and the metrics record (one
+    write). The public call for integrations that run trials themselves (a Trainer's search): the last
+    call's values stand."""
+    keys = [c.key for c in constraints]
+    system = _schema.constraint_attrs(keys, [c.violation(values[c.metric]) for c in constraints], legacy=False)
+    user = {k: v for k, v in _schema.outcome_attrs(values=values, details={}, timing={}, provenance={}).items()
+            if k == _schema.METRICS_ATTR or k.startswith(_schema.FLAT_METRIC_PREFIX)}
+    compat.write_trial_attrs(trial, user, system)
+
+
+report_step = store_and_decide  # the public name integrations report an intermediate step with
+
+
 def _check_step(ctx: TrialContext, step: Any) -> int:
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         raise SpecError(f"step must be a non-negative integer, got {step!r}")

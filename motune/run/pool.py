@@ -154,7 +154,7 @@ def worker_loop(study_file: str, name: str, changes: dict[str, Any], *, n_trials
     """One worker: load the study from its file, size its thread pools, run trials until its budget
     (``budget()``: take a ticket), ``n_trials`` or ``timeout`` ends."""
     from motune.run.optimize import optimize
-    from motune.spec import studies_in_file
+    from motune.studyfile import studies_in_file
 
     found = [s for s in studies_in_file(study_file) if s.name == name]
     if not found:

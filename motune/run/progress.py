@@ -28,7 +28,7 @@ class TrialProgress(Callback):
         self.console = console or Console(stderr=True)
         self.counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
         self.infeasible = 0
-        self._feasible: list[list[float]] = []  # every feasible trial's objective values so far
+        self._feasible: list[list[float]] = []  # the front so far (Result's rule), objective values
         self._best: dict[str, float] = {}
         self._bar: Progress | None = None
         self._lock = threading.Lock()
@@ -90,9 +90,7 @@ class TrialProgress(Callback):
             best = self._best.get(o.metric)
             if best is None or _pareto.better(v, best, o.direction):
                 self._best[o.metric] = v
-        self._feasible.append(values)
-        front = _pareto.front_of(self._feasible, [o.direction for o in objectives], [True] * len(self._feasible))
-        self._feasible = [v for v, on in zip(self._feasible, front) if on]  # the front so far: Result's rule
+        self._feasible = _pareto.add_to_front(self._feasible, values, [o.direction for o in objectives])
 
     # -------------------------------------------------------------- text
     @property

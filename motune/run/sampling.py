@@ -41,7 +41,6 @@ each constraint twice.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import threading
 from collections.abc import Callable
@@ -52,16 +51,12 @@ from optuna.samplers import BaseSampler
 
 from motune import _schema
 from motune.run import _optuna_compat as compat
-
-
-def trial_seed(seed: int, number: int) -> int:
-    """The seed of trial ``number``'s suggestions in a study seeded with ``seed``."""
-    digest = hashlib.sha256(f"motune:{seed}:{number}".encode()).hexdigest()
-    return int(digest[:8], 16)
+from motune.run.seeding import sampler_seed
 
 
 class TrialSeededSampler(BaseSampler):
-    """Delegates each trial to ``make(trial_seed(seed, trial.number))`` (default: Optuna's TPESampler)."""
+    """Delegates each trial to ``make(sampler_seed(seed, trial.number))`` (default: Optuna's TPESampler;
+    :mod:`motune.run.seeding` says why this seed is not ``ctx.seed``)."""
 
     def __init__(self, seed: int = 0, make: Callable[[int], BaseSampler] | None = None) -> None:
         self.seed = seed
@@ -76,7 +71,7 @@ class TrialSeededSampler(BaseSampler):
         with self._lock:  # Optuna's n_jobs threads share the sampler
             sampler = self._by_trial.get(trial.number)
             if sampler is None:
-                sampler = self._by_trial[trial.number] = self._make(trial_seed(self.seed, trial.number))
+                sampler = self._by_trial[trial.number] = self._make(sampler_seed(self.seed, trial.number))
             return sampler
 
     def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, Any]:

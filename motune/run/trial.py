@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import platform
-import random
 import sys
 import time
 import traceback
@@ -29,7 +28,6 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import optuna
 
 from motune import _schema, locks, provenance
@@ -41,6 +39,7 @@ from motune.run import artifacts
 from motune.run.callbacks import Hooks, TrialStart
 from motune.run.context import TrialContext
 from motune.run.interrupt import Interrupts, TrialInterrupted
+from motune.run.seeding import seed_everything, train_seed
 from motune.spec import Study
 
 
@@ -56,7 +55,7 @@ def run_trial(study: Study, trial: optuna.Trial, hooks: Hooks, control: Interrup
             # which process runs it, first: a pool fails a dead worker's trial by it, even one dead in space()
             compat.write_trial_attrs(trial, _schema.worker_attrs(host=platform.node(), pid=os.getpid()), {})
             params = suggested_params(study, trial)
-            seed = study.seed + trial.number
+            seed = train_seed(study.seed, trial.number)
             seed_everything(seed)
             compat.write_trial_attrs(trial, _schema.params_attrs(params), {})
             device = worker_device()
@@ -153,15 +152,6 @@ def suggested_params(study: Study, trial: optuna.Trial) -> dict[str, Any]:
         raise SpecTypeError(f"space(trial) must return a dict of params or None (to use trial.params), "
                             f"got {type(params).__name__}")
     return dict(trial.params) if params is None else dict(params)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, numpy's and (when loaded) torch's global random generators with ``seed``."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch = sys.modules.get("torch")  # never import torch just to seed it
-    if torch is not None:
-        torch.manual_seed(seed)  # CPU and every CUDA device
 
 
 def _record_failure(trial: optuna.Trial, error: str, traceback_text: str | None = None) -> None:

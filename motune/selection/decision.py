@@ -67,7 +67,7 @@ def decide(choice: Choice, *, rationale: str, decided_by: str, accept_noisy: boo
         flagged={str(n): f for n, f in choice.flagged.items()}, accepted_noisy=bool(choice.flagged),
         latency=choice.latency,
     )
-    result.set_study_attrs(_schema.decision_attrs(decision.to_dict(), key=key))
+    _schema.store_study_attrs(result.study, _schema.decision_attrs(decision.to_dict(), key=key))
     result.refresh()
     dashboard.save_study_note(result.study)  # optuna-dashboard's note names the current decision
     return next(d for d in result.decisions() if d.id == key)
@@ -84,7 +84,7 @@ def make_current(result: Result, number: int, *, why: str, by: str) -> DecisionR
     now = _dt.datetime.now(_dt.timezone.utc)
     record = {"decision": chosen.id, "number": chosen.number, "why": why, "by": by,
               "at": now.isoformat(timespec="seconds")}
-    result.set_study_attrs(_schema.current_attrs(record, key=_schema.decision_key(now, uuid.uuid4().hex[:8])))
+    _schema.store_study_attrs(result.study, _schema.current_attrs(record, key=_schema.decision_key(now, uuid.uuid4().hex[:8])))
     result.refresh()
     dashboard.save_study_note(result.study)
     return next(d for d in result.decisions() if d.number == number)
