@@ -1,9 +1,7 @@
 """The tools people already use, each against the real client: optuna-dashboard's WSGI app and
 Optuna's own API (intermediate values, trials_dataframe, plot_intermediate_values)."""
 
-import io
 import json
-import sys
 from wsgiref.util import setup_testing_defaults
 
 import numpy as np

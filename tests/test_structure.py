@@ -91,3 +91,20 @@ def test_feasibility_the_front_and_directions_are_decided_in_one_room():
             if pattern.search(text):
                 found.append(f"{path.relative_to(ROOT)}: {what}")
     assert not found, found
+
+
+CROSS_CUTTING = {"browser", "faults", "faults_postgres", "notebook", "structure", "studies"}  # several rooms at once
+
+
+def test_the_tests_mirror_the_rooms():
+    """Every test module is named after the room it tests (``test_<room>[_<module>...].py``, a private room
+    without its underscore) or is one of the cross-cutting ones."""
+    rooms = {room.lstrip("_") for room in FLOORS if room != "__init__"}
+    stray = []
+    for path in sorted(Path(__file__).parent.glob("test_*.py")):
+        name = path.stem.removeprefix("test_")
+        if name in CROSS_CUTTING:
+            continue
+        if not any(name == room or name.startswith(f"{room}_") for room in rooms):
+            stray.append(path.name)
+    assert not stray, f"test modules named after no room: {stray}"

@@ -1,7 +1,6 @@
 """Study files imported as modules: a model class defined in the file pickles, so its models are kept,
 confirmed, decided on and exported, and load again in another process."""
 
-import json
 import subprocess
 import sys
 import textwrap

@@ -2,7 +2,7 @@
 
 Each helper has a public fallback that runs when the private path fails in
 any way (an Optuna release that moved a name, changed a table, renamed an
-attribute), not only on ``ImportError``; ``tests/test_optuna_compat.py`` runs
+attribute), not only on ``ImportError``; ``tests/test_run_optuna_compat.py`` runs
 both paths. What is private, and why:
 
 - :func:`trial_id`: the storage id of a ``Trial`` (``_trial_id``), so that

@@ -40,7 +40,6 @@ from motune.results import Result, record_of
 from motune.run import _optuna_compat as compat
 from motune.run.pool import fail_trials_of
 from motune.run.progress import TrialProgress
-from motune.run.storage import storage_location
 
 
 def _ray() -> Any:
@@ -136,17 +135,12 @@ def run_on_ray(study: Any, study_file: str, *, address: str, n_trials: int | Non
     ``"local"`` for a Ray started here); returns the result read back and the signal that stopped it
     (``None``). An address that does not answer within ``connect_timeout_s`` seconds is an error (Ray itself
     would keep retrying for minutes)."""
-    from motune.run import artifacts
+    from motune.run.location import locate
     from motune.run.study import attach_store, open_study
 
     ray = _ray()
-    location = storage_location(study.storage)
-    if not isinstance(location, str) or location.endswith(":memory:"):
-        raise SpecError("--ray needs the study's storage as a URL every node can open (postgresql://...)")
-    if location.startswith("sqlite"):
-        from sqlalchemy.engine import make_url
-
-        location = f"sqlite:///{os.path.abspath(make_url(location).database)}"  # the same file from every worker
+    where = locate(study)
+    location = where.shared_url("--ray workers")  # the same file (SQLite) or server from every worker
     if not ray.is_initialized():
         reachable(address, connect_timeout_s)
         ray.init(address=None if address == "local" else address, **(init_kwargs or {}))
@@ -163,8 +157,8 @@ def run_on_ray(study: Any, study_file: str, *, address: str, n_trials: int | Non
         by_cpu = int(resources.get("CPU", 1) // max(cpus_per_worker, 1e-9))
         workers = max(1, min(x for x in (by_gpu, by_cpu, n_trials) if x is not None))
     changes = {**changes, "storage": location}
-    store = None if study.keep_models == "none" else artifacts.store_for(study.artifact_store, study.storage)
-    ostudy = open_study(study, artifact_store=store)
+    store = where.artifact_store
+    ostudy = open_study(study, where)
     keys = [c.key for c in study.constraints]
     TicketsActor, WorkerActor = _actor_classes(ray)
     tickets = TicketsActor.remote(n_trials)
@@ -256,7 +250,7 @@ def run_on_ray(study: Any, study_file: str, *, address: str, n_trials: int | Non
         compat.RETRY_CREATED.remove(on_retry)
         for s, handler in previous.items():
             signal.signal(s, signal.SIG_DFL if handler is None else handler)
-        result = attach_store(Result(ostudy), study.storage, store)
+        result = attach_store(Result(ostudy), where.named, store)
         result.spec = study
         result.interrupted = stopping[0] if stopping else None
         progress.on_study_end(result)

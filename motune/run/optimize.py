@@ -27,8 +27,8 @@ from motune.run import _optuna_compat as compat
 from motune.run import artifacts
 from motune.run.callbacks import Hooks, StudyStart, split_callbacks
 from motune.run.interrupt import Interrupts, TrialInterrupted
+from motune.run.location import locate
 from motune.run.progress import TrialProgress
-from motune.run.storage import storage_name
 from motune.run.study import attach_store, open_study
 from motune.run.trial import run_trial
 from motune.spec import Study
@@ -65,9 +65,10 @@ def optimize(
     ours, theirs = split_callbacks(callbacks)
     progress = TrialProgress(study, total=n_trials, enabled=True if show_progress is None else show_progress)
     hooks = Hooks([progress, *ours])
-    store = None if study.keep_models == "none" else artifacts.store_for(study.artifact_store, study.storage)
+    where = locate(study)  # storage, heartbeat and artifact store: resolved here, once
+    store = where.artifact_store
     with _quiet_optuna(progress.enabled):
-        ostudy = open_study(study, artifact_store=store)
+        ostudy = open_study(study, where)
     control = Interrupts(ostudy)
     # torch's process-wide settings (TF32, cuDNN, attention) each trial starts with; with n_jobs threads,
     # several trials share them at once, so they are recorded but cannot be pinned per trial
@@ -83,7 +84,7 @@ def optimize(
     try:
         hooks("on_study_start", StudyStart(
             study.name, [str(o) for o in study.objectives], [str(c) for c in study.constraints], n_trials, timeout,
-            storage_name(study.storage), len(ostudy.get_trials(deepcopy=False))))
+            where.name, len(ostudy.get_trials(deepcopy=False))))
         began = time.monotonic()
         with _quiet_optuna(progress.enabled), _no_interrupt_tracebacks(), control.installed(), \
                 _stale_trial_watch(ostudy):
@@ -117,7 +118,7 @@ def optimize(
                 frozen = [t for t in ostudy.get_trials(deepcopy=False) if t.number == number]
                 if frozen and frozen[0].state.is_finished():
                     trial_ended(ostudy, frozen[0])
-        result = attach_store(Result(ostudy), study.storage, store)
+        result = attach_store(Result(ostudy), where.named, store)
         result.spec = study
         removed = artifacts.apply_keep_policy(result, store, study.keep_models)
         if removed:

@@ -271,16 +271,14 @@ def run_pool(study: Any, study_file: str, specs: Sequence[WorkerSpec], *, n_tria
              max_replacements: int = 3, stagger_s: float = 0.3) -> tuple[Result, str | None, Any]:
     """Run ``study`` in worker processes; returns the result read back, the signal that stopped the pool
     (``None``) and the exit code a worker's ``train`` asked for with ``sys.exit`` (``None``)."""
-    from motune.run import artifacts
-    from motune.run.storage import storage_location
+    from motune.run.location import locate
     from motune.run.study import attach_store, open_study
 
-    if not isinstance(storage_location(study.storage), str) or storage_location(study.storage).endswith(":memory:"):
-        raise SpecError("worker processes need a storage they can all open (a SQLite file or PostgreSQL URL), not "
-                        "an in-memory one")
+    where = locate(study)
+    where.shared_url("worker processes")
     context = multiprocessing.get_context("spawn")
-    store = None if study.keep_models == "none" else artifacts.store_for(study.artifact_store, study.storage)
-    ostudy = open_study(study, artifact_store=store)  # the spec is checked once, here, before any worker starts
+    store = where.artifact_store
+    ostudy = open_study(study, where)  # the spec is checked once, here, before any worker starts
     keys = [c.key for c in study.constraints]
     host = platform.node()
     deadline = None if timeout is None else time.time() + timeout
@@ -417,7 +415,7 @@ def run_pool(study: Any, study_file: str, specs: Sequence[WorkerSpec], *, n_tria
         for s, handler in previous.items():
             signal.signal(s, signal.SIG_DFL if handler is None else handler)
         compat.RETRY_CREATED.remove(on_retry)
-        result = attach_store(Result(ostudy), study.storage, store)
+        result = attach_store(Result(ostudy), where.named, store)
         result.spec = study
         result.interrupted = stopping[0] if stopping and not errors and not asked_exit else None
         progress.on_study_end(result)

@@ -19,15 +19,18 @@ from motune import _schema, dashboard, provenance
 from motune.errors import SpecError, StudyNotFoundError
 from motune.results import Result
 from motune.run import artifacts
+from motune.run.location import Location, locate
 from motune.run.sampling import SamplerView, make_sampler
-from motune.run.storage import heartbeat_settings, open_storage, storage_name
+from motune.run.storage import open_storage, storage_name
 from motune.spec import Study
 
 
-def open_study(study: Study, *, artifact_store: Any = None) -> optuna.Study:
-    """Create the Optuna study, or resume it when its stored spec matches this one. ``artifact_store``: the
-    store its models go to (recorded with the study, so it can be found from storage alone)."""
-    storage = open_storage(study.storage, heartbeat=heartbeat_settings(study.heartbeat_s, study.heartbeat_grace_s))
+def open_study(study: Study, location: Location | None = None) -> optuna.Study:
+    """Create the Optuna study, or resume it when its stored spec matches this one, where ``location`` (default:
+    :func:`~motune.run.location.locate` of the study) says; its artifact store is recorded with the study, so
+    it can be found from storage alone."""
+    location = location if location is not None else locate(study)
+    storage, artifact_store = location.storage, location.artifact_store
     try:
         study_id = storage.get_study_id_from_name(study.name)
     except KeyError:

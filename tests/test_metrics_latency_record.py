@@ -1,7 +1,7 @@
 """What a latency record says and what keeps it honest, on the CPU: the ten points of the latency review
 (issue 12). The CUDA halves (events, device time against torch.utils.benchmark, TF32 on a GPU, two GPUs'
 UUIDs) are in tests/gpu/test_gpu.py; the fakes of torch.cuda and NVML are in test_metrics.py and
-test_latency.py; the per-device timing locks in test_workers.py."""
+test_metrics_latency.py; the per-device timing locks in test_run_pool.py."""
 
 import gc
 import time

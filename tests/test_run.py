@@ -2,6 +2,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -316,3 +317,37 @@ def test_feasible_hypervolume_against_a_hand_computation(task):
             best_dp = dp
     assert area > 0 and result.hypervolume(reference) == pytest.approx(area)
     assert result.hypervolume(reference, trials=[]) == 0.0
+def _motune(*args, cwd=None):
+    """The CLI as a user runs it: a subprocess."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "motune.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+
+def test_an_unreachable_ray_address_fails_within_its_timeout(task, tmp_path):
+    import socket
+    import time
+
+    from motune.run.cluster import reachable
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    began = time.monotonic()
+    with pytest.raises(mt.SpecError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port} within 1.5 s"):
+        reachable(f"127.0.0.1:{port}", 1.5)
+    assert time.monotonic() - began < 6
+    with pytest.raises(mt.SpecError, match="give 'auto', 'local', HOST:PORT"):
+        reachable("nowhere", 1)
+    study = tmp_path / "ray_study.py"
+    study.write_text("import sys\nsys.path.insert(0, %r)\nfrom conftest import make_study, make_frame\n"
+                     "import motune as mt\n"
+                     "task = mt.Task.from_frame(make_frame(), label='y', sensitive='group', seed=0, name='s')\n"
+                     "study = make_study(task, 'sqlite:///%s')\n" % (str(Path(__file__).parent), tmp_path / "r.db"))
+    began = time.monotonic()
+    out = _motune("run", str(study), "--trials", "1", "--ray", f"127.0.0.1:{port}", "--ray-timeout", "2")
+    assert out.returncode == 2 and f"cannot reach the Ray cluster at 127.0.0.1:{port} within 2 s" in out.stderr
+    assert time.monotonic() - began < 60
