@@ -51,7 +51,8 @@ Trial (user attributes)
     with its details (``fairness``, ``latency``, ``robustness`` ...),
     ``timing``, ``provenance``, ``params`` (what ``train`` received, derived
     values included), ``worker`` (host and pid of the process that ran it),
-    ``pruned`` (rule, step, reason), ``pruning_warning``, and on failure
+    ``pruned`` (rule, step, reason), ``pruning_warning``, ``gpu_memory`` (on a
+    GPU: reserved memory at the trial's start and its peaks), and on failure
     ``error`` and ``traceback`` -- :func:`worker_attrs`, :func:`params_attrs`,
     :func:`outcome_attrs`, :func:`pruned_attrs`, :func:`failure_attrs`,
     :func:`read_metrics`, :func:`read_params`.
@@ -206,6 +207,7 @@ WORKER_ATTR = "worker"
 PRUNED_ATTR = "pruned"
 PRUNING_WARNING_ATTR = "pruning_warning"
 MODEL_NOT_KEPT_ATTR = "model_not_kept"  # why the keep policy wanted the model but it could not be saved
+GPU_MEMORY_ATTR = "gpu_memory"  # the trial's GPU memory: reserved at its start, its peaks (MB)
 ERROR_ATTR = "error"
 TRACEBACK_ATTR = "traceback"
 FAIL_REASON_ATTR = "fail_reason"  # system attribute, written by motune's heartbeat storage
@@ -214,7 +216,7 @@ USER_PREFIX = "user:"
 # user attribute names motune writes itself: a metric function's key (under which its details are
 # stored on the trial) cannot be one of them
 RESERVED_KEYS = (METRICS_ATTR, "provenance", "timing", ERROR_ATTR, TRACEBACK_ATTR, PRUNED_ATTR, PARAMS_ATTR,
-                 WORKER_ATTR, PRUNING_WARNING_ATTR)
+                 WORKER_ATTR, PRUNING_WARNING_ATTR, GPU_MEMORY_ATTR)
 
 
 def worker_attrs(*, host: str, pid: int) -> dict[str, Any]:

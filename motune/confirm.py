@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from motune import _schema
+from motune import _schema, devices
 from motune.errors import SpecError
 from motune.metrics.intervals import bootstrap_intervals
 from motune.metrics.latency import LatencyOptions
@@ -95,10 +95,14 @@ def confirm(
             left = "" if k == 1 else f"; about {(time.monotonic() - began) / (k - 1) * (len(numbers) - k + 1):.0f} s left"
             progress(f"confirming trial {number} ({k} of {len(numbers)}): test split with intervals, quiet latency"
                      f"{left}")
-        model = result.load_model(number)
+        device, moved = _device_for(record)
+        model = result.load_model(number, device=device)
         confirmation = confirm_one(result, record, model, task, names, options, n_boot=n_boot, confidence=confidence,
                                    seed=seed, latency_min_count=latency_min_count,
                                    latency_min_time_s=latency_min_time_s, others_running=bool(running), quiet=quiet)
+        if moved:
+            confirmation["latency_flagged"] = True
+            confirmation["device_moved"] = moved
         _schema.store_study_attrs(result.study, _schema.confirmation_attrs(number, confirmation))
     return result.refresh()
 
@@ -161,6 +165,23 @@ def confirm_one(result: Result, record: Any, model: Any, task: Any, names: Seque
         "model": {k: (record.model or {}).get(k) for k in ("artifact_id", "sha256")},
         "fairness": measured.details.get("fairness"),
     }
+
+
+def _device_for(record: Any) -> tuple[str | None, str | None]:
+    """Where a trial's model is confirmed: the device its latency was timed on during the sweep (a GPU front
+    is re-timed on its GPU), or the CPU where that device is not here, with the reason (its latency is then
+    not comparable and is flagged)."""
+    timed = ((record.attrs or {}).get("latency") or {}).get("device")
+    if timed is None or not devices.is_cuda(timed):
+        return None, None
+    try:
+        import torch  # a model timed on a GPU is a torch model: loading it imports torch anyway
+    except ImportError:
+        torch = None
+    if torch is not None and torch.cuda.is_available():
+        return timed, None
+    return None, (f"trial {record.number} was timed on {timed} during the sweep; no GPU is usable here, so it was "
+                  "re-timed on the CPU")
 
 
 def _quiet_timing(model: Any, task: Any, names: Sequence[str], options: dict[str, dict[str, Any]],

@@ -8,12 +8,18 @@ one GPU do), in a folder every job on the machine can reach:
 folder, which schedulers often make private per job).
 
 Every training (motune's ``train`` calls, in any study on the host) holds a
-shared host lock and keeps a marker file in ``<lock folder>/training/``. A
-study that times with ``Study(timing="exclusive")`` takes that lock
-exclusively, writer first: the timer waits for the trainings under way to
-finish, and new ones wait for the timer. The default, ``"per-device"``, lets
-others train while one times and records who was training
-(``others_training`` in the latency record). Trials in threads of one
+shared host lock and keeps a marker file in ``<lock folder>/training/``
+naming its physical device (``cpu-<host>`` or ``gpu-<UUID>``); a training on
+a GPU also holds that GPU's shared training lock. A timing run on a GPU takes
+its GPU's training lock exclusively, writer first, in either mode: two
+workers sharing a GPU (``--workers-per-gpu 2``, fractional Ray GPUs) never
+time while the other trains there; the timer waits for the training under
+way, and new training there waits for the timer. A study that times with
+``Study(timing="exclusive")`` takes the host's training lock exclusively too,
+so no training anywhere on the host runs while it times. On a CPU the
+default, ``"per-device"``, lets others train while one times and records who
+was training (``others_training`` in the latency record, with each one's
+device). Trials in threads of one
 process (``n_jobs > 1``) share the process's locks, so exclusive timing
 there keeps out other processes only. Where the lock folder cannot be
 written, the temporary folder is used, and training goes on without a marker.
@@ -41,7 +47,8 @@ from motune import devices
 
 TIMING_MODES = ("per-device", "exclusive")
 _mode: contextvars.ContextVar[str] = contextvars.ContextVar("motune_timing_mode", default="per-device")
-_HELD: list[Any] = []  # the shared training locks this process holds (its trials in train)
+_HELD: list[Any] = []  # the shared host training locks this process holds (its trials in train)
+_HELD_GPU: list[Any] = []  # the shared GPU training locks it holds
 
 
 def lock_folder() -> Path:
@@ -113,19 +120,32 @@ def timing_lock(device: str) -> Iterator[dict[str, Any]]:
     mine = list(_HELD) if exclusive else []
     for lock in mine:  # this process's own training locks (a report inside train): let the timer have the host
         lock.release()
+    gpu = key.startswith("gpu-")
+    gpu_turnstile, gpu_training = _Flock(folder / f"{key}.turnstile"), _Flock(folder / f"{key}.training")
+    mine_gpu = [lock for lock in _HELD_GPU if lock.path == gpu_training.path] if gpu else []
+    for lock in mine_gpu:  # a report inside this process's own training on the GPU: let its timer have the GPU
+        lock.release()
     try:
         if exclusive:  # the host first, the device last: a training process may still time on the device meanwhile
             turnstile.acquire(fcntl.LOCK_EX)  # new training waits behind this timer
             training_lock.acquire(fcntl.LOCK_EX)  # training already under way finishes first
+        elif gpu:  # a GPU is never timed while another process trains on it
+            gpu_turnstile.acquire(fcntl.LOCK_EX)
+            gpu_training.acquire(fcntl.LOCK_EX)
         device_lock.acquire(fcntl.LOCK_EX)
         info = {"lock": key, "lock_wait_s": time.perf_counter() - asked, "mode": _mode.get(),
+                "training_excluded": "host" if exclusive else ("gpu" if gpu else "none"),
                 "others_training": [] if exclusive else others_training()}
         yield info
     finally:
         device_lock.release()
         training_lock.release()
         turnstile.release()
+        gpu_training.release()
+        gpu_turnstile.release()
         for lock in mine:
+            lock.acquire(fcntl.LOCK_SH)
+        for lock in mine_gpu:
             lock.acquire(fcntl.LOCK_SH)
 
 
@@ -148,25 +168,33 @@ def training(device: str) -> Iterator[None]:
     already waiting) and a marker file that other processes' latency records name."""
     folder = lock_folder()
     host = f"host-{platform.node()}"
+    key = device_key(device)
     marker = folder / "training" / f"{platform.node()}-{os.getpid()}-{time.monotonic_ns()}.json"
     held = _Flock(folder / f"{host}.training")
+    held_gpu = _Flock(folder / f"{key}.training") if key.startswith("gpu-") else None
     try:
-        try:
-            marker.write_text(json.dumps({"pid": os.getpid(), "device": str(device), "since": time.time()}))
+        for gate, lock, holders in ((folder / f"{host}.turnstile", held, _HELD),
+                                    *(((folder / f"{key}.turnstile", held_gpu, _HELD_GPU),) if held_gpu else ())):
+            turnstile = _Flock(gate)
+            turnstile.acquire(fcntl.LOCK_EX)  # behind a timer that is waiting
+            turnstile.release()
+            lock.acquire(fcntl.LOCK_SH)
+            holders.append(lock)
+        try:  # once training really starts: a process still waiting for a timer is not named as training
+            marker.write_text(json.dumps({"pid": os.getpid(), "device": key, "torch_device": str(device),
+                                          "since": time.time()}))
         except OSError:
             marker = None  # no marker: others' records will not name this training
-        turnstile = _Flock(folder / f"{host}.turnstile")
-        turnstile.acquire(fcntl.LOCK_EX)  # behind a timer that is waiting
-        turnstile.release()
-        held.acquire(fcntl.LOCK_SH)
-        _HELD.append(held)
         yield
     finally:
-        if held in _HELD:
-            _HELD.remove(held)
-        held.release()
+        for lock, holders in ((held, _HELD), (held_gpu, _HELD_GPU)):
+            if lock is not None:
+                if lock in holders:
+                    holders.remove(lock)
+                lock.release()
         if marker is not None:
-            marker.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                marker.unlink(missing_ok=True)
 
 
 def others_training() -> list[dict[str, Any]]:

@@ -38,7 +38,7 @@ def train(params, task, ctx):
     torch.manual_seed(ctx.seed)
     data = task.numeric()
     module = torch.nn.Sequential(torch.nn.Linear(data.X_train.shape[1], params["hidden"]), torch.nn.ReLU(),
-                                 torch.nn.Linear(params["hidden"], 2))
+                                 torch.nn.Linear(params["hidden"], 2)).to(ctx.device)  # a worker's GPU, or the CPU
     model = TorchClassifier.for_task(module, task)
     groups, _ = group_codes(task.sensitive_train)
     loss = FairnessPenalizedLoss(params["fairness_weight"], penalty=params["penalty"])

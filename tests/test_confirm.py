@@ -64,3 +64,16 @@ def test_the_cli_confirms_a_study_from_its_recorded_file(tmp_path, monkeypatch):
     assert all(r.confirmation for r in mt.load_study("cli-study", storage=url).records() if r.on_front)
 
 
+
+
+def test_a_front_timed_on_a_gpu_is_re_timed_on_it_or_flagged_where_there_is_none():
+    from motune.confirm import _device_for
+    from motune.results import TrialRecord
+
+    def record(device):
+        return TrialRecord(number=4, state="COMPLETE", params={}, metrics={}, violations={}, feasible=True,
+                           on_front=True, duration_s=1.0, error=None, attrs={"latency": {"device": device}})
+
+    assert _device_for(record("cpu")) == (None, None)
+    device, moved = _device_for(record("cuda:0"))  # this machine has no GPU: the CPU, with the reason
+    assert device is None and "trial 4 was timed on cuda:0 during the sweep" in moved

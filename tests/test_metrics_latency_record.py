@@ -405,3 +405,24 @@ def test_confirmation_waits_for_a_quiet_host_retimes_a_noisy_run_and_records_wha
         mt.decide(mt.select(confirmed, mt.rules.lexicographic(["latency_p95_ms"])), rationale="fast", decided_by="t")
     with pytest.raises(mt.SpecError, match="quiet_wait_s must be a number >= 0"):
         mt.confirm(result, quiet_wait_s=-1)
+
+
+def test_tf32_overrides_and_a_forward_patched_by_accelerate_are_recorded(task, monkeypatch):
+    monkeypatch.setenv("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "1")
+    model = mlp(task)
+    details = measure(model, task, ["latency_p50_ms"], options={"latency": FAST}).details["latency"]
+    assert details["env_overrides"] == {"TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": "1"} and details["autocast"] is None
+    model.module._original_forward = model.module.forward  # what accelerate leaves after a bf16 Trainer run
+    details = measure(model, task, ["latency_p50_ms"], options={"latency": FAST}).details["latency"]
+    assert details["autocast"].startswith("accelerate mixed precision")
+
+
+def test_running_out_of_gpu_memory_in_the_attack_is_said_as_such(task):
+    model = mlp(task)
+
+    def oom(x):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    model.module.forward = oom
+    with pytest.raises(MetricError, match="ran out of GPU memory at batch_size"):
+        measure(model, task, ["adversarial_accuracy"], options={"adversarial": {"eps": 0.1}})

@@ -1,5 +1,6 @@
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -351,3 +352,100 @@ def test_an_unreachable_ray_address_fails_within_its_timeout(task, tmp_path):
     out = _motune("run", str(study), "--trials", "1", "--ray", f"127.0.0.1:{port}", "--ray-timeout", "2")
     assert out.returncode == 2 and f"cannot reach the Ray cluster at 127.0.0.1:{port} within 2 s" in out.stderr
     assert time.monotonic() - began < 60
+
+
+# ---------------------------------------------------------------- GPU memory, Ray's GPUs, one GPU per plain run
+
+class FakeCuda:
+    """torch.cuda's memory calls, for a CPU machine: what a trial reserved, its peaks, and empty_cache."""
+
+    def __init__(self):
+        self.emptied = 0
+        self.reserved = 100 * 2**20
+
+    def is_initialized(self):
+        return True
+
+    def memory_reserved(self):
+        return self.reserved
+
+    def memory_allocated(self):
+        return 10 * 2**20
+
+    def reset_peak_memory_stats(self):
+        self.reserved = 100 * 2**20
+
+    def max_memory_allocated(self):
+        return 512 * 2**20
+
+    def max_memory_reserved(self):
+        return 1024 * 2**20
+
+    def empty_cache(self):
+        self.emptied += 1
+        self.reserved = 0
+
+
+def test_every_trial_records_its_gpu_memory_and_frees_what_it_left(task, monkeypatch):
+    import gc
+    import weakref
+
+    import torch
+
+    from motune.run import trial as trial_module
+
+    fake = FakeCuda()
+    monkeypatch.setattr(trial_module, "_cuda", lambda: fake)
+    left = []
+
+    class Big:
+        pass
+
+    def train_and_fail(params, task_, ctx):
+        big = Big()  # held by this frame: alive while Optuna keeps the trial's exception
+        left.append(weakref.ref(big))
+        if ctx.trial_number == 0:
+            raise RuntimeError("a plain failure")
+        return train(params, task_, ctx)
+
+    gc.disable()  # only motune's collection after the trial may free it
+    try:
+        result = make_study(task, optuna.storages.InMemoryStorage(), train=train_and_fail).optimize(
+            n_trials=2, show_progress=False)
+        assert left[0]() is None  # the failed trial's frame (and what it held) was freed before the next trial
+    finally:
+        gc.enable()
+    assert fake.emptied == 2  # the caching allocator gave its blocks back after each trial
+    memory = result.records()[1].attrs["gpu_memory"]
+    assert memory == {"reserved_mb_at_start": 100.0, "allocated_mb_at_start": 10.0, "peak_allocated_mb": 512.0,
+                      "peak_reserved_mb": 1024.0}
+    assert torch.cuda.is_initialized() is False  # nothing here started CUDA for real
+
+
+def test_ray_workers_get_whole_gpus_or_an_even_share_and_cpu_workers_see_none():
+    from motune.run.cluster import check_gpus_per_worker, worker_environment
+
+    assert check_gpus_per_worker(0.5, 2) == 0.5 and check_gpus_per_worker(2, 4) == 2.0
+    for bad, says in ((1.5, "part of a second GPU"), (0.4, "divide it evenly"), (-1, ">= 0"), (3, "has 2 GPU")):
+        with pytest.raises(mt.SpecError, match=says):
+            check_gpus_per_worker(bad, 2)
+    assert worker_environment(0)["CUDA_VISIBLE_DEVICES"] == ""  # Ray leaves it unset: it would see every GPU
+    assert "CUDA_VISIBLE_DEVICES" not in worker_environment(1)  # Ray sets it to the GPU it assigned
+
+
+def test_a_plain_run_on_a_box_of_several_gpus_uses_one(monkeypatch):
+    import importlib
+
+    run_optimize = importlib.import_module("motune.run.optimize")  # the module (motune.run.optimize is also a function)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("MOTUNE_WORKER", raising=False)
+    monkeypatch.delenv("MOTUNE_ALL_GPUS", raising=False)
+    monkeypatch.setattr(run_optimize, "visible_gpus", lambda: ["0", "1", "2", "3"])
+    note = run_optimize.pin_one_gpu()
+    assert "uses GPU 0 of the 4 here" in note and os.environ["CUDA_VISIBLE_DEVICES"] == "0"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setenv("MOTUNE_ALL_GPUS", "1")
+    assert run_optimize.pin_one_gpu() is None and "CUDA_VISIBLE_DEVICES" not in os.environ
+    monkeypatch.delenv("MOTUNE_ALL_GPUS")
+    monkeypatch.setenv("MOTUNE_WORKER", '{"index": 0, "gpus": ["2"]}')  # a pool's worker: its GPU is set already
+    assert run_optimize.pin_one_gpu() is None

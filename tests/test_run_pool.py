@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import optuna
@@ -194,6 +195,37 @@ def test_timing_is_serialised_per_device_and_records_who_trains(tmp_path, monkey
         assert info["others_training"] == []  # the dead process's marker is cleared
 
 
+def test_a_gpu_is_never_timed_while_a_sibling_trains_on_it_and_who_trained_is_named_by_device(tmp_path,
+                                                                                              monkeypatch):
+    """Two workers sharing a GPU: the timer waits for the sibling's training there, new training there waits
+    for the timer, training on another device does not; the GPU is faked by its lock key (its UUID)."""
+    import time
+
+    monkeypatch.setenv("MOTUNE_LOCK_DIR", str(tmp_path))
+    monkeypatch.setattr(locks, "device_key", lambda d: "gpu-FAKE-UUID" if str(d).startswith("cuda") else "cpu-h")
+    release = tmp_path / "release"
+    trainer = subprocess.Popen([sys.executable, "-c", (
+        "import os, time, motune.locks as l\n"
+        "l.device_key = lambda d: 'gpu-FAKE-UUID' if str(d).startswith('cuda') else 'cpu-h'\n"
+        "with l.training('cuda'):\n    print('training', flush=True)\n"
+        f"    while not os.path.exists({str(release)!r}): time.sleep(0.05)\n")],
+        env={**os.environ, "MOTUNE_LOCK_DIR": str(tmp_path)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert trainer.stdout.readline().strip() == "training"
+        with locks.timing_lock("cpu") as info:  # another device: no wait, the GPU training is named by its UUID
+            assert info["training_excluded"] == "none"
+            assert [o["device"] for o in info["others_training"]] == ["gpu-FAKE-UUID"]
+        threading.Timer(1.0, release.touch).start()
+        began = time.monotonic()
+        with locks.timing_lock("cuda") as info:  # the GPU: it waits for the sibling's training to end
+            waited = time.monotonic() - began
+            assert info["training_excluded"] == "gpu" and info["lock"] == "gpu-FAKE-UUID"
+        assert waited >= 0.8 and trainer.wait(timeout=30) == 0
+    finally:
+        trainer.kill()
+        trainer.wait()
+
+
 _ORDER_SCRIPT = """
 import os, sys, time, motune.locks as l
 role, log = sys.argv[1], sys.argv[2]
@@ -283,3 +315,31 @@ def test_a_study_records_its_timing_mode_and_device_lock(task, tmp_path, monkeyp
     with pytest.raises(mt.SpecError, match="timing must be one of"):
         make_study(task, optuna.storages.InMemoryStorage(), timing="sometimes")
     assert json.loads(json.dumps(latency))  # plain JSON
+
+
+# ---------------------------------------------------------------- the first sweep on a GPU box (faked where it can be)
+
+def test_a_worker_whose_cuda_context_broke_ends_after_its_trial_and_is_replaced(tmp_path):
+    """A device-side assert leaves the process's CUDA context unusable: every later trial of that worker would
+    fail in milliseconds. Raised here by the train function itself, with CUDA's own message."""
+    url = f"sqlite:///{tmp_path / 'broken.db'}"
+    run = pool("--trials", "4", "--workers", "1", "--storage", url,
+               env={"MOTUNE_TEST_STUDY": "broken", "MOTUNE_TEST_FAIL": "CUDA error: device-side assert triggered"})
+    out, err = run.communicate(timeout=240)
+    assert run.returncode == 0, err
+    assert "a trial broke its CUDA context; a new worker takes its place" in err
+    trials = trials_of(url, "broken")
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert "device-side assert triggered" in trials[1].user_attrs["error"]
+    pids = [t.user_attrs["worker"]["pid"] for t in trials]
+    assert pids[0] == pids[1] != pids[2] == pids[3]  # the broken process ran no further trial
+
+
+def test_a_worker_given_a_gpu_refuses_to_start_without_cuda(tmp_path):
+    url = f"sqlite:///{tmp_path / 'nogpu.db'}"
+    run = pool("--trials", "2", "--gpus", "0", "--storage", url, env={"MOTUNE_TEST_STUDY": "nogpu",
+                                                                       "CUDA_VISIBLE_DEVICES": "0"})
+    out, err = run.communicate(timeout=240)
+    assert run.returncode == 2, err
+    assert "was given GPU(s) ['0']" in err and "torch sees no usable GPU" in err and "CUDA none (a CPU build)" in err
+    assert not [t for t in trials_of(url, "nogpu") if t.state.name == "COMPLETE"]  # it trained nothing on the CPU

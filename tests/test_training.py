@@ -316,3 +316,18 @@ def test_combiners_train_a_transformers_classifier_in_the_trainer(tmp_path, monk
         assert sum(loss.history[-1]["mean_weights"].values()) == pytest.approx(1.0)
     evaluated = trainer.evaluate()  # the first objective alone; no state moves
     assert evaluated["eval_loss"] > 0 and len(loss.history) == 2 and loss._steps == 0
+
+
+def test_a_conditioned_classifier_places_its_preference_once_and_saves_without_it(tmp_path):
+    from motune.models import persist
+
+    module = mtt.ConditionedMLP(4, 8, 2)
+    model = mtt.ConditionedClassifier(module, lambda X: torch.as_tensor(np.asarray(X, dtype="float32")),
+                                      preference=[0.5, 0.5])
+    x = torch.zeros(3, 4)
+    model.forward(x)
+    placed = model._weights(x.device)
+    model.forward(x)
+    assert model._weights(x.device) is placed  # no new tensor (a host-to-device copy on a GPU) per call
+    assert model.at([0.9, 0.1])._weights(x.device).tolist() == pytest.approx([0.9, 0.1])
+    assert "_placed" not in model.__getstate__()

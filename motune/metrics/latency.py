@@ -66,6 +66,7 @@ settings changed (another thread's trial).
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields, replace
@@ -388,7 +389,8 @@ def latency(model: Any, task: Any, *, split: str = "valid", asked: list[str] | N
         "inputs": {"policy": f"{len(rows)} rows of the {split} split drawn with seed {seed}, cycled; batch: its "
                              f"first {batch_rows} rows", "rows": len(rows), "shapes_batch_1": calls.shapes},
         "dtype": str(getattr(raw, "dtype", None)) if calls.torch else None,
-        "autocast": getattr(raw, "autocast", None) if calls.torch else None,
+        "autocast": _autocast_of(raw) if calls.torch else None,
+        "env_overrides": {k: os.environ[k] for k in ENV_OVERRIDES if k in os.environ},
         "torch_settings": settings_before,
         "versions": _versions(),
         "threads": threads_seen,
@@ -414,6 +416,18 @@ def latency(model: Any, task: Any, *, split: str = "valid", asked: list[str] | N
         "speed": speed_record(runs, values),
     }
     return Measurement(values, details)
+
+
+ENV_OVERRIDES = ("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "NVIDIA_TF32_OVERRIDE", "TORCH_CUDNN_V8_API_DISABLED",
+                 "CUBLAS_WORKSPACE_CONFIG", "PYTORCH_CUDA_ALLOC_CONF", "CUDA_LAUNCH_BLOCKING")  # move timings too
+
+
+def _autocast_of(raw: Any) -> str | None:
+    """What autocast the timed forward runs under: the classifier's own, or the mixed precision a Trainer's
+    accelerate patched into the module's ``forward`` (it keeps the original as ``_original_forward``)."""
+    if getattr(raw.module, "_original_forward", None) is not None:
+        return f"accelerate mixed precision (forward patched){' + ' + raw.autocast if raw.autocast else ''}"
+    return raw.autocast
 
 
 def speed_record(runs: dict[str, LatencyStats], values: dict[str, float]) -> dict[str, Any] | None:

@@ -204,6 +204,13 @@ def adversarial(model: Any, task: Any, *, split: str = "valid", eps: float = 0.1
             try:
                 delta = adversarial_delta(raw.forward, x0, target, mask, eps=eps, steps=steps, generator=generator)
             except RuntimeError as err:
+                if isinstance(err, getattr(torch, "OutOfMemoryError", ())) or "out of memory" in str(err).lower():
+                    raise MetricError(f"the adversarial attack ran out of GPU memory at batch_size={batch_size} "
+                                      f"({str(err).splitlines()[0]}): lower metric_options robustness batch_size"
+                                      ) from None
+                if "does not require grad" not in str(err) and "element 0 of tensors" not in str(err) and \
+                        "quantized" not in str(err).lower():
+                    raise  # another failure of the model: its own error, not a claim about gradients
                 raise MetricError(f"no input gradient from this model ({err}); a quantized (int8) module "
                                   "has none: attack the float model") from None
             with torch.no_grad():

@@ -84,8 +84,10 @@ def device_of(model: Any) -> str:
     model = unwrap(model)
     torch = sys.modules.get("torch")  # never import torch just to ask
     if torch is not None and isinstance(model, torch.nn.Module):
-        for tensor in (*model.parameters(), *model.buffers()):
-            return str(tensor.device)
+        for tensors in (model.parameters(), model.buffers()):  # the first one: no walk over all of them
+            first = next(iter(tensors), None)
+            if first is not None:
+                return str(first.device)
         return "cpu"
     device = getattr(model, "device", None)
     return "cpu" if device is None else str(device)

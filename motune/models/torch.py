@@ -86,6 +86,8 @@ class TorchClassifier:
 
     @property
     def device(self) -> str:
+        """The module's device, from its first parameter (or buffer): one lookup, not a walk over every
+        parameter (this sits inside timed windows)."""
         return device_of(self.module)
 
     @property

@@ -31,6 +31,7 @@ import os
 import platform
 import signal
 import time
+import warnings
 from typing import Any
 
 import optuna
@@ -98,6 +99,33 @@ def _actor_classes(ray: Any) -> tuple[Any, Any]:
     return Tickets, Worker
 
 
+def check_gpus_per_worker(gpus: Any, cluster_gpus: float) -> float:
+    """The GPUs each Ray worker holds: a whole number, or a fraction of one GPU that shares it evenly (1/2,
+    1/3, 1/4 ...); 0 for CPU workers. Anything else (1.5: a GPU and half of another) is a
+    :class:`~motune.errors.SpecError`, as is more than the cluster has."""
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not gpus >= 0:
+        raise SpecError(f"--gpus-per-trial must be a number >= 0, got {gpus!r}")
+    gpus = float(gpus)
+    if gpus > 1 and not gpus.is_integer():
+        raise SpecError(f"--gpus-per-trial {gpus:g}: give whole GPUs (1, 2 ...) or a share of one GPU (0.5, 0.25): "
+                        "a worker cannot hold part of a second GPU")
+    if 0 < gpus < 1 and abs(1 / gpus - round(1 / gpus)) > 1e-6:
+        raise SpecError(f"--gpus-per-trial {gpus:g}: a share of one GPU must divide it evenly (0.5, 0.333, 0.25 ...)")
+    if gpus > cluster_gpus:
+        raise SpecError(f"--gpus-per-trial {gpus:g}, but the Ray cluster has {cluster_gpus:g} GPU(s)")
+    return gpus
+
+
+def worker_environment(gpus_per_worker: float) -> dict[str, str]:
+    """What every Ray worker's environment gets: the driver's motune settings, and for a worker that holds no
+    GPU an empty ``CUDA_VISIBLE_DEVICES`` (Ray leaves it unset, so the worker would see every GPU of its node
+    and train on the first)."""
+    env = _forwarded_environment()
+    if gpus_per_worker == 0:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
 def reachable(address: str, timeout_s: float) -> None:
     """Raise :class:`SpecError` unless ``host:port`` (or ``ray://host:port``) accepts a TCP connection within
     ``timeout_s`` seconds; ``"auto"`` and ``"local"`` are left to Ray (which fails at once when it finds none)."""
@@ -149,9 +177,10 @@ def run_on_ray(study: Any, study_file: str, *, address: str, n_trials: int | Non
         raise SpecError(f"a SQLite file cannot be shared by the {len(nodes)} machines of this Ray cluster: use a "
                         "PostgreSQL storage (--storage postgresql://...)")
     resources = ray.cluster_resources()
-    if gpus_per_worker > resources.get("GPU", 0):
-        raise SpecError(f"--gpus-per-trial {gpus_per_worker:g}, but the Ray cluster has "
-                        f"{resources.get('GPU', 0):g} GPU(s)")
+    gpus_per_worker = check_gpus_per_worker(gpus_per_worker, resources.get("GPU", 0))
+    if gpus_per_worker == 0 and resources.get("GPU", 0) > 0:
+        warnings.warn(f"the Ray cluster has {resources['GPU']:g} GPU(s), but --gpus-per-trial is 0: the workers run "
+                      "on the CPU (they see no GPU); give --gpus-per-trial 1 to train on them", stacklevel=2)
     if workers is None:
         by_gpu = int(resources.get("GPU", 0) // gpus_per_worker) if gpus_per_worker > 0 else None
         by_cpu = int(resources.get("CPU", 1) // max(cpus_per_worker, 1e-9))
@@ -164,7 +193,7 @@ def run_on_ray(study: Any, study_file: str, *, address: str, n_trials: int | Non
     tickets = TicketsActor.remote(n_trials)
     threads = threads or max(1, int(cpus_per_worker))
     deadline = None if timeout is None else time.time() + timeout
-    env = {"env_vars": _forwarded_environment()}
+    env = {"env_vars": worker_environment(gpus_per_worker)}
     progress = TrialProgress(study, total=n_trials, enabled=show_progress)
     running: dict[Any, tuple[int, Any, dict[str, Any]]] = {}  # future -> (index, actor, where)
     placed: list[tuple[Any, dict[str, Any]]] = []  # every actor that ran, and where

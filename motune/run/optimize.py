@@ -15,11 +15,13 @@ import contextlib
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import optuna
 
+from motune.devices import visible_gpus
 from motune.errors import SpecError
 from motune.metrics.settings import StudySettings
 from motune.results import Result, record_of
@@ -30,7 +32,7 @@ from motune.run.interrupt import Interrupts, TrialInterrupted
 from motune.run.location import locate
 from motune.run.progress import TrialProgress
 from motune.run.study import attach_store, open_study
-from motune.run.trial import run_trial
+from motune.run.trial import release_memory, run_trial
 from motune.spec import Study
 
 
@@ -62,6 +64,7 @@ def optimize(
     ``budget``: a worker pool's shared trial count; ``budget()`` takes a ticket (``False``: none left) before
     each trial, so the pool runs exactly its number of trials however fast each worker is."""
     check_run_arguments(n_trials, timeout, n_jobs, budget)
+    pinned = pin_one_gpu()
     ours, theirs = split_callbacks(callbacks)
     progress = TrialProgress(study, total=n_trials, enabled=True if show_progress is None else show_progress)
     hooks = Hooks([progress, *ours])
@@ -78,10 +81,13 @@ def optimize(
 
     def trial_ended(_study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         ended.add(frozen.number)
+        release_memory()  # before the next trial: the last one's leftovers (a failed trial's frames) freed
         hooks("on_trial_end", record_of(frozen, keys))
 
     stopped: TrialInterrupted | None = None
     try:
+        if pinned:
+            progress.print(pinned)
         hooks("on_study_start", StudyStart(
             study.name, [str(o) for o in study.objectives], [str(c) for c in study.constraints], n_trials, timeout,
             where.name, len(ostudy.get_trials(deepcopy=False))))
@@ -140,6 +146,34 @@ def optimize(
     if control.signal == "SIGTERM":
         raise SystemExit(143)
     return result
+
+
+def pin_one_gpu() -> str | None:
+    """A run that is not a pool's or Ray's worker, on a machine with several GPUs, uses one: the first
+    (``CUDA_VISIBLE_DEVICES`` set before anything starts CUDA), so that a transformers Trainer inside ``train``
+    does not wrap the model in ``DataParallel`` over all of them and multiply its batch size. Returns the note
+    to print (``None``: nothing changed). ``MOTUNE_ALL_GPUS=1`` leaves every GPU visible (a train function that
+    uses several itself); ``--gpus all`` runs one worker per GPU."""
+    import os
+    import sys
+
+    if os.environ.get("MOTUNE_WORKER") or os.environ.get("MOTUNE_ALL_GPUS") == "1" \
+            or "CUDA_VISIBLE_DEVICES" in os.environ:
+        return None
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():  # too late to hide GPUs from this process
+        count = torch.cuda.device_count()
+        if count > 1:
+            warnings.warn(f"this process sees {count} GPUs and has started CUDA: a Trainer in train() would run "
+                          "DataParallel over all of them; run with --gpus all (one worker per GPU) or set "
+                          "CUDA_VISIBLE_DEVICES", stacklevel=3)
+        return None
+    gpus = visible_gpus()
+    if len(gpus) <= 1:
+        return None
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpus[0]
+    return (f"this run uses GPU {gpus[0]} of the {len(gpus)} here (CUDA_VISIBLE_DEVICES={gpus[0]}); run with "
+            "--gpus all for one worker per GPU, or set MOTUNE_ALL_GPUS=1 to keep them all visible")
 
 
 class _Budget:

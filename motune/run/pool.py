@@ -44,9 +44,7 @@ import json
 import multiprocessing
 import os
 import platform
-import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -58,11 +56,13 @@ from typing import Any
 import optuna
 
 from motune import _schema
+from motune.devices import visible_gpus
 from motune.errors import SpecError
 from motune.results import Result, record_of
 from motune.run import _optuna_compat as compat
 from motune.run.callbacks import Callback, TrialStart
 from motune.run.progress import TrialProgress
+from motune.run.trial import BROKEN_DEVICE_EXIT, require_cuda
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS")
@@ -83,18 +83,6 @@ class WorkerSpec:
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the numbering nvidia-smi and schedulers use
         env["MOTUNE_WORKER"] = json.dumps({"index": self.index, "gpus": list(self.gpus), "threads": self.threads})
         return env
-
-
-def visible_gpus() -> list[str]:
-    """The GPUs this process may use (as ``CUDA_VISIBLE_DEVICES`` names them): that variable when set,
-    else ``nvidia-smi``'s list."""
-    if "CUDA_VISIBLE_DEVICES" in os.environ:
-        return [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
-    if shutil.which("nvidia-smi") is None:
-        return []
-    listed = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
-                            text=True, timeout=30)
-    return [line.strip() for line in listed.stdout.splitlines() if line.strip()] if listed.returncode == 0 else []
 
 
 def plan_workers(*, workers: int | None = None, gpus: str | None = None, workers_per_gpu: int = 1,
@@ -208,7 +196,8 @@ def _worker_process(study_file: str, name: str, changes: dict[str, Any], spec: W
                     limited: bool, conn: Any, delay_s: float) -> None:
     """The body of a pool's worker process (``spawn``: a fresh interpreter whose environment the pool set). It
     leaves the terminal's process group, so that Ctrl-C reaches the pool's process alone, which passes it on
-    once (a worker that got it twice would stop without recording why)."""
+    once (a worker that got it twice would stop without recording why). A worker given a GPU without CUDA
+    refuses to start."""
     with contextlib.suppress(OSError, AttributeError):
         os.setpgrp()
     _stop_with_parent()
@@ -218,6 +207,7 @@ def _worker_process(study_file: str, name: str, changes: dict[str, Any], spec: W
     time.sleep(delay_s)
     timeout = None if deadline is None else max(0.001, deadline - time.time())
     try:
+        require_cuda()
         worker_loop(study_file, name, changes, timeout=timeout, budget=link.take if limited else None,
                     callbacks=[link], threads=spec.threads)
     except SystemExit as err:  # SIGTERM (143), or sys.exit in train: the pool hears the code
@@ -361,13 +351,21 @@ def run_pool(study: Any, study_file: str, specs: Sequence[WorkerSpec], *, n_tria
         if stopping or announced in (143, 130):
             states[index] = "stopped"
             return
+        more = tickets["left"] is None or tickets["left"] > 0
+        if announced == BROKEN_DEVICE_EXIT:  # its CUDA context broke: a fresh process takes its place
+            states[index] = "replaced"
+            progress.print(f"w{index} (pid {process.pid}) ended: a trial broke its CUDA context" + (
+                "; a new worker takes its place" if more and replacements["left"] > 0 else ""))
+            if more and replacements["left"] > 0:
+                replacements["left"] -= 1
+                start(by_index[index], 0.0)
+            return
         if announced is not None:  # sys.exit(code) in train: the trial is stored FAIL; the pool stops with it
             states[index] = f"exited {announced}"
             asked_exit.append(announced)
             stop(None, None)
             return
         states[index] = "died"
-        more = tickets["left"] is None or tickets["left"] > 0
         progress.print(f"w{index} (pid {process.pid}) died with exit code {code}; its trial(s) {failed or 'none'} "
                        "failed and retried" + (f"; a new worker takes its place ({replacements['left'] - 1} more "
                                                "allowed)" if more and replacements["left"] > 0 else ""))
@@ -425,7 +423,7 @@ def run_pool(study: Any, study_file: str, specs: Sequence[WorkerSpec], *, n_tria
 
 
 def _final(state: str) -> bool:
-    return state in ("done", "died", "failed", "stopped") or state.startswith("exited")
+    return state in ("done", "died", "failed", "stopped", "replaced") or state.startswith("exited")
 
 
 __all__ = ["WorkerSpec", "fail_trials_of", "plan_workers", "run_pool", "visible_gpus", "worker_loop"]

@@ -19,6 +19,7 @@ on; an interrupted one fails with the reason and the run stops
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import sys
@@ -31,7 +32,7 @@ from typing import Any
 import optuna
 
 from motune import _schema, locks, provenance
-from motune.errors import CallbackError, MetricError, MotuneError, SpecTypeError
+from motune.errors import CallbackError, MetricError, MotuneError, SpecError, SpecTypeError
 from motune.metrics.registry import measure, non_finite
 from motune.metrics.settings import StudySettings
 from motune.run import _optuna_compat as compat
@@ -59,6 +60,7 @@ def run_trial(study: Study, trial: optuna.Trial, hooks: Hooks, control: Interrup
             seed_everything(seed)
             compat.write_trial_attrs(trial, _schema.params_attrs(params), {})
             device = worker_device()
+            memory = memory_at_start()
             ctx = TrialContext(trial.number, seed, params, study.name, device, trial, study, hooks, control)
             hooks("on_trial_start", TrialStart(trial.number, dict(params), seed, inherited.get("failed_trial")))
             began = time.perf_counter()
@@ -86,9 +88,13 @@ def run_trial(study: Study, trial: optuna.Trial, hooks: Hooks, control: Interrup
             timing = {"train_s": trained - began, "measure_s": done - trained, "save_s": time.perf_counter() - done}
             user = _schema.outcome_attrs(values=values, details=measured.details, timing=timing,
                                          provenance=provenance.collect(task=study.task, seed=seed)) | not_kept
+            gpu_memory = memory_record(memory)
+            if gpu_memory is not None:
+                user[_schema.GPU_MEMORY_ATTR] = gpu_memory
             compat.write_trial_attrs(trial, user, system)
             return tuple(objectives)
-    except optuna.TrialPruned:
+    except optuna.TrialPruned as err:
+        traceback.clear_frames(err.__traceback__)  # the pruned trial's tensors are not kept by its exception
         raise
     except optuna.exceptions.UpdateFinishedTrialError:
         # another worker failed this trial as stale (its heartbeat was late past the grace period) and
@@ -111,6 +117,13 @@ def run_trial(study: Study, trial: optuna.Trial, hooks: Hooks, control: Interrup
         raise TrialInterrupted("interrupted (KeyboardInterrupt)", trial=trial.number) from None
     except Exception as err:
         _record_failure(trial, f"{type(err).__name__}: {err}", traceback.format_exc())
+        traceback.clear_frames(err.__traceback__)  # whoever keeps the exception (a log handler) keeps no tensors
+        if broken_cuda(err):  # every later CUDA call of this process would fail: end it after this trial
+            reason = (f"trial {trial.number} broke this process's CUDA context ({type(err).__name__}: "
+                      f"{str(err).splitlines()[0] if str(err) else ''}); the process exits so that a fresh one takes "
+                      "its place (a --gpus pool replaces it by itself)")
+            raise TrialInterrupted(reason, exit_requested=True, exit_code=BROKEN_DEVICE_EXIT,
+                                   trial=trial.number) from None
         raise
 
 
@@ -130,12 +143,57 @@ def _keep_model(study: Study, trial: optuna.Trial, model: Any, objectives: list[
         return {}, {_schema.MODEL_NOT_KEPT_ATTR: str(err)}
 
 
+BROKEN_DEVICE_EXIT = 75  # a worker whose CUDA context broke exits with this after its trial; the pool replaces it
+BROKEN_CUDA = ("device-side assert triggered", "an illegal memory access was encountered", "unspecified launch failure",
+               "misaligned address", "an illegal instruction was encountered", "cudaerrorlaunchfailure",
+               "uncorrectable ecc error", "cuda error: unknown error")
+
+
+def broken_cuda(err: BaseException) -> bool:
+    """Whether ``err`` is a CUDA error that leaves the process's CUDA context unusable (a device-side assert,
+    an illegal memory access ...): every later CUDA call of the process fails. An out-of-memory error is not
+    one (the next trial may fit)."""
+    text = f"{type(err).__name__}: {err}".lower()
+    return any(sign in text for sign in BROKEN_CUDA)
+
+
+def given_gpus() -> list[str]:
+    """The GPUs a pool or Ray gave this worker (``$MOTUNE_WORKER``), ``[]`` for any other process."""
+    import json
+
+    try:
+        gpus = json.loads(os.environ.get("MOTUNE_WORKER") or "{}").get("gpus") or []
+    except ValueError:
+        return []
+    return [g for g in (gpus.split(",") if isinstance(gpus, str) else gpus) if str(g).strip()]
+
+
+def require_cuda() -> None:
+    """A worker given a GPU refuses to run without CUDA (a CPU build of torch, or no usable driver): its sweep
+    would silently train on the CPU. A :class:`~motune.errors.SpecError` naming the torch build."""
+    gpus = given_gpus()
+    if not gpus:
+        return
+    try:
+        import torch
+    except ImportError:
+        raise SpecError(f"this worker was given GPU(s) {gpus}, but torch is not installed; install a CUDA build of "
+                        "torch, or run CPU workers (--workers N)") from None
+    if not torch.cuda.is_available():
+        build = f"torch {torch.__version__}, CUDA {torch.version.cuda or 'none (a CPU build)'}"
+        raise SpecError(f"this worker was given GPU(s) {gpus} (CUDA_VISIBLE_DEVICES="
+                        f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}), but torch sees no usable GPU ({build}); "
+                        "install a CUDA build of torch, check the driver (nvidia-smi), or run CPU workers "
+                        "(--workers N)")
+
+
 def worker_device() -> str:
     """Where this process's trials train: ``"cuda"`` when torch sees a GPU (a worker pinned to one sees only its
     own, as ``cuda:0``), else ``"cpu"``. A worker given a GPU asks torch even if the study has not imported it
-    yet; elsewhere torch is not imported just to ask."""
+    yet, and refuses to go on without CUDA (:func:`require_cuda`); elsewhere torch is not imported just to ask."""
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
         return "cpu"  # a CPU worker of a pool: it sees no GPU
+    require_cuda()
     torch = sys.modules.get("torch")
     if torch is None and os.environ.get("CUDA_VISIBLE_DEVICES"):
         try:
@@ -143,6 +201,46 @@ def worker_device() -> str:
         except ImportError:
             return "cpu"
     return "cuda" if torch is not None and torch.cuda.is_available() else "cpu"
+
+
+def _cuda() -> Any:
+    """torch.cuda when torch is loaded and this process has started CUDA (nothing is started to ask)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    try:
+        return torch.cuda if torch.cuda.is_initialized() else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def memory_at_start() -> dict[str, Any] | None:
+    """GPU memory as a trial starts (reserved by this process's caching allocator), peaks reset."""
+    cuda = _cuda()
+    if cuda is None:
+        return None
+    cuda.reset_peak_memory_stats()
+    return {"reserved_mb_at_start": cuda.memory_reserved() / 2**20, "allocated_mb_at_start": cuda.memory_allocated() / 2**20}
+
+
+def memory_record(start: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the trial held on the GPU: memory at its start and its peaks (``None`` without CUDA)."""
+    cuda = _cuda()
+    if cuda is None:
+        return start
+    return {**(start or {}), "peak_allocated_mb": cuda.max_memory_allocated() / 2**20,
+            "peak_reserved_mb": cuda.max_memory_reserved() / 2**20}
+
+
+def release_memory() -> None:
+    """After a trial: what it left unreferenced is freed (a failed or pruned trial's exception keeps its
+    frames, and their tensors, alive until a collection) and the CUDA caching allocator gives its blocks back,
+    so workers sharing a GPU do not each keep their peak."""
+    cuda = _cuda()
+    if cuda is None:
+        return
+    gc.collect()
+    cuda.empty_cache()
 
 
 def suggested_params(study: Study, trial: optuna.Trial) -> dict[str, Any]:

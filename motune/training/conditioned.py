@@ -87,14 +87,29 @@ class ConditionedClassifier(TorchClassifier):
         """The same trained module, predicting at ``preference`` (no copy of the weights)."""
         other = copy.copy(self)
         other.preference = _check_preference(preference, self.module.n_preferences)
+        other.__dict__.pop("_placed", None)
         return other
 
     def forward(self, inputs: Any) -> Any:
+        with self._autocast():
+            return self.module(inputs, self._weights(inputs.device))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_placed", None)  # a device tensor made on use: not part of what is saved
+        return state
+
+    def _weights(self, device: Any) -> Any:
+        """The preference as a tensor on ``device``, made once per device and preference (a copy from the host
+        inside every timed call would block it)."""
         import torch
 
-        w = torch.tensor(self.preference, device=inputs.device)
-        with self._autocast():
-            return self.module(inputs, w)
+        key = (str(device), tuple(self.preference))
+        cached = self.__dict__.get("_placed")
+        if cached is None or cached[0] != key:
+            cached = (key, torch.tensor(self.preference, device=device))
+            self.__dict__["_placed"] = cached
+        return cached[1]
 
 
 def _check_preference(preference: Sequence[float], n: int) -> list[float]:

@@ -18,8 +18,17 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
+REQUIRED = os.environ.get("MOTUNE_REQUIRE_GPU") == "1"  # on a GPU box: no GPU is a failure, not a skip
+try:
+    import torch
+except ImportError:
+    if REQUIRED:
+        raise RuntimeError("MOTUNE_REQUIRE_GPU=1 but torch is not installed") from None
+    pytest.skip("no torch", allow_module_level=True)
 if not torch.cuda.is_available():
+    if REQUIRED:
+        raise RuntimeError(f"MOTUNE_REQUIRE_GPU=1 but torch sees no usable GPU (torch {torch.__version__}, CUDA "
+                           f"{torch.version.cuda or 'none: a CPU build'}); the GPU tests would only skip")
     pytest.skip("no CUDA device", allow_module_level=True)
 
 import motune as mt  # noqa: E402
@@ -65,7 +74,11 @@ def test_device_time_agrees_with_torch_utils_benchmark_within_5_percent():
     latency = mt.metrics.measure(model, task, ["batch_latency_p50_ms"], options={"latency": BATCH})
     details = latency.details["latency"]
     assert details["method"] == "cuda_event" and details["device"].startswith("cuda") and details["mode"] == "device"
-    assert details["torch_settings"]["cuda_matmul_allow_tf32"] in (False, None)  # full float32 in both
+    forced = any(os.environ.get(k) == "1" for k in ("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "NVIDIA_TF32_OVERRIDE"))
+    # full float32 in both, unless the container forces TF32 (NVIDIA's images set the override): then both use it,
+    # and the record says so
+    assert details["torch_settings"]["cuda_matmul_allow_tf32"] in (False, None) or forced
+    assert forced == bool({k: v for k, v in details["env_overrides"].items() if v == "1"})
     inputs = model.inputs(task.X_valid.iloc[:1024])  # the same call on the same rows: latency's batch
     with torch.inference_mode():
         timer = benchmark.Timer(stmt="model.forward(inputs)", globals={"model": model, "inputs": inputs})
@@ -80,11 +93,17 @@ def test_the_median_repeats_within_1_percent_over_10_runs():
 
     task = mt.Task.from_frame(make_frame(8000), label="y", sensitive="group", seed=0)
     model = TorchClassifier.for_task(_mlp(task, width=8192), task)
-    p50 = [mt.metrics.measure(model, task, ["batch_latency_p50_ms"], options={"latency": BATCH}
-                              ).values["batch_latency_p50_ms"] for _ in range(10)]
+    runs = [mt.metrics.measure(model, task, ["batch_latency_p50_ms"], options={"latency": BATCH}) for _ in range(10)]
+    p50 = [m.values["batch_latency_p50_ms"] for m in runs]
+    clocks = [((m.details["latency"]["gpu"]["during"] or {}).get("sm_clock_mhz") or {}) for m in runs]
+    lows, highs = [c.get("min") for c in clocks if c], [c.get("max") for c in clocks if c]
+    steady = bool(lows and highs) and (max(highs) - min(lows)) <= 0.01 * max(highs)  # the SM clock did not move
     cv = statistics.stdev(p50) / statistics.fmean(p50)
-    RESULTS["p50_cv_10_runs"] = {"p50_ms": p50, "cv": cv}
-    assert cv <= 0.01, p50
+    RESULTS["p50_cv_10_runs"] = {"p50_ms": p50, "cv": cv, "sm_clock_mhz": [min(lows or [0]), max(highs or [0])],
+                                 "clock_steady": steady}
+    # 1 % where the clock held still (locked clocks, or a GPU that did not boost); a boosting GPU moves more, and the
+    # record shows why
+    assert cv <= (0.01 if steady else 0.05), (p50, clocks)
 
 
 def test_end_to_end_is_at_least_device_time_and_uses_pinned_memory():
@@ -230,6 +249,9 @@ study = mt.Study(name="two-gpus", task=task, space=space, train=train,
                  objectives=[mt.maximize("accuracy"), mt.minimize("latency_p50_ms")], pruning=None)
 ''')
     url = f"sqlite:///{tmp_path / 'gpus.db'}"
+    from motune.devices import visible_gpus
+
+    given = visible_gpus()[:2]  # what the scheduler gave this job (indices, GPU- or MIG- UUIDs), not "0" and "1"
     ran = subprocess.run([sys.executable, "-m", "motune.cli", "run", str(study_file), "--trials", "6", "--gpus",
                           "0,1", "--storage", url, "-q"], capture_output=True, text=True, timeout=900)
     assert ran.returncode == 0, ran.stderr
@@ -237,7 +259,7 @@ study = mt.Study(name="two-gpus", task=task, space=space, train=train,
     locks = {r.attrs["provenance"]["worker"]["cuda_visible_devices"]: r.attrs["latency"]["lock"] for r in records}
     uuids = {r.attrs["provenance"]["worker"]["cuda_visible_devices"]: r.attrs["latency"]["gpu"]["before"]["uuid"]
              for r in records}
-    assert set(locks) == {"0", "1"} and len(set(locks.values())) == 2  # one lock per physical GPU (its UUID)
+    assert set(locks) == set(given) and len(set(locks.values())) == 2  # one lock per physical GPU (its UUID)
     assert all(r.attrs["latency"]["device"] == "cuda:0" for r in records)  # each worker sees its GPU as cuda:0
     assert len(set(uuids.values())) == 2 and all(uuids.values())  # and the records still tell them apart
     RESULTS["two_gpus"] = {"locks": locks, "uuids": uuids, "trials": len(records)}
@@ -284,3 +306,120 @@ def test_training_combiners_and_a_conditioned_model_train_on_cuda():
 class _FrameEncode:
     def __call__(self, X):
         return torch.from_numpy(X.to_numpy(dtype="float32"))
+
+
+# ---------------------------------------------------------------- the first sweep on a GPU box (issue 23)
+
+FAULTS_STUDY = '''
+import sys
+sys.path.insert(0, {tests!r})
+import os, torch
+import motune as mt
+from conftest import make_frame
+from motune.models.torch import TorchClassifier, fit
+
+task = mt.Task.from_frame(make_frame(4000), label="y", sensitive="group", seed=0)
+
+def space(trial):
+    trial.suggest_int("width", 64, 65)
+
+def train(params, task, ctx):
+    data = task.numeric()
+    module = torch.nn.Sequential(torch.nn.Linear(data.X_train.shape[1], 64), torch.nn.ReLU(),
+                                 torch.nn.Linear(64, 2)).to(ctx.device)
+    held = torch.empty(int(4 * 2**30), dtype=torch.uint8, device=ctx.device)  # 4 GiB in this trial's frame
+    if ctx.trial_number == 0:
+        raise ValueError("a plain failure holding 4 GiB")
+    if ctx.trial_number == 2 and os.environ.get("ASSERT"):
+        torch.nn.functional.cross_entropy(module(torch.zeros(4, data.X_train.shape[1], device=ctx.device)),
+                                          torch.tensor([0, 1, 7, 1], device=ctx.device))
+        torch.cuda.synchronize()
+    fit(module, torch.from_numpy(data.X_train), torch.from_numpy(data.y_train), epochs=1, seed=ctx.seed)
+    return TorchClassifier.for_task(module, task)
+
+study = mt.Study(name="gpu-faults", task=task, space=space, train=train, pruning=None, keep_models="none",
+                 objectives=[mt.maximize("accuracy")])
+'''
+
+
+def _run_faults(tmp_path, env):
+    path = tmp_path / "faults.py"
+    path.write_text(FAULTS_STUDY.format(tests=str(HERE.parent)))
+    url = f"sqlite:///{tmp_path / 'faults.db'}"
+    ran = subprocess.run([sys.executable, "-m", "motune.cli", "run", str(path), "--trials", "5", "--gpus", "0",
+                          "--storage", url, "-q"], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, **env})
+    return ran, mt.load_study("gpu-faults", storage=url).records()
+
+
+def test_memory_is_released_between_trials_and_each_trial_records_it(tmp_path):
+    ran, records = _run_faults(tmp_path, {})
+    assert ran.returncode == 0, ran.stderr
+    assert records[0].state == "FAIL"
+    memory = records[1].attrs["gpu_memory"]  # the failed trial's 4 GiB did not stay reserved into the next one
+    assert memory["reserved_mb_at_start"] < 512 and memory["peak_reserved_mb"] >= 4096
+    RESULTS["memory_between_trials"] = [r.attrs.get("gpu_memory") for r in records]
+
+
+def test_a_device_side_assert_ends_its_worker_which_is_replaced(tmp_path):
+    ran, records = _run_faults(tmp_path, {"ASSERT": "1"})
+    assert ran.returncode == 0, ran.stderr
+    assert "broke its CUDA context" in ran.stderr
+    states = [r.state for r in records]
+    assert states[2] == "FAIL" and states[3:] == ["COMPLETE", "COMPLETE"], states  # later trials not lost
+    assert records[3].attrs["worker"]["pid"] != records[2].attrs["worker"]["pid"]
+
+
+def test_two_workers_on_one_gpu_never_time_while_the_other_trains(tmp_path):
+    study_file = tmp_path / "shared.py"
+    study_file.write_text(f'''
+import sys
+sys.path.insert(0, {str(HERE.parent)!r})
+import torch
+import motune as mt
+from conftest import make_frame
+from motune.models.torch import TorchClassifier, fit
+task = mt.Task.from_frame(make_frame(20000), label="y", sensitive="group", seed=0)
+def space(trial):
+    trial.suggest_int("width", 512, 1024)
+def train(params, task, ctx):
+    data = task.numeric()
+    module = torch.nn.Sequential(torch.nn.Linear(data.X_train.shape[1], params["width"]), torch.nn.ReLU(),
+                                 torch.nn.Linear(params["width"], 2)).to(ctx.device)
+    model = TorchClassifier.for_task(module, task)
+    ctx.report(0, model)  # latency while the sibling worker may be training on the same GPU
+    fit(module, torch.from_numpy(data.X_train), torch.from_numpy(data.y_train), epochs=4, batch_size=64, seed=ctx.seed)
+    return model
+study = mt.Study(name="shared-gpu", task=task, space=space, train=train, pruning=None, keep_models="none",
+                 objectives=[mt.maximize("accuracy"), mt.minimize("latency_p95_ms")])
+''')
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    ran = subprocess.run([sys.executable, "-m", "motune.cli", "run", str(study_file), "--trials", "6", "--gpus", "0",
+                          "--workers-per-gpu", "2", "--storage", url, "-q"], capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stderr
+    records = [r for r in mt.load_study("shared-gpu", storage=url).records() if r.state == "COMPLETE"]
+    for r in records:
+        latency = r.attrs["latency"]
+        assert latency["training_excluded"] == "gpu" and latency["lock"].startswith("gpu-")
+        assert all(o["device"] != latency["lock"] for o in latency["others_training"])  # no sibling trained there
+    RESULTS["workers_per_gpu_2"] = [{"lock_wait_s": r.attrs["latency"]["lock_wait_s"],
+                                     "p95_ms": r.metrics.get("latency_p95_ms")} for r in records]
+
+
+def test_confirmation_re_times_a_gpu_front_on_its_gpu(tmp_path):
+    task = _task()
+
+    def space(trial):
+        trial.suggest_int("width", 64, 128)
+
+    def train(params, task, ctx):
+        return TorchClassifier.for_task(_mlp(task, params["width"], 2), task)
+
+    study = mt.Study(name="gpu-confirm", task=task, space=space, train=train, keep_models="all",
+                     storage=f"sqlite:///{tmp_path / 'c.db'}", metric_options={"latency": {"min_count": 50}},
+                     objectives=[mt.maximize("accuracy"), mt.minimize("latency_p50_ms")])
+    result = mt.confirm(study.optimize(n_trials=2, show_progress=False), n_boot=10, latency_min_count=50,
+                        latency_min_time_s=0.1, quiet_wait_s=1, retime_s=1)
+    for r in result.records():
+        if r.confirmation:
+            assert r.confirmation["latency"]["device"].startswith("cuda") and "device_moved" not in r.confirmation
