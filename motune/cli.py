@@ -61,7 +61,7 @@ HEARTBEAT_HELP = ("Seconds between a running trial's heartbeats (RDB storages); 
 
 def _study_from(file: Path, study_name: Optional[str], storage: Optional[str], heartbeat: Optional[float]) -> Study:
     """The study FILE defines (the one named ``study_name`` when it defines several), with CLI overrides."""
-    studies = studies_in_file(file)
+    studies = studies_in_file(file, fresh=True)  # as the file reads now (its environment included)
     if study_name is not None:
         studies = [s for s in studies if s.name == study_name]
     if not studies:
@@ -549,7 +549,7 @@ def check(
         result = _open(name, storage, artifacts, study_file)
         other = load_study(constraints_of, storage=storage) if constraints_of else None
         record = run_check(result, data, decision=decision, tolerance=tolerance, latency=latency,
-                           fail_on_drift=fail_on_drift, constraints_of=other, store=store)
+                           fail_on_drift=fail_on_drift, constraints_of=other, store=store, progress=_say)
     except MotuneError as e:
         raise _fail(str(e)) from None
     if fmt == "json":

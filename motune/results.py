@@ -298,7 +298,7 @@ class Result:
         Sorted best first by the first objective.
         """
         rows = [self._row(r, all_metrics=False) for r in self._records if r.on_front]
-        frame = pd.DataFrame(rows, columns=self._columns(rows, all_metrics=False))
+        frame = _typed(pd.DataFrame(rows, columns=self._columns(rows, all_metrics=False)), rows)
         first = self.objectives[0]
         if len(frame):
             frame = frame.sort_values(first.metric, ascending=first.direction == "minimize", kind="stable")
@@ -307,7 +307,7 @@ class Result:
     def trials(self) -> pd.DataFrame:
         """Every trial: state, feasibility, front membership, all metrics, params, duration, error."""
         rows = [self._row(r, all_metrics=True) for r in self._records]
-        return pd.DataFrame(rows, columns=self._columns(rows, all_metrics=True))
+        return _typed(pd.DataFrame(rows, columns=self._columns(rows, all_metrics=True)), rows)
 
     def interval_note(self) -> str:
         """What the confirmation's intervals are (their confidence as stored)."""
@@ -431,6 +431,17 @@ class DecisionRecord:
         if self._result is None:
             raise ArtifactError("this decision record is not attached to a study; use result.load_model(trial)")
         return self._result.load_model(self.trial, device=device)
+
+
+def _typed(frame: pd.DataFrame, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Integer columns stay integers where some rows lack them (pandas would make them floats: a CSV would
+    say ``max_iter 194.0``): nullable ``Int64``."""
+    for column in frame.columns:
+        values = [row.get(column) for row in rows if row.get(column) is not None]
+        if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values) \
+                and frame[column].dtype.kind == "f":
+            frame[column] = frame[column].astype("Int64")
+    return frame
 
 
 def interval_text(entry: dict[str, Any] | None) -> str:

@@ -9,7 +9,9 @@ with ``python FILE``, so it can import modules beside it; its ``if __name__
 classes it defines pickle: a model built from them is kept as an artifact,
 and loads again where the same file is importable (motune's own commands
 import the study's recorded file first: :func:`ensure_importable`). A file is
-imported once per process (again when it changed on disk).
+imported once per process (again when it changed on disk, or with
+``fresh=True``, as ``motune run`` asks: a run reads the file as it is then,
+the environment it reads included).
 
 :func:`studies_in_file` lists the studies it defines; :func:`task_of` finds a
 stored study's task from the file its record names. A file that is missing,
@@ -47,15 +49,16 @@ def _module_name(path: Path) -> str:
     return f"motune_study_{stem if stem.isidentifier() else 'file'}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
 
 
-def load(path: str | Path) -> ModuleType:
-    """The study file at ``path`` as an imported module (see the module docstring)."""
+def load(path: str | Path, *, fresh: bool = False) -> ModuleType:
+    """The study file at ``path`` as an imported module (see the module docstring); ``fresh``: imported
+    again even when this process imported it before."""
     path = Path(path)
     if not path.is_file():
         raise StudyFileError(f"study file {str(path)!r} not found")
     path = path.resolve()
     mtime = path.stat().st_mtime
     cached = _LOADED.get(str(path))
-    if cached is not None and cached[0] == mtime:
+    if cached is not None and cached[0] == mtime and not fresh:
         return cached[1]
     name = _module_name(path)
     folder = str(path.parent)
@@ -83,9 +86,10 @@ def load(path: str | Path) -> ModuleType:
     return module
 
 
-def studies_in_file(path: str | Path) -> list[Study]:
-    """The :class:`motune.Study` objects the study file at ``path`` defines at module level."""
-    return [v for v in vars(load(path)).values() if isinstance(v, Study)]
+def studies_in_file(path: str | Path, *, fresh: bool = False) -> list[Study]:
+    """The :class:`motune.Study` objects the study file at ``path`` defines at module level (``fresh``: see
+    :func:`load`)."""
+    return [v for v in vars(load(path, fresh=fresh)).values() if isinstance(v, Study)]
 
 
 def ensure_importable(result: Any) -> None:

@@ -86,8 +86,11 @@ def test_a_check_on_the_validation_rows_passes_with_the_recorded_values(decided,
     rows_of(task, "valid").to_csv(data, index=False)
     out = runner.invoke(app, ["check", "checked", "--data", str(data), "--storage", url, "--format", "json"])
     assert out.exit_code == 0, out.output
-    record = json.loads(out.output)
+    record = json.loads(out.stdout)
     assert record["verdict"] == "pass" and not record["reasons"]
+    steps = [line for line in out.stderr.splitlines() if line.startswith("checking decision")]
+    assert [line.split(": step ")[1].split(",")[0] for line in steps[:3]] == ["1 of 3", "2 of 3", "3 of 3"], steps
+    assert "100 bootstrap resamples" in steps[1] and " s so far)" in steps[2] and "done in" in steps[3]
     assert record["data"]["rows"] == len(task.X_valid)
     for name, v in record["values"].items():  # the same rows: the same values, inside their intervals
         assert v["value"] == pytest.approx(v["recorded"], abs=1e-9), name
@@ -217,7 +220,7 @@ def test_a_new_version_records_its_lineage_and_rejudges_an_old_decision(decided,
     out = runner.invoke(app, ["check", "checked", "--data", str(data), "--storage", url, "--constraints-of",
                               "checked@v2", "--format", "json", "--no-store"])
     assert out.exit_code in (0, 1), out.output
-    record = json.loads(out.output)
+    record = json.loads(out.stdout)
     judged = next(c for c in record["constraints"].values() if c["metric"] == "demographic_parity_difference")
     assert record["constraints_of"] == "checked@v2" and judged["bound"] == 0.05 and record["constraints_version"] == 2
     assert record["spec_version"] == 1  # the decision's version

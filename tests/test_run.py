@@ -276,7 +276,7 @@ def test_progress_lines_when_not_a_terminal(task):
     lines = buffer.getvalue().strip().splitlines()
     assert lines[0].startswith("trial 0 complete") and "done 1/3" in lines[0]
     assert lines[1].startswith("trial 1 fail") and "failed 1" in lines[1]
-    assert "front 1" in lines[2] and "best feasible: accuracy 0.82" in lines[2]
+    assert "front 1" in lines[2] and "best feasible of each objective (any trial): accuracy 0.82" in lines[2]
     assert progress.counts == {"COMPLETE": 2, "PRUNED": 0, "FAIL": 1}
 
 
@@ -449,3 +449,43 @@ def test_a_plain_run_on_a_box_of_several_gpus_uses_one(monkeypatch):
     monkeypatch.delenv("MOTUNE_ALL_GPUS")
     monkeypatch.setenv("MOTUNE_WORKER", '{"index": 0, "gpus": ["2"]}')  # a pool's worker: its GPU is set already
     assert run_optimize.pin_one_gpu() is None
+
+
+def test_progress_counts_a_resumed_study_as_the_front_does(task, sqlite_url, capsys):
+    study = make_study(task, sqlite_url)
+    study.optimize(n_trials=4, show_progress=False)
+    result = study.optimize(n_trials=2, show_progress=True)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "done 2/2 (+4 stored)" in last, last
+    assert f"front {len(result.front())} " in last, last  # the study's front, not this run's two trials
+    failed = sum(r.state == "FAIL" for r in result.records())
+    assert f"failed {failed} " in last
+
+
+def test_a_long_trial_prints_a_line_while_it_runs_with_its_last_report(task, monkeypatch, capsys):
+    import time
+
+    monkeypatch.setenv("MOTUNE_PROGRESS_S", "0.3")
+
+    def slow(params, task_, ctx):
+        for step in range(1, 8):
+            time.sleep(0.2)
+            ctx.report(step, metrics={"accuracy": 0.5 + step / 100})
+        return train(params, task_, ctx)
+
+    make_study(task, optuna.storages.InMemoryStorage(), train=slow, pruning=None).optimize(n_trials=1,
+                                                                                          show_progress=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "still running" in line]
+    assert lines and lines[0].startswith("trial 0 still running (")
+    assert any("last report at step" in line and "accuracy 0.5" in line for line in lines), lines
+
+
+def test_quiet_prints_nothing_of_optunas(tmp_path):
+    here = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": str(here), "MOTUNE_TEST_STUDY": "quiet"}
+    done = subprocess.run([sys.executable, "-m", "motune", "run", str(here / "fault_study.py"), "--trials", "2",
+                           "--storage", f"sqlite:///{tmp_path / 'q.db'}", "-q"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Trial 0 finished" not in done.stderr and "A new study created" not in done.stderr, done.stderr
+    assert "done " not in done.stderr  # motune's own lines are quiet too

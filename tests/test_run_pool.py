@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -132,7 +133,8 @@ def test_workers_stop_with_a_pool_killed_by_kill_9_and_the_next_run_leaves_nothi
 def test_a_killed_worker_is_replaced_and_its_trial_failed_and_retried(tmp_path):
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     run = pool("--trials", "6", "--workers", "2", "--storage", url,
-               env={"MOTUNE_TEST_STUDY": "killed", "MOTUNE_TEST_SLEEP_S": "3"})
+               env={"MOTUNE_TEST_STUDY": "killed", "MOTUNE_TEST_SLEEP_S": "3", "MOTUNE_TEST_REPORT": "1",
+                    "MOTUNE_PROGRESS_S": "1"})
     victim = wait_until(lambda: next((t for t in trials_of(url, "killed") if t.state.name == "RUNNING"
                                       and "worker" in t.user_attrs), None), 120, "a running trial")
     os.kill(victim.user_attrs["worker"]["pid"], signal.SIGKILL)
@@ -148,6 +150,9 @@ def test_a_killed_worker_is_replaced_and_its_trial_failed_and_retried(tmp_path):
     assert sum(t.state.name == "COMPLETE" for t in trials.values()) == 6  # the death did not eat a trial
     assert len({t.user_attrs["worker"]["pid"] for t in trials.values()}) == 3  # a new worker took its place
     assert "a new worker takes its place" in err
+    done = [tuple(map(int, m)) for m in re.findall(r"done (\d+)/(\d+)", err)]
+    assert all(k <= n for k, n in done) and done[-1] == (7, 7), done  # the retry is one more to run, counted
+    assert re.search(r"trial \d+ still running \(\d+ s; last report at step \d+: progress \d", err), err
 
 
 def test_planning_workers(monkeypatch):

@@ -37,8 +37,10 @@ import hashlib
 import importlib.util
 import math
 import sys
+import time
 import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,7 @@ import pandas as pd
 from motune import _pareto, _schema
 from motune.errors import MotuneError, SpecError, TaskError
 from motune.metrics.intervals import bootstrap_intervals
+from motune.metrics.latency import LatencyOptions
 from motune.metrics.registry import group_for, measure
 from motune.results import Result
 from motune.spec import Constraint
@@ -276,9 +279,11 @@ def check(
     confidence: float = 0.95,
     seed: int = 0,
     store: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Check decision ``decision`` (default: the current one) of ``result`` on new data; returns the check
-    record (stored with the study unless ``store=False``). See the module docstring."""
+    record (stored with the study unless ``store=False``). See the module docstring. ``progress(line)`` is
+    told each step (k of n) with the time it took so far."""
     chosen = result.pick_decision(decision)
     if not 0 < tolerance < math.inf:
         raise SpecError(f"tolerance must be a positive number, got {tolerance!r}")
@@ -295,10 +300,15 @@ def check(
     skipped = [] if latency else [n for n in names if group_for(n).key == "latency"]
     names = [n for n in names if n not in skipped]
     options = dict(result.info.get("metric_options") or {})
+    say = _Steps(progress, 3, f"checking decision {chosen.number} (trial {chosen.trial}) on {len(frame)} rows")
     with warnings.catch_warnings():  # a resample (or a shifted sample) may lack a class: sklearn says so each time
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
         warnings.filterwarnings("ignore", message="A single label was found")
+        say("measuring " + ", ".join(names) + (" (latency: a timed run, up to about "
+                                                f"{_latency_bound_s(options):.0f} s)" if not skipped and
+                                                any(group_for(n).key == "latency" for n in names) else ""))
         measured = measure(model, new, names, options=options, split="test")
+        say(f"{n_boot} bootstrap resamples for the intervals")
         intervals = bootstrap_intervals(model, new, names, split="test", n_boot=n_boot, confidence=confidence,
                                         seed=seed)
     recorded = chosen.test or {}
@@ -341,7 +351,9 @@ def check(
                        "kept_at_interval_end": c.kept_at_interval_end(entry.get("low"), entry.get("high"))}
         if c.broken(entry["value"]):
             reasons.append(f"constraint {c} broken: {c.metric} = {entry['value']:.4g}")
+    say("drift of the features and groups")
     shift = drift(task, new)
+    say.done()
     if fail_on_drift and shift["shifted"]:
         reasons.append(f"data shifted (population stability index > {PSI_SHIFT}): {', '.join(shift['shifted'])}")
     now = _dt.datetime.now(_dt.timezone.utc)
@@ -373,3 +385,29 @@ def check(
         result.refresh()
         record = next(c for c in result.checks() if c["id"] == key)
     return record
+
+
+class _Steps:
+    """``progress`` lines "step k of n: what (x s so far)" and a last "done in x s"."""
+
+    def __init__(self, progress: Callable[[str], None] | None, total: int, what: str) -> None:
+        self.progress, self.total, self.what = progress, total, what
+        self.k, self.began = 0, time.monotonic()
+
+    def __call__(self, step: str) -> None:
+        self.k += 1
+        if self.progress is not None:
+            so_far = time.monotonic() - self.began
+            self.progress(f"{self.what}: step {self.k} of {self.total}, {step}"
+                          + (f" ({so_far:.1f} s so far)" if self.k > 1 else ""))
+
+    def done(self) -> None:
+        if self.progress is not None:
+            self.progress(f"{self.what}: done in {time.monotonic() - self.began:.1f} s")
+
+
+def _latency_bound_s(options: dict[str, Any]) -> float:
+    """About how long a latency measurement may take at most: the batch-1 and the batch run's time limits
+    and the throughput run."""
+    latency = LatencyOptions.of(options.get("latency"))
+    return 2 * latency.max_time_s + latency.throughput_s

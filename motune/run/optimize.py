@@ -70,8 +70,9 @@ def optimize(
     hooks = Hooks([progress, *ours])
     where = locate(study)  # storage, heartbeat and artifact store: resolved here, once
     store = where.artifact_store
-    with _quiet_optuna(progress.enabled):
+    with _quiet_optuna(True):
         ostudy = open_study(study, where)
+    progress.seed(record_of(t, [c.key for c in study.constraints]) for t in ostudy.get_trials(deepcopy=False))
     control = Interrupts(ostudy)
     # torch's process-wide settings (TF32, cuDNN, attention) each trial starts with; with n_jobs threads,
     # several trials share them at once, so they are recorded but cannot be pinned per trial
@@ -92,7 +93,7 @@ def optimize(
             study.name, [str(o) for o in study.objectives], [str(c) for c in study.constraints], n_trials, timeout,
             where.name, len(ostudy.get_trials(deepcopy=False))))
         began = time.monotonic()
-        with _quiet_optuna(progress.enabled), _no_interrupt_tracebacks(), control.installed(), \
+        with _quiet_optuna(True), _no_interrupt_tracebacks(), control.installed(), \
                 _stale_trial_watch(ostudy):
             while True:  # one pass, unless a trial of this run was taken over by another worker
                 left = None if n_trials is None else n_trials - len(control.started)
@@ -189,7 +190,7 @@ class _Budget:
 
 @contextlib.contextmanager
 def _quiet_optuna(quiet: bool) -> Iterator[None]:
-    """While motune shows its own progress, Optuna's per-trial log lines are hushed."""
+    """Optuna's per-trial log lines are hushed: motune prints its own progress, or nothing (``-q``)."""
     if not quiet:
         yield
         return

@@ -274,6 +274,8 @@ def run_pool(study: Any, study_file: str, specs: Sequence[WorkerSpec], *, n_tria
     deadline = None if timeout is None else time.time() + timeout
     tickets = {"left": n_trials}
     progress = TrialProgress(study, total=n_trials, enabled=show_progress)
+    progress.seed(record_of(t, keys) for t in ostudy.get_trials(deepcopy=False))
+    progress.last_report = lambda number: last_report(ostudy, number)
     states: dict[int, str] = {}
     processes: dict[int, Any] = {}
     links: dict[int, Any] = {}
@@ -286,6 +288,7 @@ def run_pool(study: Any, study_file: str, specs: Sequence[WorkerSpec], *, n_tria
     def on_retry(n: int = 1) -> None:
         if tickets["left"] is not None:
             tickets["left"] += n
+        progress.add_to_total(n)  # "done 31/26" no more: a retried trial is one more to run
 
     def start(spec: WorkerSpec, delay_s: float) -> None:
         if stopping:
@@ -326,6 +329,7 @@ def run_pool(study: Any, study_file: str, specs: Sequence[WorkerSpec], *, n_tria
             on_retry(message[3])
         elif kind == "start":
             states[index] = f"trial {message[3]}"
+            progress.on_trial_start(TrialStart(number=message[3], params={}, seed=0))
         elif kind == "end":
             states[index] = "idle"
             progress.on_trial_end(message[3], prefix=f"w{index}")
@@ -420,6 +424,15 @@ def run_pool(study: Any, study_file: str, specs: Sequence[WorkerSpec], *, n_tria
     if errors:
         raise SpecError(errors[0])
     return result, result.interrupted, (asked_exit[0] if asked_exit else None)
+
+
+def last_report(ostudy: optuna.Study, number: int) -> tuple[int, dict[str, float]] | None:
+    """Trial ``number``'s last stored report (step, values), read from the storage: the pool's parent sees
+    its workers' trials only there."""
+    running = ostudy.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    trial = next((t for t in running if t.number == number), None)
+    reports = {} if trial is None else _schema.read_reports(trial.system_attrs, number)
+    return None if not reports else (max(reports), reports[max(reports)])
 
 
 def _final(state: str) -> bool:
