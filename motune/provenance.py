@@ -76,4 +76,6 @@ def worker() -> dict[str, Any]:
     if torch is not None:
         info["torch_threads"] = torch.get_num_threads()
     info["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
+    if os.environ.get("MOTUNE_GPU_DRY_RUN") == "1":
+        info["gpu_dry_run"] = True  # given GPU ids, trained on the CPU (run.trial.require_cuda let it)
     return info

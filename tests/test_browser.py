@@ -143,7 +143,7 @@ def test_a_decided_study_opens_on_its_decision_with_every_figure_drawn(task, tmp
     page = path.read_text()
     assert EVIL not in page
     assert page.index("id='decision'") < page.index("<h2>Study</h2>")  # the decision opens the page
-    assert f"Decision 1: trial {decision.trial}" in page and "Confirmation on the test split" in page
+    assert f"Decision 1 (current): trial {decision.trial}" in page and "Confirmation on the test split" in page
     assert "chosen (decision 1)" in page and "roc_auc" in page
     check = _probe(page, tmp_path)
     assert check["errors"] == []

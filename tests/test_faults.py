@@ -228,17 +228,18 @@ def test_04_ctrl_c_in_a_python_script_returns_the_result_without_a_traceback(tmp
 
 def test_05_a_killed_workers_trial_is_failed_with_a_reason_and_retried(tmp_path):
     url = f"sqlite:///{tmp_path / 'kill.db'}"
-    env = {"MOTUNE_TEST_STUDY": "kill", "MOTUNE_HEARTBEAT_S": "2"}  # grace: 3 heartbeats, 6 s
+    env = {"MOTUNE_TEST_STUDY": "kill", "MOTUNE_HEARTBEAT_S": "4"}  # grace: 3 heartbeats, 12 s (longer than
+    # the survivor takes to start on a loaded host, so its first trial starts before the dead one goes stale)
     doomed = cli("run", str(HERE / "fault_study.py"), "--trials", "1", "--storage", url,
                  env={**env, "MOTUNE_TEST_SLEEP_S": "120"})
     victim = wait_until(lambda: running_trial(url, "kill"), what="a running trial")
     doomed.kill()  # SIGKILL: no handler runs, the trial stays RUNNING until its heartbeat goes stale
     doomed.wait(timeout=30)
     assert running_trial(url, "kill") is not None
-    # the survivor starts at once (before the grace period ends) and its first trial takes 12 s: Optuna's
+    # the survivor starts at once (before the grace period ends) and its first trial takes 30 s: Optuna's
     # own check at a trial's start cannot see the dead trial stale, the survivor's watch thread must
     survivor = cli("run", str(HERE / "fault_study.py"), "--trials", "2", "--storage", url,
-                   env={**env, "MOTUNE_TEST_SLEEP_S": "12", "MOTUNE_TEST_SLEEP_ONCE": "1"})
+                   env={**env, "MOTUNE_TEST_SLEEP_S": "30", "MOTUNE_TEST_SLEEP_ONCE": "1"})
     out, err = survivor.communicate(timeout=180)
     assert survivor.returncode == 0, err
     trials = {t.number: t for t in trials_of(url, "kill")}

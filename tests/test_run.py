@@ -437,9 +437,9 @@ def test_a_plain_run_on_a_box_of_several_gpus_uses_one(monkeypatch):
     import importlib
 
     run_optimize = importlib.import_module("motune.run.optimize")  # the module (motune.run.optimize is also a function)
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.delenv("MOTUNE_WORKER", raising=False)
-    monkeypatch.delenv("MOTUNE_ALL_GPUS", raising=False)
+    for name in ("CUDA_VISIBLE_DEVICES", "MOTUNE_WORKER", "MOTUNE_ALL_GPUS"):
+        monkeypatch.setenv(name, "")  # recorded, so that undoing restores it as it was (delenv of an unset
+        monkeypatch.delenv(name)      # name records nothing, and pin_one_gpu's own setting would leak)
     monkeypatch.setattr(run_optimize, "visible_gpus", lambda: ["0", "1", "2", "3"])
     note = run_optimize.pin_one_gpu()
     assert "uses GPU 0 of the 4 here" in note and os.environ["CUDA_VISIBLE_DEVICES"] == "0"

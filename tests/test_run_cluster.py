@@ -22,14 +22,17 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
-    """A local Ray with two logical GPUs; its workers inherit the environment set here."""
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
-    os.environ["MOTUNE_ARTIFACTS"] = str(tmp_path_factory.mktemp("artifacts"))
-    os.environ["MOTUNE_HEARTBEAT_S"] = "1"
-    os.environ["MOTUNE_TEST_SLEEP_S"] = "1.5"
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    """A local Ray with two logical GPUs; its workers inherit the environment set here (undone after)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PYTHONPATH", os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+        env.setenv("MOTUNE_ARTIFACTS", str(tmp_path_factory.mktemp("artifacts")))
+        env.setenv("MOTUNE_HEARTBEAT_S", "1")
+        env.setenv("MOTUNE_TEST_SLEEP_S", "1.5")
+        env.setenv("MOTUNE_GPU_DRY_RUN", "1")  # no GPU here: workers given one train on the CPU, and say so
+        env.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # logical GPUs: Ray refuses more than a set list names
+        ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+        yield ray
+        ray.shutdown()
 
 
 def _study(name, monkeypatch):
@@ -60,7 +63,7 @@ def test_ray_workers_each_see_only_their_gpu(local_ray, monkeypatch):
     for t in trials:
         worker = t.user_attrs["provenance"]["worker"]
         seen.setdefault(worker["pid"], set()).add(worker["cuda_visible_devices"])
-        assert worker["scheduler"] == "ray" and worker["threads"] == 1
+        assert worker["scheduler"] == "ray" and worker["threads"] == 1 and worker["gpu_dry_run"]
     assert len(seen) == 2 and all(len(ids) == 1 for ids in seen.values())  # each worker: one GPU id, its own
     assert set().union(*seen.values()) == {"0", "1"}
     assert len({(t.params["C"], t.params["tol"]) for t in trials}) == 6

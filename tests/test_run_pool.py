@@ -58,12 +58,13 @@ def test_two_worker_processes_run_the_trials_of_one_study(tmp_path):
 def test_workers_pinned_to_gpu_ids_each_see_only_their_own(tmp_path):
     url = f"sqlite:///{tmp_path / 'gpus.db'}"
     run = pool("--trials", "4", "--gpus", "0,1", "--storage", url,
-               env={"MOTUNE_TEST_STUDY": "gpus", "MOTUNE_TEST_SLEEP_S": "3", "CUDA_VISIBLE_DEVICES": "6,7"})
+               env={"MOTUNE_TEST_STUDY": "gpus", "MOTUNE_TEST_SLEEP_S": "3", "CUDA_VISIBLE_DEVICES": "6,7",
+                    "MOTUNE_GPU_DRY_RUN": "1"})  # this machine has no GPU: the layout is tried on the CPU
     out, err = run.communicate(timeout=300)
     assert run.returncode == 0, err
-    seen = {(t.user_attrs["provenance"]["worker"]["index"], t.user_attrs["provenance"]["worker"]["cuda_visible_devices"])
-            for t in trials_of(url, "gpus")}
-    assert seen == {(0, "6"), (1, "7")}  # --gpus 0,1 counts the GPUs this job was given (6 and 7)
+    workers = [t.user_attrs["provenance"]["worker"] for t in trials_of(url, "gpus")]
+    assert {(w["index"], w["cuda_visible_devices"]) for w in workers} == {(0, "6"), (1, "7")}  # --gpus 0,1 counts
+    assert all(w["gpu_dry_run"] for w in workers)                          # the GPUs this job was given (6, 7)
 
 
 def test_sigterm_stops_every_worker_and_leaves_no_trial_running(tmp_path):

@@ -170,9 +170,11 @@ def given_gpus() -> list[str]:
 
 def require_cuda() -> None:
     """A worker given a GPU refuses to run without CUDA (a CPU build of torch, or no usable driver): its sweep
-    would silently train on the CPU. A :class:`~motune.errors.SpecError` naming the torch build."""
+    would silently train on the CPU. A :class:`~motune.errors.SpecError` naming the torch build.
+    ``MOTUNE_GPU_DRY_RUN=1`` lets it go on on the CPU (a GPU layout tried on a CPU machine; each trial's
+    provenance records ``gpu_dry_run``)."""
     gpus = given_gpus()
-    if not gpus:
+    if not gpus or os.environ.get("MOTUNE_GPU_DRY_RUN") == "1":
         return
     try:
         import torch
