@@ -13,16 +13,16 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
-from motune import _schema
+from motune import _schema, terminal
 from motune.errors import MotuneError, OutputError, SpecError, StudyFileError
 from motune.run import load_study, open_storage
 from motune.run.optimize import check_run_arguments
@@ -37,12 +37,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-if not out.is_terminal:  # a pipe or a file: do not squeeze wide tables into 80 columns
-    out = Console(width=240)
+out = Console()  # tables are fitted to its width (a pipe's: $COLUMNS or terminal.PIPE_WIDTH)
 err = Console(stderr=True)
 
 STORAGE_HELP = "Optuna storage URL (default: $MOTUNE_STORAGE or sqlite:///motune.db)."
+COLUMNS_HELP = "Show these columns, in this order, e.g. trial,accuracy,C (a parameter by its name)."
+PARAMS_HELP = "Show parameter columns even when the table is then wider than the terminal (default: when they fit)."
 
 
 def _fail(message: str) -> typer.Exit:
@@ -149,7 +149,7 @@ def run(
         raise typer.Exit(code=exit_code if isinstance(exit_code, int) else 1)
     if signalled is not None:
         raise typer.Exit(code=143 if signalled == "SIGTERM" else 130)
-    _print_frame(result.front(), title=f"front of {result.name}")
+    _print_frame(result.front(), title=f"front of {result.name}", keep=["trial", *(o.metric for o in result.objectives)])
     records = result.records()
     if records and not any(r.state == "COMPLETE" for r in records):
         first = next((r.error for r in records if r.error), None)
@@ -200,15 +200,20 @@ def front(
     name: str = typer.Argument(..., help="Study name."),
     storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
     fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
+    columns: Optional[str] = typer.Option(None, "--columns", help=COLUMNS_HELP),
+    params: Optional[bool] = typer.Option(None, "--params/--no-params", help=PARAMS_HELP),
 ) -> None:
-    """Print the feasible Pareto front of a stored study."""
+    """Print the feasible Pareto front of a stored study (csv and json: every column)."""
     if fmt not in ("table", "csv", "json"):
         raise _fail(f"--format must be table, csv or json, got {fmt!r}")
     try:
         result = load_study(name, storage=storage)
     except MotuneError as e:
         raise _fail(str(e)) from None
-    frame = result.front()
+    try:
+        frame = terminal.select(result.front(), _column_names(columns))
+    except MotuneError as e:
+        raise _fail(str(e)) from None
     if fmt == "csv":
         typer.echo(frame.to_csv(index=False), nl=False)
     elif fmt == "json":
@@ -217,7 +222,8 @@ def front(
         counts = result.summary()
         _print_frame(frame, title=f"front of {name}: {counts['on_front']} of {counts['trials']} trials "
                                   f"({counts['infeasible']} infeasible, {counts['failed']} failed, "
-                                  f"{counts['pruned']} pruned)")
+                                  f"{counts['pruned']} pruned)", params=params,
+                     keep=["trial", *(o.metric for o in result.objectives)])
         if result.foreign:
             _say(f"{name} was not created by motune: objectives from Optuna's directions and metric names "
                  f"({', '.join(str(o) for o in result.objectives)}), constraints from Trial.set_constraint "
@@ -271,9 +277,7 @@ def studies(storage: Optional[str] = typer.Option(None, "--storage", help=STORAG
         summaries = opened.get_all_studies()
     except MotuneError as e:
         raise _fail(str(e)) from None
-    table = Table(title=Text(f"studies in {storage_name(storage)}"))
-    for column in ("name", "trials", "objectives", "motune", "follows"):
-        table.add_column(column)
+    rows = []
     for s in summaries:
         attrs = _schema.read_study_record(s.user_attrs)
         if attrs:
@@ -283,8 +287,10 @@ def studies(storage: Optional[str] = typer.Option(None, "--storage", help=STORAG
         previous = (attrs or {}).get("previous")
         follows = f"{previous['study']}: {'; '.join(previous['changes'])}" if previous else ""
         n_trials = opened.get_n_trials(opened.get_study_id_from_name(s.study_name))
-        table.add_row(Text(s.study_name), str(n_trials), Text(objectives), "yes" if attrs else "no", Text(follows))
-    out.print(table)
+        rows.append({"name": s.study_name, "trials": n_trials, "objectives": objectives,
+                     "motune": "yes" if attrs else "no", "follows": follows})
+    _print_frame(pd.DataFrame(rows, columns=["name", "trials", "objectives", "motune", "follows"]),
+                 title=f"studies in {storage_name(storage)}", key="name", keep=("name", "objectives"))
 
 
 ARTIFACTS_HELP = "Artifact folder of the study's models (default: the one its record names, or $MOTUNE_ARTIFACTS)."
@@ -318,6 +324,7 @@ def confirm(
                                      "(then time anyway, and flag it)."),
     retime: float = typer.Option(30.0, "--retime", help="Latency: re-time a flagged run for at most this many "
                                  "seconds."),
+    columns: Optional[str] = typer.Option(None, "--columns", help=COLUMNS_HELP),
 ) -> None:
     """Re-measure the front on the held-out test split (intervals) and re-time latency quietly."""
     from motune.confirm import confirm as confirm_
@@ -332,7 +339,12 @@ def confirm(
                           quiet_cpus=quiet_cpus, quiet_wait_s=quiet_wait, retime_s=retime)
     except MotuneError as e:
         raise _fail(str(e)) from None
-    _print_frame(result.confirmation_table(), title=f"{name}: confirmed on the test split, {result.interval_note()}")
+    try:
+        _print_frame(result.confirmation_table(), title=f"{name}: confirmed on the test split, "
+                     f"{result.interval_note()}", columns=columns, long_ok=True,
+                     keep=["trial", *(o.metric for o in result.objectives)])
+    except MotuneError as e:
+        raise _fail(str(e)) from None
     for r in result.records():
         waited = (r.confirmation or {}).get("quiet")
         if waited and (numbers is None and r.on_front or numbers and r.number in numbers):
@@ -443,7 +455,7 @@ def _print_decision(decision: Any) -> None:
     latency = decision.latency or {}
     rows = []
     for metric, entry in values.items():
-        shown = interval_text(entry) if isinstance(entry, dict) else _cell(entry)
+        shown = interval_text(entry) if isinstance(entry, dict) else terminal.cell(entry)
         if not isinstance(entry, dict) and metric in latency and latency[metric].get("low") is not None:
             shown += f" [{latency[metric]['low']:.4g}, {latency[metric]['high']:.4g}]"
         facts = latency.get(metric)
@@ -486,6 +498,7 @@ def decisions(
                                           "and --by; recorded, the history kept)."),
     why: Optional[str] = typer.Option(None, "--why", help="With --current: why it is current."),
     by: Optional[str] = typer.Option(None, "--by", help="With --current: who says so."),
+    columns: Optional[str] = typer.Option(None, "--columns", help=COLUMNS_HELP),
 ) -> None:
     """List the decisions recorded for a study and which is current, or make an earlier one current."""
     if current is not None:
@@ -508,7 +521,11 @@ def decisions(
     chosen = next((d for d in found if d.current), None)
     stated = f"; decision {chosen.number} is current" + (f" ({chosen.made_current['by']}: {chosen.made_current['why']})"
                                                         if chosen.made_current else ", the latest") if chosen else ""
-    _print_frame(_decision_frame(found), title=f"decisions of {name} ({len(found)}{stated})")
+    try:
+        _print_frame(_decision_frame(found), title=f"decisions of {name} ({len(found)}{stated})", columns=columns,
+                     key="decision", keep=["decision", "current", "trial", "rule"], long_ok=True)
+    except MotuneError as e:
+        raise _fail(str(e)) from None
     if chosen is not None:
         _print_decision(chosen)
 
@@ -649,21 +666,15 @@ def _check_writable(output: Path) -> None:
         raise OutputError(f"cannot write the report to {str(output)!r}: permission denied")
 
 
-def _print_frame(frame: pd.DataFrame, *, title: str) -> None:
-    table = Table(title=Text(title))
-    for column in frame.columns:
-        table.add_column(Text(str(column).removeprefix("params_")), justify="right", overflow="fold")
-    for _, row in frame.iterrows():
-        table.add_row(*(Text(_cell(v)) for v in row))
-    out.print(table)
+def _print_frame(frame: pd.DataFrame, *, title: str, columns: Optional[str] = None, params: Optional[bool] = None,
+                 keep: Sequence[str] = (), long_ok: bool = False, key: Optional[str] = "trial") -> None:
+    """``frame`` as a table fitted to the terminal (motune.terminal); what it hides is said on stderr."""
+    terminal.print_frame(out, frame, title=title, columns=_column_names(columns), params=params, keep=keep,
+                         long_ok=long_ok, key=key, notes=err)
 
 
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.4g}"
-    if value is None:
-        return ""
-    return str(value) if not isinstance(value, (dict, list)) else json.dumps(value)
+def _column_names(columns: Optional[str]) -> Optional[list[str]]:
+    return None if columns is None else [c.strip() for c in columns.split(",") if c.strip()]
 
 
 def main() -> None:
