@@ -98,8 +98,10 @@ def test_mlflow_logs_each_trial_and_the_decision(task, tmp_path, monkeypatch):
     from motune.integrations.mlflow import MLflowCallback, log_decision
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    study = _study(task, f"sqlite:///{tmp_path / 'm.db'}", keep_models="none",
-                   pruning=SuccessiveHalving(min_resource=1, eta=2, min_peers=2, calibrate=False))
+    study = _study(task, f"sqlite:///{tmp_path / 'm.db'}", keep_models="all",
+                   pruning=SuccessiveHalving(min_resource=1, eta=2, min_peers=2, calibrate=False),
+                   constraints=[mt.Constraint("equalized_odds_difference", "<=", 0.5),
+                                mt.Constraint("equalized_odds_difference", ">=", 0.0)])
     result = study.optimize(n_trials=4, show_progress=False, callbacks=[MLflowCallback(uri)])
     decision = mt.decide(mt.select(result, mt.rules.knee()), rationale="the knee", decided_by="test")
     run_id = log_decision(decision, uri)
@@ -119,8 +121,11 @@ def test_mlflow_logs_each_trial_and_the_decision(task, tmp_path, monkeypatch):
             assert "provenance.json" in files
             assert run.data.metrics["accuracy"] == pytest.approx(r.metrics["accuracy"])
             assert "fairness_by_group.json" in files
-            assert run.data.metrics["constraint:equalized_odds_difference __ 0.5"] == pytest.approx(  # "<=": "__"
-                r.violations[study.constraints[0].key])
+            at_most, at_least = (r.violations[c.key] for c in study.constraints)  # x <= b and x >= b: two names
+            assert run.data.metrics["constraint:equalized_odds_difference le 0.5"] == pytest.approx(at_most)
+            assert run.data.metrics["constraint:equalized_odds_difference ge 0"] == pytest.approx(at_least)
+            assert run.data.tags["motune.model.sha256"] == r.model["sha256"] and "model.json" in files
+        assert run.info.end_time - run.info.start_time == pytest.approx(1000 * r.duration_s, abs=2)  # the trial's
     chosen = runs["decision 1"]
     assert chosen.info.run_id == run_id and chosen.data.tags["motune.trial"] == str(decision.trial)
     assert chosen.data.tags["motune.rule"] == "knee" and "the knee" in chosen.data.tags["mlflow.note.content"]

@@ -17,11 +17,17 @@ choose): its params; every metric; each constraint's value as
 its step); tags ``motune.study``, ``motune.trial``, ``motune.state``,
 ``motune.feasible``, ``motune.pruned_by`` and the package versions of its
 provenance; and as files ``provenance.json`` and, when measured,
-``fairness_by_group.json`` (the per-group table). A decision becomes a run
+``fairness_by_group.json`` (the per-group table). The run starts and ends
+when the trial did (its duration is the trial's). A trial whose model was
+kept links to it: tags ``motune.model.artifact_id``, ``motune.model.sha256``
+and ``motune.model.kind``, and ``model.json`` (load it with
+``motune export``, which checks the hash; the model itself stays in the
+study's artifact store, not copied into MLflow). A decision becomes a run
 ``decision <n>`` with the chosen trial, rule, reason, rationale and who
 decided, and the whole record as ``decision.json``. MLflow metric names
-allow letters, digits and ``_ - . / :`` and spaces; other characters are
-replaced by ``_``.
+allow letters, digits and ``_ - . / :`` and spaces: a constraint's comparison
+is spelled out (``constraint:accuracy ge 0.8``, ``... le 0.8``) and other
+characters are replaced by ``_``.
 
 The hooks run in the process that ran the trial (each worker of a pool logs
 its own trials). MLflow 3's plain file store is refused by default: use a
@@ -42,10 +48,16 @@ from typing import Any
 from motune.run.callbacks import Callback, StudyStart
 
 _BAD = re.compile(r"[^\w\-./: ]")
+_COMPARISONS = ((">=", " ge "), ("<=", " le "), ("==", " eq "), (">", " gt "), ("<", " lt "))
 
 
 def _name(text: str) -> str:
-    return _BAD.sub("_", str(text))
+    """An MLflow metric or param name: comparisons spelled out (``x >= 0.8`` -> ``x ge 0.8``, so that
+    constraints ``x >= b`` and ``x <= b`` stay two metrics), other characters MLflow refuses as ``_``."""
+    text = str(text)
+    for sign, word in _COMPARISONS:
+        text = text.replace(sign, word)
+    return _BAD.sub("_", re.sub(" +", " ", text).strip())
 
 
 def _client(tracking_uri: str | None) -> Any:
@@ -67,15 +79,16 @@ def _experiment(client: Any, name: str) -> str:
         return found.experiment_id
 
 
-def _filled(client: Any, run_id: str, fill: Any, status: str) -> None:
-    """Run ``fill()`` on an open run and end it with ``status``; if logging fails the run ends FAILED and
-    the error is raised (the caller decides whether tracking may stop the study)."""
+def _filled(client: Any, run_id: str, fill: Any, status: str, end_time: int | None = None) -> None:
+    """Run ``fill()`` on an open run and end it with ``status`` (at ``end_time``, ms since the epoch); if
+    logging fails the run ends FAILED and the error is raised (the caller decides whether tracking may stop
+    the study)."""
     try:
         fill()
     except BaseException:
-        client.set_terminated(run_id, status="FAILED")
+        client.set_terminated(run_id, status="FAILED", end_time=end_time)
         raise
-    client.set_terminated(run_id, status=status)
+    client.set_terminated(run_id, status=status, end_time=end_time)
 
 
 class MLflowCallback(Callback):
@@ -112,7 +125,13 @@ class MLflowCallback(Callback):
         if record.error:
             tags["motune.error"] = str(record.error)[:4000]
         tags |= {f"version.{k}": str(v) for k, v in (provenance.get("versions") or {}).items()}
-        run_id = client.create_run(self._experiment_id, tags=tags).info.run_id
+        model = record.model or {}
+        if model:  # a link to the kept model: the study's artifact store holds it under this id and hash
+            tags |= {"motune.model.artifact_id": str(model.get("artifact_id")),
+                     "motune.model.sha256": str(model.get("sha256")), "motune.model.kind": str(model.get("kind"))}
+        ended_ms = int(1000 * time.time())  # the hook runs as the trial ends; its run spans the trial's duration
+        started_ms = ended_ms - int(1000 * (record.duration_s or 0.0))
+        run_id = client.create_run(self._experiment_id, start_time=started_ms, tags=tags).info.run_id
         from mlflow.entities import Metric, Param
 
         def fill() -> None:
@@ -130,9 +149,11 @@ class MLflowCallback(Callback):
             by_group = (record.attrs.get("fairness") or {}).get("by_group")
             if by_group:
                 client.log_dict(run_id, {"by_group": by_group}, "fairness_by_group.json")
+            if model:
+                client.log_dict(run_id, {"study": self._study, "trial": record.number, **model}, "model.json")
 
         _filled(client, run_id, fill, "FINISHED" if record.state == "COMPLETE" else
-                "KILLED" if record.state == "PRUNED" else "FAILED")
+                "KILLED" if record.state == "PRUNED" else "FAILED", end_time=ended_ms)
 
 
 def log_decision(decision: Any, tracking_uri: str | None = None, *, experiment: str | None = None) -> str:
