@@ -150,6 +150,7 @@ def run(
     if signalled is not None:
         raise typer.Exit(code=143 if signalled == "SIGTERM" else 130)
     _print_frame(result.front(), title=f"front of {result.name}", keep=["trial", *(o.metric for o in result.objectives)])
+    _save_dashboard_figures(lambda: result.refresh())
     records = result.records()
     if records and not any(r.state == "COMPLETE" for r in records):
         first = next((r.error for r in records if r.error), None)
@@ -445,6 +446,7 @@ def decide(
     _say(f"decision {decision.number} of {name} (now current): trial {decision.trial} ({decision.reason}; on "
          f"{decision.values_used} values)")
     _print_decision(decision)
+    _save_dashboard_figures(lambda: load_study(name, storage=storage))
 
 
 def _print_decision(decision: Any) -> None:
@@ -511,6 +513,7 @@ def decisions(
         except MotuneError as e:
             raise _fail(str(e)) from None
         _say(f"decision {chosen.number} of {name} (trial {chosen.trial}) is now current: {why} ({by})")
+        _save_dashboard_figures(lambda: load_study(name, storage=storage))
         return
     if why is not None or by is not None:
         raise _fail("--why and --by go with --current N")
@@ -664,6 +667,17 @@ def _check_writable(output: Path) -> None:
         raise OutputError(f"cannot write the report to {str(output)!r}: folder {str(folder)!r} does not exist")
     if not os.access(folder, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
         raise OutputError(f"cannot write the report to {str(output)!r}: permission denied")
+
+
+def _save_dashboard_figures(stored: Any) -> None:
+    """motune's constraint-aware front on the study's optuna-dashboard page (motune.viz.dashboard), for the
+    study as ``stored()`` reads it now; a failure to save is said and does not fail the command."""
+    from motune.viz.dashboard import save_dashboard_figures
+
+    try:
+        save_dashboard_figures(stored())
+    except Exception as e:  # the figures are a convenience: the run or decision stands
+        _say(f"note: the dashboard figures were not saved: {type(e).__name__}: {e}")
 
 
 def _print_frame(frame: pd.DataFrame, *, title: str, columns: Optional[str] = None, params: Optional[bool] = None,

@@ -5,12 +5,14 @@ optuna-dashboard shows a Markdown note per study (its ``save_note`` API,
 stored as study system attributes). motune writes one when a study is
 created or reopened and after each decision (only when the text changed);
 without optuna-dashboard installed, nothing is written. The note's last line
-is a marker: a note without it (written or edited by a person who removed
-the line) is left as it is. What the dashboard
-still gets wrong is said in the note itself: it reads only the legacy
-``constraints`` list for feasibility and computes its "Best Trials"
-without constraints, so an infeasible trial can carry its badge; motune's
-front (``motune front NAME``) holds only feasible trials.
+is a marker the dashboard does not show (a Markdown link definition): a note
+without it (written or edited by a person who removed the line) is left as it
+is. What the dashboard still gets wrong is said in the note itself: it reads
+only the legacy ``constraints`` list for feasibility and computes its "Best
+Trials" without constraints, so an infeasible trial can carry its badge;
+motune's front (``motune front NAME``, and the figure
+:mod:`motune.viz.dashboard` saves on the study's page) holds only feasible
+trials.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from typing import Any
 
 from motune import _schema
 
-MARKER = "<!-- written by motune; remove this line to keep your edits -->"
+MARKER = "[//]: # (written by motune; remove this line to keep your edits)"  # a Markdown link definition:
+# the dashboard shows nothing of it (an HTML comment it escaped, and showed as text)
+OLD_MARKERS = ("<!-- written by motune; remove this line to keep your edits -->",)  # notes of earlier versions
 
 
 def note_text(study_name: str, study_attrs: Mapping[str, Any]) -> str:
@@ -37,7 +41,8 @@ def note_text(study_name: str, study_attrs: Mapping[str, Any]) -> str:
     lines += [f"Learning curves are the first objective (`{first}`) at each report; every metric of a completed "
               "trial is a sortable user attribute `metric:<name>`.", "",
               "The dashboard's *Best Trials* ignore constraints: an infeasible trial may carry its badge. "
-              "motune's front holds only feasible trials: `motune front " + study_name + "`.", ""]
+              "motune's front holds only feasible trials: `motune front " + study_name + "`, and the figure "
+              "*motune: feasible front* below.", ""]
     current, statement = _schema.current_decision(study_attrs)
     if current is not None:
         if statement is not None:
@@ -60,7 +65,7 @@ def save_study_note(study: Any) -> bool:
         return False
     text = note_text(study.study_name, study.user_attrs)
     current = get_note(study)
-    if current and MARKER not in current:
+    if current and not any(m in current for m in (MARKER, *OLD_MARKERS)):
         return True  # a person's note: kept
     if current != text:
         save_note(study, text)

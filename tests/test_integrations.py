@@ -44,10 +44,11 @@ def test_the_dashboard_shows_learning_curves_sortable_metrics_the_note_and_the_r
     url = f"sqlite:///{tmp_path / 'dash.db'}"
     study = _study(task, url, pruning=None)
     result = study.optimize(n_trials=3, show_progress=False)
-    choice = mt.select(result, mt.rules.lexicographic(["accuracy"]))
-    mt.decide(choice, rationale="most accurate", decided_by="test")
     from typer.testing import CliRunner
 
+    decided = CliRunner().invoke(cli, ["decide", "synthetic", "--storage", url, "--rule", "lexicographic", "--order",
+                                       "accuracy", "--why", "most accurate", "--by", "test"])
+    assert decided.exit_code == 0, decided.output
     ran = CliRunner().invoke(cli, ["report", "synthetic", "--storage", url, "-o", str(tmp_path / "r.html")])
     assert ran.exit_code == 0 and "attached the report" in ran.output, ran.output
 
@@ -64,6 +65,20 @@ def test_the_dashboard_shows_learning_curves_sortable_metrics_the_note_and_the_r
     assert "**Objectives:** maximize `accuracy`" in detail["note"]["body"]
     assert "Decision 1" in detail["note"]["body"] and "most accurate" in detail["note"]["body"]
     assert any(a["filename"] == "r.html" for a in detail["artifacts"])
+    assert "<!--" not in detail["note"]["body"] and detail["note"]["body"].rstrip().endswith(
+        "[//]: # (written by motune; remove this line to keep your edits)")  # a marker Markdown does not show
+    # motune's constraint-aware front on the study's page: only feasible trials on it, the decision starred
+    figures = {g["id"]: json.loads(g["graph_object"]) for g in detail["plotly_graph_objects"]}
+    assert set(figures) == {"motune-front"}
+    front = figures["motune-front"]
+    decision = result.refresh().decision
+    assert f"decision {decision.number}: trial {decision.trial}" in front["layout"]["title"]["text"]
+    on_front = [r.number for r in result.records() if r.on_front]
+    traces = {t["name"].split(" (")[0]: t for t in front["data"]}
+    assert len(traces["feasible front"]["x"]) == len(on_front) and all(r.feasible for r in result.records()
+                                                                       if r.on_front)
+    assert any(f"trial {decision.trial}" in str(t.get("hovertext") or t.get("text")) or
+               "chosen" in t["name"] for t in front["data"])
 
 
 def test_tpe_suggests_over_pruned_trials_that_carry_intermediate_values(task):
