@@ -135,6 +135,9 @@ def test_a_shifted_sample_fails_naming_the_broken_constraint_and_the_checks_roun
     assert any(tr.y and tr.y[-1] == pytest.approx(failed["values"]["demographic_parity_difference"]["value"])
                for tr in fig.data)
     assert any("<= 0.25" in (a.text or "") for a in fig.layout.annotations)  # the bound is drawn
+    decision = failed["decision"]  # one line per decision, its baseline labelled with it
+    assert {tr.name for tr in fig.data} == {f"decision {decision} (trial {failed['trial']})"}
+    assert any((a.text or "").startswith(f"decision {decision}: recorded") for a in fig.layout.annotations)
     assert "checks" in [key for key, _, _ in report_figures(mt.load_study("checked", storage=url))]
 
 

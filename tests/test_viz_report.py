@@ -5,6 +5,7 @@ import pytest
 
 import motune as mt
 from conftest import make_study
+from motune.viz._common import as_result
 from motune.viz.pareto import _get_pareto_info, axis_title, plot_pareto_front
 from motune.viz.report import render_report
 
@@ -104,3 +105,54 @@ def test_png_export_without_a_browser_says_why_and_still_writes_the_report(task,
     assert ran.returncode == 2, ran.stderr  # a script can tell; the report itself is complete
     assert "no PNGs written" in ran.stderr and "Chrome or Chromium" in ran.stderr
     assert out.stat().st_size > 1_000_000 and not (tmp_path / "r_figures").exists()
+
+
+def _plain(values, name="plain"):
+    """A plain Optuna study (maximize a, minimize b) whose trials end with ``values`` in order."""
+    study = optuna.create_study(study_name=name, directions=["maximize", "minimize"])
+    study.set_metric_names(["a", "b"])
+    for i, v in enumerate(values):
+        study.enqueue_trial({"x": float(i)})
+    study.optimize(lambda t, it=iter(values): (t.suggest_float("x", 0, 100), next(it))[1], n_trials=len(values))
+    return study
+
+
+def test_ties_on_the_front_are_grouped_and_said():
+    page = render_report(as_result(_plain([(0.9, 1.0), (0.9, 1.0), (0.9, 1.0), (0.5, 0.2)])))
+    assert "Trials 0, 1, 2 tie on every objective: one point of the front" in page
+
+
+def test_params_print_at_4_digits_with_the_exact_value_on_hover():
+    page = render_report(as_result(_plain([(0.9, 1.0), (0.5, 0.2)])))
+    front = page[page.index("<h2>Front"):]
+    assert "<td title='1.0'>1</td>" in front  # x of trial 1: 1.0 shown as 1, exact on hover
+    study = _plain([(0.9, 1.0)], name="long")
+    study.enqueue_trial({"x": 0.01665710702398867})
+    study.optimize(lambda t: (t.suggest_float("x", 0, 100), 0.5), n_trials=1)  # on the front
+    page = render_report(as_result(study))
+    assert "<td title='0.01665710702398867'>0.01666</td>" in page and ">0.01665710702398867<" not in page
+
+
+def test_a_flat_hypervolume_is_drawn_on_its_own_scale():
+    fig = mt.viz.plot_hypervolume_history(_plain([(0.9, 0.1), (0.5, 0.5), (0.4, 0.6)]))
+    low, high = fig.layout.yaxis.range
+    value = fig.data[0].y[0]
+    assert all(y == value for y in fig.data[0].y) and low < value < high and low > 0  # not a 0..1 axis
+    assert any("flat at" in (a.text or "") for a in fig.layout.annotations)
+
+
+def test_a_latency_outlier_does_not_set_the_range():
+    import plotly.graph_objects as go
+
+    from motune.viz.latency import _range_from_spread
+
+    stats = [{"min_ms": 8.0 + i, "p50_ms": 10.0 + i, "p90_ms": 14.0 + i, "p95_ms": 16.0 + i, "p99_ms": 20.0 + i,
+              "max_ms": 24.0 + i} for i in range(5)]
+    stats[2]["max_ms"], stats[2]["p99_ms"] = 250.0, 120.0
+    fig = go.Figure()
+    _range_from_spread(fig, [f"trial {i}" for i in range(5)], stats)
+    low, high = fig.layout.yaxis.range
+    assert high < 30 and low > 0  # the spread of what is compared, not 0..250
+    above = next(t for t in fig.data if t.name.startswith("above the range"))
+    assert "trial 2: max 250 ms" in " ".join(above.hovertext) and "trial 2: p99 120 ms" in " ".join(above.hovertext)
+    assert any("up to 250 ms" in a.text for a in fig.layout.annotations)

@@ -48,6 +48,19 @@ def axis_title(metric: str, direction: str | None = None) -> str:
     return f"{name} ({', '.join(parts)})" if parts else name
 
 
+def wrapped(title: str, width: int = 18) -> str:
+    """An axis title in lines of about ``width`` characters for a small panel or a 3-D scene: the metric
+    broken after underscores, its parenthesis (unit, direction) on a line of its own."""
+    name, paren, rest = title.partition(" (")
+    lines: list[str] = []
+    for part in [p + "_" for p in name.split("_")[:-1]] + [name.split("_")[-1]]:
+        if lines and len(lines[-1]) + len(part) <= width:
+            lines[-1] += part
+        else:
+            lines.append(part)
+    return "<br>".join(lines + ([f"({rest}"] if paren else []))
+
+
 def fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"

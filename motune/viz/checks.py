@@ -1,9 +1,10 @@
 """The history of a decision's checks on new data (:func:`motune.check`), one panel per metric.
 
 Each check is a point at its time: the new value with its bootstrap
-interval, green when the check passed and red when it failed; the value the
+interval, green when the check passed and red when it failed, joined by a
+line per decision (checks of two decisions are never joined); the value each
 decision rests on (its confirmed test value, else validation) is a dotted
-line, and every constraint bound on the metric a dashed red line (a bound
+line in its colour, labelled with the decision, and every constraint bound on the metric a dashed red line (a bound
 that changed between spec versions appears once per value, labelled with
 the version whose constraints judged the check).
 """
@@ -19,6 +20,7 @@ from motune.results import Result
 from motune.viz._common import as_result, axis_title, empty_figure, esc, fmt
 
 PASS, FAIL, BOUND = "#2ca02c", "#d62728", "#d62728"
+LINES = ("#1f77b4", "#9467bd", "#8c564b", "#17becf", "#bcbd22")  # one per decision
 
 
 def _metrics(checks: list[dict[str, Any]], result: Result) -> list[str]:
@@ -42,23 +44,32 @@ def plot_checks(study: Any) -> go.Figure:
         mine = [c for c in checks if c["values"].get(metric, {}).get("value") is not None]
         if not mine:
             continue
-        values = [c["values"][metric] for c in mine]
-        low = [v["value"] - v["low"] if v.get("low") is not None else 0.0 for v in values]
-        high = [v["high"] - v["value"] if v.get("high") is not None else 0.0 for v in values]
-        fig.add_trace(go.Scatter(
-            x=[c["at"] for c in mine], y=[v["value"] for v in values], mode="lines+markers",
-            marker={"color": [PASS if c["verdict"] == "pass" else FAIL for c in mine], "size": 10},
-            line={"color": "#999999", "width": 1},
-            error_y={"type": "data", "symmetric": False, "array": high, "arrayminus": low, "color": "#555555"},
-            name=esc(metric), showlegend=False,
-            hovertext=[f"check {c['number']} of decision {c['decision']} (trial {c['trial']})<br>"
-                       f"{esc(c['data']['source'])}, {c['data']['rows']} rows<br>{esc(metric)} = {fmt(v['value'])} "
-                       f"(recorded {fmt(v['recorded'])})<br>verdict: {c['verdict']}" for c, v in zip(mine, values)],
-            hoverinfo="text"), row=row, col=1)
-        recorded = sorted({v["recorded"] for v in values if v.get("recorded") is not None})
-        for value in recorded:
-            fig.add_hline(y=value, line={"dash": "dot", "color": "#555555"}, row=row, col=1,
-                          annotation_text=f"recorded {fmt(value)}", annotation_position="top left")
+        decisions = list(dict.fromkeys(c["decision"] for c in mine))
+        for k, number in enumerate(decisions):  # one line per decision: checks of two decisions are not joined
+            theirs = [c for c in mine if c["decision"] == number]
+            values = [c["values"][metric] for c in theirs]
+            low = [v["value"] - v["low"] if v.get("low") is not None else 0.0 for v in values]
+            high = [v["high"] - v["value"] if v.get("high") is not None else 0.0 for v in values]
+            colour = LINES[k % len(LINES)]
+            label = f"decision {number} (trial {theirs[0]['trial']})"
+            fig.add_trace(go.Scatter(
+                x=[c["at"] for c in theirs], y=[v["value"] for v in values], mode="lines+markers",
+                marker={"color": [PASS if c["verdict"] == "pass" else FAIL for c in theirs], "size": 10,
+                        "line": {"color": colour, "width": 2}},
+                line={"color": colour, "width": 1.5},
+                error_y={"type": "data", "symmetric": False, "array": high, "arrayminus": low, "color": "#555555"},
+                name=esc(label), legendgroup=str(number), showlegend=row == 1,
+                hovertext=[f"check {c['number']} of decision {c['decision']} (trial {c['trial']})<br>"
+                           f"{esc(c['data']['source'])}, {c['data']['rows']} rows<br>{esc(metric)} = "
+                           f"{fmt(v['value'])} (recorded {fmt(v['recorded'])})<br>verdict: {c['verdict']}"
+                           for c, v in zip(theirs, values)],
+                hoverinfo="text"), row=row, col=1)
+            recorded = sorted({v["recorded"] for v in values if v.get("recorded") is not None})
+            for value in recorded:  # each decision's baseline in its colour, labelled, at its own side
+                fig.add_hline(y=value, line={"dash": "dot", "color": colour}, row=row, col=1,
+                              annotation_text=f"decision {number}: recorded {fmt(value)}",
+                              annotation_font_color=colour,
+                              annotation_position="top left" if k % 2 == 0 else "bottom left")
         bounds = {}
         for c in mine:
             for entry in c["constraints"].values():

@@ -67,10 +67,22 @@ def _decision_notes(decision: Any) -> list[str]:
             run = ("flagged: " + "; ".join(f.get("flags") or [])) if f.get("noisy") else "not flagged"
             load = ", ".join(f"{v:.2f}" for v in f.get("load_average") or []) or "n/a"
             units = ((f.get("speed") or {}).get("normalised") or {}).get(metric)
-            rows.append(f"<tr><th class='text'>{_esc(metric)}</th><td>{_esc(value)}</td><td class='text'>{_esc(run)}"
+            rows.append(f"<tr><th class='text'>{_breakable(metric)}</th><td>{_esc(value)}</td><td class='text'>{_esc(run)}"
                         f"</td><td>{_esc(load)}</td><td>{'n/a' if units is None else f'{units:.4g}'}</td></tr>")
         parts.append("<div class='scroll'><table class='latency-used'>" + "".join(rows) + "</table></div>")
     return parts
+
+
+def _breakable(name: Any) -> str:
+    """A metric name that a narrow screen may break after its underscores (never inside a word)."""
+    return _esc(name).replace("_", "_<wbr>")
+
+
+def _param(name: str, value: Any) -> str:
+    """``name=value``, a float at 4 significant digits with its exact value on hover."""
+    if isinstance(value, float):
+        return f"<span title='{_esc(repr(value))}'>{_esc(name)}={value:.4g}</span>"
+    return f"{_esc(name)}={_esc(value)}"
 
 
 def summary_html(result: Result) -> str:
@@ -104,10 +116,10 @@ def summary_html(result: Result) -> str:
                          for n, labels in chosen.items())
         rows = [f"<tr><th class='text'>metric</th>{header}</tr>"]
         for metric in result.metric_columns():
-            rows.append(f"<tr><th class='text'>{_esc(metric)}</th>"
+            rows.append(f"<tr><th class='text'>{_breakable(metric)}</th>"
                         + "".join(f"<td>{_cell(records[n], metric)}</td>" for n in chosen) + "</tr>")
         rows.append("<tr><th class='text'>params</th>" + "".join(
-            f"<td class='text'>{_esc(', '.join(f'{k}={v}' for k, v in records[n].params.items()))}</td>"
+            f"<td class='text'>{', '.join(_param(k, v) for k, v in records[n].params.items())}</td>"
             for n in chosen) + "</tr>")
         parts.append("<div class='scroll'><table class='candidates'>" + "".join(rows) + "</table></div>")
     parts.append("</section>")

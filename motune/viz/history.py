@@ -82,4 +82,15 @@ def plot_hypervolume_history(study: Any, *, reference: dict[str, float] | None =
                        showarrow=False, align="left", font=dict(size=11))
     fig.update_layout(title=f"Hypervolume of the feasible front: {esc(result.name)}", xaxis_title="trial",
                       yaxis_title="hypervolume", template="plotly_white", height=420, margin=dict(t=110))
+    values = [v for v in info.hypervolume if v is not None and v == v]
+    if values:
+        low, high = min(values), max(values)
+        if high - low <= 1e-9 * max(abs(high), 1e-300):  # flat: its own scale around the value, said, not 0..1
+            pad = abs(high) * 0.1 or 1.0
+            fig.update_yaxes(range=[low - pad, high + pad], tickformat=".4g")
+            fig.add_annotation(text=f"flat at {high:.4g}: no trial improved the front after trial {info.trials[0]}",
+                               xref="paper", yref="y", x=0.5, y=high, yshift=14, showarrow=False,
+                               font=dict(size=11, color="#555"))
+        else:
+            fig.update_yaxes(tickformat=".4g")
     return fig

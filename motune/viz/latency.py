@@ -83,6 +83,7 @@ def plot_latency(study: Any, *, batch: bool = False) -> go.Figure:
                                                  for v, m in zip(s, info.modes)],
                                      hovertemplate=f"%{{x}}: {name} %{{y:.4g}} ms%{{customdata[0]}}, "
                                                    "%{customdata[1]}<extra></extra>"))
+    _range_from_spread(fig, x, s)
     what = f"batch of {info.batch_size}" if batch else "batch size 1"
     fig.update_layout(title=f"Latency per trial ({what}, {esc(mode_label(info.modes))}, {esc(info.device)}, "
                             f"{esc(info.method)}): {esc(result.name)}",
@@ -91,6 +92,31 @@ def plot_latency(study: Any, *, batch: bool = False) -> go.Figure:
         fig.add_annotation(text=esc(f"timed: {info.window}"), xref="paper", yref="paper", x=0, y=1.02,
                            showarrow=False, xanchor="left", yanchor="bottom", font=dict(size=11, color="#555"))
     return fig
+
+
+def _range_from_spread(fig: go.Figure, x: list[str], stats: list[dict[str, Any]]) -> None:
+    """The y-range covers the spread of what is compared (min to p95 and the p50 intervals), not one slow
+    outlier: a max or p99 above it is drawn at the top edge as a triangle with its value, and said."""
+    core = [v[k] for v in stats for k in ("min_ms", "p50_ms", "p90_ms", "p95_ms", "p50_ci_high_ms")
+            if isinstance(v.get(k), (int, float))]
+    if not core:
+        return
+    low, high = min(core), max(core)
+    top = high + 0.15 * max(high - low, 0.05 * high, 1e-6)
+    above = [(t, k, v[k]) for t, v in zip(x, stats) for k in ("max_ms", "p99_ms")
+             if isinstance(v.get(k), (int, float)) and v[k] > top]
+    if not above:
+        return
+    bottom = max(0.0, low - 0.15 * max(high - low, 0.05 * high, 1e-6))
+    fig.update_yaxes(range=[bottom, top])
+    fig.add_trace(go.Scatter(x=[t for t, _, _ in above], y=[top] * len(above), mode="markers", cliponaxis=False,
+                             name=f"above the range ({len(above)})", marker=dict(symbol="triangle-up", size=11,
+                                                                                  color="#d62728"),
+                             hovertext=[f"{t}: {k.removesuffix('_ms')} {value:.4g} ms (above the range)"
+                                        for t, k, value in above], hoverinfo="text"))
+    fig.add_annotation(text=f"{len(above)} value(s) above the range, up to {max(v for *_, v in above):.4g} ms "
+                            "(triangles; hover for each)", xref="paper", yref="paper", x=1, y=1.02,
+                       showarrow=False, xanchor="right", yanchor="bottom", font=dict(size=11, color="#d62728"))
 
 
 def _interval(run: dict[str, Any], name: str) -> str:

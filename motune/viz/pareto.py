@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 
 from motune.errors import SpecError
 from motune.results import Result, TrialRecord
-from motune.viz._common import as_result, axis_title, esc, fmt, reports_of, unit_of  # noqa: F401
+from motune.viz._common import as_result, axis_title, esc, fmt, reports_of, unit_of, wrapped  # noqa: F401
 
 CATEGORIES = {  # category -> (legend name, colour, marker symbol)
     "front": ("feasible front", "#d62728", "circle"),
@@ -136,7 +136,7 @@ def plot_pareto_front(study: Any, *, objectives: list[str] | None = None,
             line = dict(line_dash="dash", line_color="#555", annotation_text=f"{op} {bound:g}")
             (fig.add_vline if axis == 0 else fig.add_hline)(bound, **line)
     elif n == 3:
-        titles = [t.replace(" (", "<br>(", 1) for t in info.titles]  # shorter lines in the 3-D scene
+        titles = [wrapped(t) for t in info.titles]  # short lines: the 3-D scene's titles are not cut
         fig.update_layout(scene=dict(xaxis_title=titles[0], yaxis_title=titles[1], zaxis_title=titles[2]),
                           scene_camera=dict(eye=dict(x=1.6, y=1.6, z=0.9)))
         _bound_planes(fig, info)
@@ -194,8 +194,8 @@ def plot_pareto_pairs(study: Any, *, highlight: dict[int, str] | None = None) ->
             if axis in (i, j):
                 line = dict(line_dash="dash", line_color="#555", row=row, col=col)
                 (fig.add_vline if axis == i else fig.add_hline)(bound, **line)
-        fig.update_xaxes(title_text=info.titles[i], row=row, col=col)
-        fig.update_yaxes(title_text=info.titles[j], row=row, col=col)
+        fig.update_xaxes(title_text=wrapped(info.titles[i], 28), title_font_size=11, row=row, col=col)
+        fig.update_yaxes(title_text=wrapped(info.titles[j], 22), title_font_size=11, row=row, col=col)
     fig.update_layout(title=f"Pairs of objectives: {esc(result.name)}", template="plotly_white",
                       height=380 * rows + 80, legend_title_text="trials")
     return fig

@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pandas import NA as _NA
+
 from motune.results import Result
 from motune.viz._common import reports_of
 from motune.viz.checks import plot_checks
@@ -28,15 +30,29 @@ from motune.viz.pruning import plot_forecasts, plot_pruning
 from motune.viz.tradeoffs import plot_parallel_coordinates, plot_param_importances
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
-h1 { margin-bottom: 0.2rem; } .muted { color: #666; }
+body { font-family: system-ui, sans-serif; margin: 2rem auto; padding: 0 1rem; max-width: 1200px; color: #222; }
+h1 { margin-bottom: 0.2rem; overflow-wrap: anywhere; } h2 { overflow-wrap: anywhere; } .muted { color: #666; }
+p, li { overflow-wrap: anywhere; }
 table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0 1.5rem; }
-th, td { border: 1px solid #ddd; padding: 0.25rem 0.5rem; text-align: right; }
+th, td { border: 1px solid #ddd; padding: 0.25rem 0.5rem; text-align: right; white-space: nowrap; }
 th { background: #f4f4f4; } td.text, th.text { text-align: left; }
+td.text { white-space: normal; overflow-wrap: anywhere; min-width: 6rem; }
 .scroll { overflow-x: auto; max-width: 100%; }
-pre { background: #f7f7f7; padding: 0.75rem; overflow-x: auto; font-size: 0.8rem; }
-.figure { margin: 0.5rem 0 2rem; }
+pre { background: #f7f7f7; padding: 0.75rem; overflow-x: auto; font-size: 0.8rem; white-space: pre-wrap;
+      overflow-wrap: anywhere; }
+.figure { margin: 0.5rem 0 2rem; overflow-x: auto; }
+.figure .plotly-graph-div { min-width: 560px; } .figure.wide .plotly-graph-div { min-width: 900px; }
+@media (max-width: 700px) {
+  body { margin: 0.5rem auto; padding: 0 0.5rem; font-size: 0.9rem; }
+  table { font-size: 0.75rem; } th, td { padding: 0.2rem 0.3rem; white-space: normal; }
+  table.candidates td { min-width: 7rem; }
+  h1 { font-size: 1.4rem; } h2 { font-size: 1.15rem; }
+}
 """
+
+
+WIDE_FIGURES = ("pareto_pairs", "parallel_coordinates", "group_fairness")  # panels side by side
+TEXT_LINE_CHARS = 64  # a figure's title and notes are broken into lines this long: they fit a 560 px figure
 
 
 class PngExportError(RuntimeError):
@@ -114,9 +130,29 @@ def _esc(value: Any) -> str:  # text in the report's own HTML (attributes includ
     return html.escape(str(value), quote=True)
 
 
+def _cell(value: Any) -> str:
+    """A table cell: a number at 4 significant digits with its exact value on hover (``title``), text left
+    aligned and escaped, a missing value empty."""
+    import numbers
+
+    if value is None or value is _NA or (isinstance(value, float) and value != value):
+        return "<td></td>"
+    if isinstance(value, bool):
+        return f"<td class='text'>{_esc(value)}</td>"
+    if isinstance(value, numbers.Integral):
+        return f"<td>{int(value)}</td>"
+    if isinstance(value, numbers.Real):
+        return f"<td title='{float(value)!r}'>{float(value):.4g}</td>"
+    return f"<td class='text'>{_esc(value)}</td>"
+
+
 def _table(frame) -> str:
-    html_table = frame.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}", na_rep="", border=0)
-    return f"<div class='scroll'>{html_table}</div>"
+    """``frame`` as an HTML table inside a box that scrolls sideways on a narrow screen."""
+    head = "".join(f"<th class='text'>{_esc(str(c).removeprefix('params_')).replace('_', '_<wbr>')}</th>"
+                   for c in frame.columns)  # a narrow screen breaks a header after its underscores
+    body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>"
+                   for row in frame.astype(object).itertuples(index=False, name=None))
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def _version_line(result: Result) -> str:
@@ -138,7 +174,8 @@ def render_report(result: Result, figures: list[tuple[str, str, Any]] | None = N
     prov = complete[-1].attrs.get("provenance") if complete else None
 
     parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
         f"<title>motune report: {_esc(result.name)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{_esc(result.name)}</h1>",
         f"<p class='muted'>{_esc(info.get('description') or '')}</p>",
@@ -149,9 +186,11 @@ def render_report(result: Result, figures: list[tuple[str, str, Any]] | None = N
         + ("<br>".join(_esc(c) for c in result.constraints) or
            ("<br>".join(f"{_esc(k)} (Optuna's value; bound not recorded)" for k in result.constraint_keys)
             if result.foreign else "") or "none") + "</td></tr>",
-        f"<tr><th class='text'>version</th><td class='text'>{_esc(_version_line(result))}</td></tr>",
-        f"<tr><th class='text'>task</th><td class='text'>{_esc(_task_line(info.get('task', {})))}</td></tr>",
-        f"<tr><th class='text'>metrics measured on</th><td class='text'>{_esc(info.get('split', 'valid'))} split</td></tr>",
+        *([] if result.foreign else [  # a plain Optuna study records none of these: nothing made up
+            f"<tr><th class='text'>version</th><td class='text'>{_esc(_version_line(result))}</td></tr>",
+            f"<tr><th class='text'>task</th><td class='text'>{_esc(_task_line(info.get('task', {})))}</td></tr>",
+            f"<tr><th class='text'>metrics measured on</th><td class='text'>{_esc(info.get('split', 'valid'))} "
+            "split</td></tr>"]),
         "<tr><th class='text'>trials</th><td class='text'>"
         + _esc(", ".join(f"{k} {v}" for k, v in counts.items())) + "</td></tr></table>",
     ]
@@ -163,10 +202,15 @@ def render_report(result: Result, figures: list[tuple[str, str, Any]] | None = N
     if not figures:
         parts.append("<h2>Figures</h2><p>No completed trial yet.</p>")
     for i, (key, heading, fig) in enumerate(figures):
-        parts.append(f"<h2 id='{key}'>{_esc(heading)}</h2><div class='figure'>")
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=i == 0, div_id=f"fig-{key}"))
+        wide = " wide" if key in WIDE_FIGURES else ""  # panels side by side: scroll, not squeeze, on a phone
+        parts.append(f"<h2 id='{key}'>{_esc(heading)}</h2><div class='figure{wide}'>")
+        parts.append(_narrow_texts(fig).to_html(full_html=False, include_plotlyjs=i == 0, div_id=f"fig-{key}",
+                                                config={"responsive": True}))
         parts.append("</div>")
     parts.append(f"<h2>Front ({len(front)} feasible non-dominated trials)</h2>")
+    for tied in _ties(front, [o.metric for o in result.objectives]):
+        parts.append(f"<p class='muted'>Trials {_esc(', '.join(map(str, tied)))} tie on every objective: one "
+                     "point of the front, not several (any of them is the same trade-off).</p>")
     parts.append(_table(front) if len(front) else "<p>No feasible trial yet.</p>")
     confirmations = result.confirmation_table()
     if len(confirmations):
@@ -187,9 +231,56 @@ def render_report(result: Result, figures: list[tuple[str, str, Any]] | None = N
         parts.append("<h2>Provenance</h2><p class='muted'>of the latest completed trial</p>")
         parts.append(f"<pre>{_esc(json.dumps(prov, indent=2, sort_keys=True))}</pre>")
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts.append(f"<p class='muted'>Generated by motune {_esc(info.get('motune_version'))} on {stamp}.</p>")
+    made = f"; the study was recorded by motune {info['motune_version']}" if info.get("motune_version") else ""
+    parts.append(f"<p class='muted'>Generated by motune {_esc(_installed_version())} on {stamp}{_esc(made)}.</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _lines(text: str, width: int = TEXT_LINE_CHARS) -> str:
+    """``text`` (plotly's label HTML) with each line longer than ``width`` broken at ", " or a space."""
+    out = []
+    for line in text.split("<br>"):
+        while len(line) > width:
+            cut = max(line.rfind(", ", 0, width), line.rfind(": ", 0, width))
+            cut = cut + 1 if cut > width // 3 else line.rfind(" ", 0, width)
+            if cut <= 0:
+                break
+            out.append(line[:cut].rstrip())
+            line = line[cut:].lstrip()
+        out.append(line)
+    return "<br>".join(out)
+
+
+def _narrow_texts(fig: Any) -> Any:
+    """A copy of ``fig`` whose title and annotations are broken into lines that fit a narrow figure."""
+    fig = type(fig)(fig)
+    title = fig.layout.title.text
+    if title and len(title) > TEXT_LINE_CHARS:
+        fig.update_layout(title_text=_lines(title), margin_t=max(fig.layout.margin.t or 80, 100))
+    for note in fig.layout.annotations or ():
+        if note.text and len(note.text) > TEXT_LINE_CHARS:
+            note.text = _lines(note.text)
+    return fig
+
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("motune")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def _ties(front: Any, objectives: list[str]) -> list[list[int]]:
+    """Groups of front trials with the same value of every objective (at 4 significant digits, as shown)."""
+    if not len(front) or not all(o in front.columns for o in objectives):
+        return []
+    groups: dict[tuple, list[int]] = {}
+    for _, row in front.iterrows():
+        groups.setdefault(tuple(f"{row[o]:.4g}" for o in objectives), []).append(int(row["trial"]))
+    return [sorted(g) for g in groups.values() if len(g) > 1]
 
 
 def _noisy_latency(records: list[Any]) -> Any:

@@ -81,11 +81,18 @@ def plot_parallel_coordinates(study: Any, *, params: list[str] | None = None) ->
         return empty_figure("Parallel coordinates: no completed trial yet")
     dims = [dict(label=d.label, values=d.values, **({"tickvals": d.tickvals, "ticktext": d.ticktext}
                                                      if d.tickvals is not None else {})) for d in info.dimensions]
-    fig = go.Figure(go.Parcoords(dimensions=dims, labelangle=-15, line=dict(color=info.color, colorscale="Viridis", showscale=True,
+    fig = go.Figure(go.Parcoords(dimensions=dims, labelangle=_label_angle(info.dimensions), labelfont=dict(size=11), line=dict(color=info.color, colorscale="Viridis", showscale=True,
                                                             colorbar=dict(title=info.color_title))))
     fig.update_layout(title=f"Parameters to objectives: {esc(result.name)} ({len(info.trials)} completed trials)",
-                      template="plotly_white", height=500, margin=dict(l=80, r=80, t=130))
+                      template="plotly_white", height=520, margin=dict(l=110, r=80, t=150))
     return fig
+
+
+def _label_angle(dimensions: list[Any]) -> int:
+    """Axis labels level when each fits the space of its axis (about 1000 px shared), else slanted: a
+    multi-line label would run over the axis's range text."""
+    room = 1000 / max(len(dimensions), 1)
+    return 0 if max(len(d.label) for d in dimensions) * 6.5 < room - 10 else -20
 
 
 class _ImportanceInfo(NamedTuple):
@@ -127,10 +134,12 @@ def plot_param_importances(study: Any, *, evaluator: Any = None) -> go.Figure:
                              name=esc(metric)))
     if info.left_out:
         fig.add_annotation(text="left out, not set on every trial: " + ", ".join(esc(p) for p in info.left_out),
-                           xref="paper", yref="paper", x=0, y=-0.18, showarrow=False, align="left")
+                           xref="paper", yref="paper", x=0, y=0, yshift=-62, yanchor="top", xanchor="left",
+                           showarrow=False, align="left", font=dict(size=11, color="#555"))  # below the axis title
     fig.update_layout(barmode="group", title=f"Parameter importance per objective: {esc(result.name)} "
                       f"({esc(info.evaluator)}, {info.trials} completed trials)", xaxis_title="importance (share)",
-                      template="plotly_white", height=max(300, 60 + 28 * len(params) * max(1, len(info.importances))))
+                      template="plotly_white", height=max(300, 60 + 28 * len(params) * max(1, len(info.importances))),
+                      margin=dict(b=110 if info.left_out else 70))
     return fig
 
 
