@@ -271,6 +271,36 @@ def report(
 
 
 @app.command()
+def serve(
+    name: str = typer.Argument(..., help="Study name."),
+    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 (0: any free one)."),
+    poll: float = typer.Option(5.0, "--poll", help="Seconds between reads of the storage (and the page's checks)."),
+) -> None:
+    """Serve a live view of a study on 127.0.0.1: its report, refreshed from the storage as trials end."""
+    from motune.live import HOST, LiveReport
+    from motune.live import serve as serve_
+
+    if poll <= 0:
+        raise _fail(f"--poll must be a positive number of seconds, got {poll}")
+    live = LiveReport(name, storage, poll_s=poll, say=_say)
+    try:
+        live.state()  # the study exists and the storage answers, before the port is taken
+        server = serve_(live, port)
+    except MotuneError as e:
+        raise _fail(str(e)) from None
+    except OSError as e:
+        raise _fail(f"cannot listen on {HOST}:{port}: {e.strerror or e}") from None
+    _say(f"serving {name} at http://{HOST}:{server.server_port}/ (the page refreshes as trials end; Ctrl-C stops)")
+    try:
+        server.serve_forever(poll_interval=0.5)
+    except KeyboardInterrupt:
+        _say("stopped")
+    finally:
+        server.server_close()
+
+
+@app.command()
 def studies(storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP)) -> None:
     """List the studies in a storage."""
     try:

@@ -18,7 +18,7 @@ FLOORS = {  # room -> floor (see the closing note of issue 9 for how this differ
     "selection": 6,
     "run": 7,
     "confirm": 8, "export": 8, "monitoring": 8,
-    "integrations": 9, "viz": 9, "terminal": 9,
+    "integrations": 9, "viz": 9, "terminal": 9, "live": 9.5,
     "cli": 10, "__init__": 10, "__main__": 11,
 }
 LAZY = {("spec", "run")}  # Study.optimize / Study.result import motune.run inside the method
