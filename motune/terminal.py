@@ -194,7 +194,7 @@ def print_frame(console: Console, frame: pd.DataFrame, *, title: str, columns: S
             previous = row[0]
         table.add_row(*(Text(c) for c in row))
     console.print(Text(title, style="bold"), soft_wrap=True)  # one line, not padded to the table's width
-    console.print(table, width=max(width, laid.width()) if laid.width() > width else width)
+    console.print(table, width=max(width, laid.width()), crop=False)  # not cropped to the console's own width
     for note in laid.notes():
         (notes or console).print(Text(note), highlight=False, soft_wrap=True)
     return laid

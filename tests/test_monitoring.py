@@ -109,7 +109,7 @@ def test_a_shifted_sample_fails_naming_the_broken_constraint_and_the_checks_roun
     shifted.to_csv(data, index=False)
     out = runner.invoke(app, ["check", "checked", "--data", str(data), "--storage", url])
     assert out.exit_code == 1, out.output
-    assert "demographic_parity_difference <= 0.25" in out.output and "BROKEN" in out.output
+    assert "demographic_parity_difference <= 0.25" in out.output and "BROKEN" in out.output, out.stdout
 
     stored = mt.load_study("checked", storage=url).checks()
     failed = stored[-1]

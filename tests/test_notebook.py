@@ -1,5 +1,6 @@
 """notebooks/quickstart.ipynb runs top to bottom (in a scratch folder) and shows its figures."""
 
+import base64
 import shutil
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pytest
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
+nbconvert = pytest.importorskip("nbconvert")
 
 NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "quickstart.ipynb"
 pytestmark = pytest.mark.slow
@@ -23,4 +25,9 @@ def test_quickstart_notebook_runs(tmp_path):
     figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})
                or "text/html" in o.get("data", {}) and "plotly" in o["data"]["text/html"]]
     assert len(figures) >= 7
+    # each figure carries a static image beside the interactive one: GitHub and nbconvert show it
+    assert all(len(base64.b64decode(f["data"].get("image/png", ""))) > 20_000 for f in figures), \
+        [sorted(f["data"]) for f in figures]
+    exported, _ = nbconvert.HTMLExporter().from_notebook_node(notebook)
+    assert exported.count("data:image/png;base64,") >= len(figures)
     assert (tmp_path / "quickstart.html").stat().st_size > 1_000_000 and (tmp_path / "quickstart.db").exists()

@@ -100,3 +100,15 @@ def test_a_long_note_wraps_instead_of_being_dropped():
     assert laid.columns == list(frame.columns) and laid.wrapped == ["latency run"] and notes == ""
     assert max(len(line) for line in text.splitlines()) <= 90
     assert "NOISY" in text and "load 3.21" in text and "12.35 [12.01, 12.78]" in text
+
+
+def test_a_pipe_gets_tables_as_wide_as_its_width_not_rich_s_80_columns(monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    buffer = io.StringIO()
+    console = Console(file=buffer)  # not a terminal: rich alone would crop at 80 columns
+    frame = pd.DataFrame({"metric": ["demographic_parity_difference"], "recorded": [0.1628], "new": [0.2747],
+                          "interval": ["[0.1488, 0.4177]"], "change": [0.1119], "moved": ["worse"],
+                          "constraint": ["BROKEN (<= 0.25)"]})
+    terminal.print_frame(console, frame, title="check")
+    text = buffer.getvalue()
+    assert "BROKEN (<= 0.25)" in text and 80 < max(len(line) for line in text.splitlines()) <= terminal.PIPE_WIDTH

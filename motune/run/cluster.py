@@ -167,8 +167,8 @@ def run_on_ray(study: Any, study_file: str, *, address: str, n_trials: int | Non
     from motune.run.study import attach_store, open_study
 
     ray = _ray()
-    where = locate(study)
-    location = where.shared_url("--ray workers")  # the same file (SQLite) or server from every worker
+    site = locate(study)
+    location = site.shared_url("--ray workers")  # the same file (SQLite) or server from every worker
     if not ray.is_initialized():
         reachable(address, connect_timeout_s)
         ray.init(address=None if address == "local" else address, **(init_kwargs or {}))
@@ -186,8 +186,8 @@ def run_on_ray(study: Any, study_file: str, *, address: str, n_trials: int | Non
         by_cpu = int(resources.get("CPU", 1) // max(cpus_per_worker, 1e-9))
         workers = max(1, min(x for x in (by_gpu, by_cpu, n_trials) if x is not None))
     changes = {**changes, "storage": location}
-    store = where.artifact_store
-    ostudy = open_study(study, where)
+    store = site.artifact_store
+    ostudy = open_study(study, site)
     keys = [c.key for c in study.constraints]
     TicketsActor, WorkerActor = _actor_classes(ray)
     tickets = TicketsActor.remote(n_trials)
@@ -279,7 +279,7 @@ def run_on_ray(study: Any, study_file: str, *, address: str, n_trials: int | Non
         compat.RETRY_CREATED.remove(on_retry)
         for s, handler in previous.items():
             signal.signal(s, signal.SIG_DFL if handler is None else handler)
-        result = attach_store(Result(ostudy), where.named, store)
+        result = attach_store(Result(ostudy), site.named, store)
         result.spec = study
         result.interrupted = stopping[0] if stopping else None
         progress.on_study_end(result)

@@ -10,6 +10,7 @@ from motune.viz.checks import plot_checks
 from motune.viz.groups import plot_group_fairness
 from motune.viz.history import plot_hypervolume_history, reference_point
 from motune.viz.latency import plot_latency
+from motune.viz.notebook import notebook_figures
 from motune.viz.pareto import plot_pareto_front
 from motune.viz.pruning import plot_forecasts, plot_pruning
 from motune.viz.report import PngExportError, export_pngs, render_report, report_figures, write_report
@@ -18,6 +19,7 @@ from motune.viz.tradeoffs import plot_parallel_coordinates, plot_param_importanc
 __all__ = [
     "PngExportError",
     "export_pngs",
+    "notebook_figures",
     "plot_checks",
     "plot_forecasts",
     "plot_group_fairness",
