@@ -485,7 +485,7 @@ def _print_decision(decision: Any) -> None:
 
     values = decision.test if decision.values_used == "test" and decision.test else decision.validation
     latency = decision.latency or {}
-    rows = []
+    rows, flags = [], []
     for metric, entry in values.items():
         shown = interval_text(entry) if isinstance(entry, dict) else terminal.cell(entry)
         if not isinstance(entry, dict) and metric in latency and latency[metric].get("low") is not None:
@@ -494,12 +494,16 @@ def _print_decision(decision: Any) -> None:
         note = ""
         if facts:
             load = facts.get("load_average")
-            note = ("NOISY: " + "; ".join(facts.get("flags") or []) if facts.get("noisy") else "quiet") + \
-                (f", load {load[0]:.2f}" if load else "")
+            note = ("NOISY" if facts.get("noisy") else "quiet") + (f", load {load[0]:.2f}" if load else "")
+            if facts.get("noisy"):
+                flags.append(f"{metric} NOISY: {'; '.join(facts.get('flags') or [])}")
         rows.append({"metric": metric, "value": shown, "decided": "yes" if metric in (decision.deciding or []) else "",
                      "latency run": note})
     _print_frame(pd.DataFrame(rows), title=f"decision {decision.number} of {decision.study}: trial {decision.trial} "
-                                           f"on {decision.values_used} values")
+                                           f"on {decision.values_used} values", key="metric",
+                 keep=["metric", "value", "latency run"])
+    for line in flags:  # why a run was flagged: a line each, under the table (a cell would not fit 80 columns)
+        out.print(Text(line), highlight=False, soft_wrap=True)
     if decision.indistinguishable:
         _say(f"indistinguishable from trial {decision.trial} on {', '.join(decision.deciding or [])} (their intervals "
              f"overlap): trial(s) {', '.join(map(str, decision.indistinguishable))}")
@@ -622,7 +626,8 @@ def _print_check(record: dict) -> None:
     which = "the current one" if record.get("decision_current") else "not the current one"
     _print_frame(pd.DataFrame(rows), title=f"check of decision {record['decision']} ({which}; trial {record['trial']}) of "
                                            f"{record['study']} on {record['data']['rows']} rows of "
-                                           f"{record['data']['source']}{versions}")
+                                           f"{record['data']['source']}{versions}", key="metric",
+                 keep=["metric", "new", "moved", "constraint"])  # what a verdict rests on stays on 80 columns
     shift = record["drift"]
     lines = [f"not checked: {c}" for c in record.get("not_checked") or []]
     lines += [f"not measured: {m}" for m in record.get("not_measured") or []]

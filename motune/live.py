@@ -81,12 +81,20 @@ class LiveReport:
     _page: bytes = field(default=b"", repr=False)
     _read_at: float = field(default=0.0, repr=False)
     _rendered_key: str = field(default="", repr=False)
+    _result: Any = field(default=None, repr=False)
+
+    def _read(self) -> Any:
+        """The study, opened once (one storage engine for the server's life) and re-read from storage."""
+        if self._result is None:
+            self._result = load_study(self.name, storage=self.storage)
+            return self._result
+        return self._result.refresh()
 
     def state(self) -> dict[str, Any]:
         """The study's current state (the storage read at most every ``poll_s`` seconds)."""
         with self._lock:
             if self._state is None or time.monotonic() - self._read_at >= self.poll_s:
-                self._state = study_state(load_study(self.name, storage=self.storage))
+                self._state = study_state(self._read())
                 self._read_at = time.monotonic()
             return self._state
 
@@ -96,8 +104,9 @@ class LiveReport:
         with self._lock:
             if not self._page or self._rendered_key != state["key"]:
                 began = time.monotonic()
-                result = load_study(self.name, storage=self.storage)
+                result = self._read()
                 state = study_state(result)  # what this render shows, read with it
+                self._state, self._read_at = state, time.monotonic()
                 html = render_report(result)
                 script = _RELOAD.format(state=json.dumps({"key": state["key"], "summary": state["summary"]}),
                                         poll_ms=int(1000 * self.poll_s))

@@ -11,7 +11,7 @@ is wider than that:
 2. a table of few rows and wide cells (``long_ok``: the confirmation table)
    is shown long instead, one line per row and column;
 3. text columns (a note, a reason) wrap over lines, down to
-   :data:`PROSE_MIN_WIDTH`;
+   :data:`PROSE_MIN_WIDTH`, then half that;
 4. columns are dropped from the right, never the ``keep`` ones, and the
    note names them.
 
@@ -144,12 +144,14 @@ def fit(frame: pd.DataFrame, width: int, *, params: bool | None = None, keep: Se
     wrapped: list[str] = []
     prose = sorted((n for n in shown if widths[n] > PROSE_MIN_WIDTH
                     and any(" " in c for c in cells[by_name[n]])), key=lambda n: -widths[n])
-    for n in prose:  # text (a note, a reason) wraps over lines, down to PROSE_MIN_WIDTH, before anything goes
-        over = table_width([widths[m] for m in shown]) - width
-        if over <= 0:
-            break
-        widths[n] = max(PROSE_MIN_WIDTH, widths[n] - over)
-        wrapped.append(n)
+    for floor in (PROSE_MIN_WIDTH, PROSE_MIN_WIDTH // 2):  # text (a note, a reason) wraps over lines, down to
+        for n in prose:                                      # 30 columns, then 15, before anything goes
+            over = table_width([widths[m] for m in shown]) - width
+            if over <= 0:
+                break
+            widths[n] = max(floor, min(widths[n], widths[n] - over))
+            if n not in wrapped:
+                wrapped.append(n)
     hidden: list[str] = []
     droppable = [n for n in reversed(shown) if n not in keep and n != key]
     while table_width([widths[n] for n in shown]) > width and droppable:

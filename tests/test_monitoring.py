@@ -211,7 +211,7 @@ def test_a_new_version_records_its_lineage_and_rejudges_an_old_decision(decided,
     v1 = mt.load_study("checked", storage=url)
     assert v1.version == 1 and v1.lineage is None and v1.decision.spec_version == 1
     listed = runner.invoke(app, ["studies", "--storage", url])
-    assert listed.exit_code == 0 and "checked@v2" in listed.output and "0.05" in listed.output
+    assert listed.exit_code == 0 and "checked@v2" in listed.output and "0.05" in listed.output, listed.output
 
     from motune.viz import render_report
 
