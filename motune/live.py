@@ -100,14 +100,12 @@ class LiveReport:
 
     def page(self) -> bytes:
         """The report for the current state (rendered only when the state changed)."""
-        state = self.state()
+        self.state()  # the storage read (at most every poll_s); the study and its state are set together
         with self._lock:
+            state = self._state
             if not self._page or self._rendered_key != state["key"]:
                 began = time.monotonic()
-                result = self._read()
-                state = study_state(result)  # what this render shows, read with it
-                self._state, self._read_at = state, time.monotonic()
-                html = render_report(result)
+                html = render_report(self._result)
                 script = _RELOAD.format(state=json.dumps({"key": state["key"], "summary": state["summary"]}),
                                         poll_ms=int(1000 * self.poll_s))
                 self._page = html.replace("</head>", script + "</head>", 1).encode("utf-8")

@@ -149,7 +149,7 @@ def fit(frame: pd.DataFrame, width: int, *, params: bool | None = None, keep: Se
             over = table_width([widths[m] for m in shown]) - width
             if over <= 0:
                 break
-            widths[n] = max(floor, min(widths[n], widths[n] - over))
+            widths[n] = max(floor, widths[n] - over)
             if n not in wrapped:
                 wrapped.append(n)
     hidden: list[str] = []

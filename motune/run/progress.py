@@ -64,11 +64,7 @@ class TrialProgress(Callback):
                 continue
             self.stored += 1
             self.stored_counts[record.state] = self.stored_counts.get(record.state, 0) + 1
-            if record.state == "COMPLETE":
-                if record.feasible:
-                    self._add_feasible(record)
-                else:
-                    self.infeasible += 1
+            self._add_complete(record)
 
     def add_to_total(self, n: int = 1) -> None:
         """A retried trial adds to the run's total (a dead worker's trial, run again)."""
@@ -143,11 +139,7 @@ class TrialProgress(Callback):
         with self._lock:  # Optuna calls back from its worker threads when n_jobs > 1
             self.running.pop(record.number, None)
             self.counts[record.state] = self.counts.get(record.state, 0) + 1
-            if record.state == "COMPLETE":
-                if record.feasible:
-                    self._add_feasible(record)
-                else:
-                    self.infeasible += 1
+            self._add_complete(record)
             if not self.enabled:
                 return
             if self._bar is not None:
@@ -156,6 +148,14 @@ class TrialProgress(Callback):
                     self.print(self.line(record, prefix))
             else:
                 self.print(self.line(record, prefix))
+
+    def _add_complete(self, record: Any) -> None:
+        """A completed trial into the front and best values (feasible) or the infeasible count."""
+        if record.state == "COMPLETE":
+            if record.feasible:
+                self._add_feasible(record)
+            else:
+                self.infeasible += 1
 
     def _add_feasible(self, record: Any) -> None:
         objectives = self.study.objectives
