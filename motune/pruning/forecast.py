@@ -21,19 +21,23 @@ were. Each peer's change is corrected for where it stood (a kernel-weighted
 linear fit of change on state, per metric: local linear regression), so a
 peer a little ahead of the trial counts as it would have from the trial's
 state. The spread of the changes is widened by the trial's own
-report-to-report noise (the final value is one more noisy measurement). The forecast is this weighted sample (a point: its weighted median
-per metric; an interval: its weighted quantiles), plus an *unknown* share of
-weight ``prior_weight`` that counts against every event the rule tests
-(with three peers that all agree, a probability is at most 3 / 4): a
-handful of completed trials cannot stop a trial alone.
+report-to-report noise (the final value is one more noisy measurement).
+The forecast is this weighted sample: a point (its weighted median per
+metric) and a 90 % interval (its weighted quantiles, always closed), which
+are stored with the report and checked when the trial completes. The rule
+that decides on it (:mod:`motune.pruning.risk`) adds an *unknown* share of
+weight ``prior_weight`` that counts against every event it tests (with
+three peers that all agree, a probability is at most 3 / 4): a handful of
+completed trials cannot stop a trial alone.
 
 Calibration: each stored forecast of a trial that completed can be checked
 against its final value. :func:`calibration` measures how often the final
 value fell inside its interval (the coverage) and the factor by which the
 intervals would have had to widen for the nominal share to be covered (a
 conformal quantile of the needed factors); forecasts then widen by that
-factor (never narrow), so a study whose curves the forecast reads badly
-prunes less.
+factor (never narrow; at most ``MAX_WIDEN``, which is also the widening when
+intervals of no width missed), so a study whose curves the forecast reads
+badly prunes less.
 
 The model was chosen by measurement over recorded learning curves
 (``benchmarks/forecast.py``); everything here is numpy on a few hundred
@@ -48,6 +52,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 LEVEL = 0.9  # the nominal coverage of a stored forecast interval
+MAX_WIDEN = 10.0  # the most calibration widens a forecast (and its widening when zero-width intervals missed)
 
 
 class Curve(NamedTuple):
@@ -82,15 +87,17 @@ class Forecast(NamedTuple):
     def point(self) -> dict[str, float]:
         return {m: _weighted_quantile(self.samples[:, j], self.weights, 0.5) for j, m in enumerate(self.metrics)}
 
-    def interval(self) -> dict[str, tuple[float | None, float | None]]:
-        """Each metric's central ``level`` interval; an end the peers' weight cannot place (the unknown share
-        would fall beyond it) is ``None`` (open)."""
+    def interval(self) -> dict[str, tuple[float, float]]:
+        """Each metric's central ``level`` interval of the peers' weighted sample (the model's own interval,
+        always closed: what is stored with a report and checked against the final value, so that coverage
+        measures the model; the unknown share is the rule's caution and is kept out of it)."""
         tail = (1 - self.level) / 2
-        return {m: (self.quantile(m, tail), self.quantile(m, 1 - tail)) for m in self.metrics}
+        return {m: (_weighted_quantile(self.samples[:, j], self.weights, tail),
+                    _weighted_quantile(self.samples[:, j], self.weights, 1 - tail)) for j, m in enumerate(self.metrics)}
 
     def quantile(self, metric: str, q: float) -> float | None:
-        """The ``q`` quantile of ``metric``'s forecast, with half the unknown share at each infinity (``None``
-        where the quantile falls there: too little weight to place it)."""
+        """The ``q`` quantile of ``metric``'s forecast as the rule reads it, with half the unknown share at each
+        infinity (``None`` where the quantile falls there: too little weight to place it)."""
         j = self.metrics.index(metric)
         return _open_quantile(self.samples[:, j], self.weights, self.prior_weight, q)
 
@@ -104,6 +111,7 @@ class Forecast(NamedTuple):
         """The JSON-able record stored with the report: per metric the point, the interval and the scale."""
         point, interval = self.point(), self.interval()
         return {"level": self.level, "peers": self.peers, "effective_peers": round(self.effective_peers, 2),
+                "prior_weight": self.prior_weight,
                 "metrics": {m: {"point": point[m], "low": interval[m][0], "high": interval[m][1],
                                 "scale": float(self.scale[j])} for j, m in enumerate(self.metrics)}}
 
@@ -250,8 +258,8 @@ def _open_quantile(values: np.ndarray, weights: np.ndarray, unknown: float, q: f
 class Calibration(NamedTuple):
     """How well the stored forecasts of completed trials covered their final values."""
 
-    coverage: dict[str, float | None]  # per metric: share of closed intervals that held the final value
-    checked: dict[str, int]  # per metric: how many closed intervals were checked
+    coverage: dict[str, float | None]  # per metric: share of intervals that held the final value
+    checked: dict[str, int]  # per metric: how many intervals were checked (records of old releases may be open)
     trials: int  # completed trials with at least one checked forecast
     scale: dict[str, float]  # per metric: the widening that would have covered the nominal share (>= 1)
     level: float = LEVEL
@@ -300,7 +308,7 @@ def calibration(checks: Sequence[tuple[Mapping[str, Any], Mapping[str, float]]],
     """Coverage and widening from ``(stored forecast record, final values)`` pairs of completed trials.
 
     A record's interval was made with its own ``scale``; the widening needed is measured on the interval
-    without it, so that it does not compound. With fewer than ``min_checks`` closed intervals of a metric its
+    without it, so that it does not compound. With fewer than ``min_checks`` checked intervals of a metric its
     scale stays 1."""
     return calibration_of([trial_checks([record], final) for record, final in checks], level=level,
                           min_checks=min_checks)
@@ -323,10 +331,10 @@ def calibration_of(per_trial: Sequence[Mapping[str, tuple[np.ndarray, np.ndarray
         if len(factors) >= min_checks:
             rank = min(len(factors), int(np.ceil((len(factors) + 1) * level))) - 1  # a conformal quantile
             factor = float(np.partition(factors, rank)[rank])
-            scale[m] = max(1.0, factor) if np.isfinite(factor) else 1.0
+            scale[m] = min(MAX_WIDEN, max(1.0, factor))  # inf: intervals of no width missed
     trials = sum(1 for checked in per_trial if any(len(h) for h, _ in checked.values()))
     return Calibration(coverage, counted, trials, scale, level)
 
 
-__all__ = ["LEVEL", "Calibration", "Curve", "Forecast", "calibration", "calibration_of", "checks_of", "forecast",
+__all__ = ["LEVEL", "MAX_WIDEN", "Calibration", "Curve", "Forecast", "calibration", "calibration_of", "checks_of", "forecast",
            "kernel_weights", "peer_state", "state_of", "trial_checks"]
