@@ -24,10 +24,19 @@ from rich.text import Text
 
 from motune import _schema, terminal
 from motune.errors import MotuneError, OutputError, SpecError, StudyFileError
-from motune.run import load_study, open_storage
-from motune.run.optimize import check_run_arguments
-from motune.run.pool import apply_threads, plan_workers, run_pool, worker_loop
-from motune.run.storage import redact_text, storage_name
+from motune.run import (
+    apply_threads,
+    attach_files,
+    check_run_arguments,
+    load_study,
+    open_storage,
+    plan_workers,
+    redact_text,
+    run_on_ray,
+    run_pool,
+    storage_name,
+    worker_loop,
+)
 from motune.spec import Study
 from motune.studyfile import studies_in_file
 
@@ -128,8 +137,6 @@ def run(
             if pooled else None
         study = _study_from(file, study_name, storage, heartbeat)
         if ray is not None:
-            from motune.run.cluster import run_on_ray
-
             result, signalled = run_on_ray(study, str(file.resolve()), address=ray, n_trials=trials,
                                            timeout=timeout, changes=_changes(file, storage, heartbeat),
                                            gpus_per_worker=gpus_per_trial or 0, cpus_per_worker=cpus_per_trial or 1,
@@ -262,8 +269,6 @@ def report(
     else:
         pngs = []
     if attach:
-        from motune.run.artifacts import attach_files
-
         ids = attach_files(result, [path, *pngs])
         if ids:
             _say(f"attached the report{' and its figures' if pngs else ''} to the study as {len(ids)} artifact(s) "

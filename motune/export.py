@@ -26,7 +26,7 @@ from typing import Any
 from motune.errors import ArtifactError, OutputError
 from motune.models import persist
 from motune.results import DecisionRecord, Result, interval_text
-from motune.run.artifacts import download_archive
+from motune.run import download_archive
 
 
 def export_decision(result: Result, folder: str | Path, *, decision: int | None = None) -> list[Path]:

@@ -20,7 +20,9 @@ import pandas as pd
 
 from motune import _pareto, _schema
 from motune.errors import ArtifactError, SelectionError
+from motune.pruning.forecast import calibration
 from motune.spec import Constraint, Objective
+from motune.studyfile import task_of
 
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 
@@ -238,16 +240,12 @@ class Result:
     def task(self) -> Any:
         """The study's task (its data): from the study definition when known, else from the study file its
         record names (:func:`motune.studyfile.task_of`)."""
-        from motune.studyfile import task_of
-
         return task_of(self)
 
     def forecast_calibration(self) -> Any:
         """How well the pruning policy's stored forecasts covered the completed trials' final values
         (:func:`motune.pruning.forecast.calibration`: per metric the coverage of the stored intervals, how
         many were checked, and the widening they call for)."""
-        from motune.pruning.forecast import calibration
-
         return calibration([(f, r.metrics) for r in self.records() if r.state == "COMPLETE"
                             for f in r.forecasts.values()])
 

@@ -25,6 +25,7 @@ from motune import metrics as _metrics  # noqa: F401  (registers the built-in me
 from motune.errors import SpecError, SpecTypeError, UnknownMetricError
 from motune.locks import TIMING_MODES
 from motune.metrics.registry import group_for, groups_for
+from motune.pruning import PruningPolicy, default_policy
 from motune.task import SPLITS, Task, TextTask
 
 # Measured on every trial whatever the objectives: quality and the per-group table.
@@ -274,8 +275,6 @@ class Study:
         if not isinstance(self.pruning, str):
             return self.pruning
         if getattr(self, "_default_policy", None) is None:
-            from motune.pruning import default_policy
-
             self._default_policy = default_policy()
         return self._default_policy
 
@@ -408,8 +407,6 @@ def validate(study: Study) -> None:
     if study.split not in SPLITS:
         raise SpecError(f"split must be one of {list(SPLITS)}, got {study.split!r}")
     _validate_metric_options(study)
-    from motune.pruning import PruningPolicy
-
     if not (study.pruning is None or study.pruning == "default" or isinstance(study.pruning, PruningPolicy)):
         raise SpecTypeError(f"pruning must be a motune.pruning policy, None or 'default'; got {study.pruning!r}")
     if isinstance(study.seed, bool) or not isinstance(study.seed, int):

@@ -71,6 +71,36 @@ def test_models_do_not_import_metrics_and_viz_does_not_import_run():
             assert not [n for n, _ in imports(path) if room_of(n) == forbidden], path
 
 
+def test_outside_the_run_room_only_its_public_names_are_imported():
+    """``motune.run``'s modules are its own business: every other room imports from ``motune.run`` itself (its
+    ``__all__``), and only names it exports."""
+    import motune.run
+
+    wrong = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if (ROOT / "run") in path.parents:
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("motune.run."):
+                wrong.append(f"{path.relative_to(ROOT)} imports {node.module}")
+            elif isinstance(node, ast.ImportFrom) and node.module == "motune.run":
+                wrong += [f"{path.relative_to(ROOT)} imports motune.run.{a.name}, which it does not export"
+                          for a in node.names if a.name not in motune.run.__all__]
+            elif isinstance(node, ast.Import):
+                wrong += [f"{path.relative_to(ROOT)} imports {a.name}" for a in node.names
+                          if a.name.startswith("motune.run.")]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_one_supervisor_runs_every_pool_of_workers():
+    """The process pool and the Ray cluster are launchers behind one supervisor: neither has its own loop of
+    tickets, signals, deaths and retries."""
+    for name in ("pool", "cluster"):
+        source = (ROOT / "run" / f"{name}.py").read_text()
+        assert "Supervisor(" in source and "signal.signal(" not in source and "RetryStaleTrial" not in source, name
+
+
 def test_feasibility_the_front_and_directions_are_decided_in_one_room():
     """No module but the verdict room (``_schema.kept``, ``Constraint``'s methods, ``_pareto``) compares a
     violation with 0, computes a front or flips a sign by direction."""
@@ -93,7 +123,8 @@ def test_feasibility_the_front_and_directions_are_decided_in_one_room():
     assert not found, found
 
 
-CROSS_CUTTING = {"browser", "faults", "faults_postgres", "notebook", "structure", "studies"}  # several rooms at once
+CROSS_CUTTING = {"browser", "faults", "faults_postgres", "notebook", "structure", "studies",  # several rooms at once
+                 "readme"}  # the README's code, command lines and links (the whole package, as a user meets it)
 
 
 def test_the_tests_mirror_the_rooms():

@@ -45,7 +45,7 @@ import time
 import warnings
 from typing import Any
 
-from motune.run.callbacks import Callback, StudyStart
+from motune.run import Callback, StudyStart
 
 _BAD = re.compile(r"[^\w\-./: ]")
 _COMPARISONS = ((">=", " ge "), ("<=", " le "), ("==", " eq "), (">", " gt "), ("<", " lt "))

@@ -35,6 +35,9 @@ import optuna
 from transformers import TrainerCallback
 
 from motune.errors import SpecError, SpecTypeError
+from motune.pruning import PruningPolicy, default_policy
+from motune.run import SamplerView, record_values, report_step
+from motune.spec import Constraint, Objective
 
 STEPS = ("epoch", "global_step")
 
@@ -112,9 +115,6 @@ class MultiObjectiveSearch:
 
     def __init__(self, trainer: Any, *, objectives: list[Any], constraints: list[Any] = (), pruning: Any = "default",
                  step: str = "epoch", max_step: int | None = None) -> None:
-        from motune.pruning import PruningPolicy, default_policy
-        from motune.spec import Constraint, Objective
-
         if step not in STEPS:
             raise SpecError(f"step must be one of {list(STEPS)}, got {step!r}")
         if not objectives or not all(isinstance(o, Objective) for o in objectives):
@@ -154,8 +154,6 @@ class MultiObjectiveSearch:
     def study_kwargs(self, *, sampler: Any = None, seed: int | None = None, **kwargs: Any) -> dict[str, Any]:
         """Keyword arguments for ``hyperparameter_search`` (passed to ``optuna.create_study``): ``sampler``
         (default TPE) behind motune's sampler view, and any others (``storage``, ``study_name`` ...)."""
-        from motune.run.sampling import SamplerView
-
         inner = sampler if sampler is not None else optuna.samplers.TPESampler(seed=seed)
         view = SamplerView(inner, objectives=[o.metric for o in self.objectives],
                            constraints=[(c.key, c) for c in self.constraints])
@@ -174,14 +172,10 @@ class MultiObjectiveSearch:
         values = self._values(metrics)
         trial = self._trial
         if trial is not None and hasattr(trial, "set_constraint"):
-            from motune.run import record_values
-
             record_values(trial, values, self.constraints)  # every evaluation: the last one's values stand
         return [values[o.metric] for o in self.objectives]
 
     def _on_evaluate(self, state: Any, control: Any, metrics: dict[str, float]) -> None:
-        from motune.run import report_step
-
         trial = self._trial
         if trial is None or not hasattr(trial, "study"):
             return

@@ -29,6 +29,7 @@ from fairlearn import metrics as flm
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from motune.errors import MetricError
+from motune.models import Predictor
 
 COVERED = ("accuracy", "balanced_accuracy", "demographic_parity_difference", "equalized_odds_difference",
            "worst_group_accuracy")
@@ -37,8 +38,6 @@ COVERED = ("accuracy", "balanced_accuracy", "demographic_parity_difference", "eq
 def bootstrap_intervals(model: Any, task: Any, names: Iterable[str], *, split: str = "test", n_boot: int = 200,
                         confidence: float = 0.95, seed: int = 0) -> dict[str, tuple[float, float]]:
     """Bootstrap intervals of the covered metrics among ``names`` (see the module docstring)."""
-    from motune.models import Predictor
-
     names = [n for n in dict.fromkeys(names) if n in COVERED]
     if not names:
         return {}

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 from motune._schema import RESERVED_KEYS
 from motune.errors import MetricError, SpecError, SpecTypeError, UnknownMetricError
+from motune.models import Predictor
 
 
 class Measurement(NamedTuple):
@@ -191,8 +192,6 @@ def measure(
     that takes it, and ``asked`` (the names asked of it) to every function with that parameter. The model is wrapped in a
     :class:`motune.models.Predictor` so the functions share predictions.
     """
-    from motune.models import Predictor
-
     options = options or {}
     names = list(names)
     model = model if isinstance(model, Predictor) else Predictor(model, task)

@@ -49,6 +49,7 @@ from motune.models import persist
 from motune.results import FINISHED
 from motune.run import _optuna_compat as compat
 from motune.run.storage import storage_location
+from motune.studyfile import ensure_importable
 
 
 def store_for(artifact_store: Any, storage: Any) -> Any:
@@ -207,8 +208,6 @@ def apply_keep_policy(result: Any, store: Any, policy: str) -> list[int]:
 def load_model(result: Any, number: int, *, store: Any = None, device: str | None = None) -> Any:
     """The model of trial ``number`` of a stored study, after its recorded hash was checked (the study's file
     imported first, so that classes it defines unpickle)."""
-    from motune.studyfile import ensure_importable
-
     ensure_importable(result)
     with tempfile.TemporaryDirectory(prefix="motune-download-") as tmp:
         path = Path(tmp) / "model.tar"

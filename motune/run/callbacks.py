@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from motune.errors import CallbackError
+from motune.errors import CallbackError, SpecTypeError
 
 
 @dataclass(frozen=True)
@@ -80,8 +80,6 @@ class Callback:
 
 def split_callbacks(callbacks: Iterable[Any] | None) -> tuple[list[Callback], list[Any]]:
     """``(motune callbacks, Optuna callbacks)``; anything else is a clear ``SpecTypeError``."""
-    from motune.errors import SpecTypeError
-
     ours, theirs = [], []
     for cb in callbacks or ():
         if isinstance(cb, Callback):

@@ -27,11 +27,13 @@ second).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
-import signal
+import socket
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
@@ -39,8 +41,10 @@ import optuna
 from motune.errors import SpecError
 from motune.results import Result, record_of
 from motune.run import _optuna_compat as compat
-from motune.run.pool import fail_trials_of
-from motune.run.progress import TrialProgress
+from motune.run.location import locate
+from motune.run.pool import worker_loop
+from motune.run.study import attach_store, open_study
+from motune.run.supervisor import Ended, Event, Supervisor, Tickets
 
 
 def _ray() -> Any:
@@ -51,30 +55,7 @@ def _ray() -> Any:
     return ray
 
 
-def _actor_classes(ray: Any) -> tuple[Any, Any]:
-    @ray.remote
-    class Tickets:
-        def __init__(self, n: int | None) -> None:
-            self.left = n
-
-        def take(self) -> bool:
-            if self.left is None:
-                return True
-            if self.left <= 0:
-                return False
-            self.left -= 1
-            return True
-
-        def give_back(self, n: int) -> None:
-            if self.left is not None:
-                self.left += n
-
-        def close(self) -> None:
-            self.left = 0
-
-        def remaining(self) -> int | None:
-            return self.left
-
+def _worker_class(ray: Any) -> Any:
     @ray.remote
     class Worker:
         def where(self) -> dict[str, Any]:
@@ -83,20 +64,133 @@ def _actor_classes(ray: Any) -> tuple[Any, Any]:
 
         def run(self, study_file: str, name: str, changes: dict[str, Any], deadline: float | None, tickets: Any,
                 index: int, threads: int) -> None:
-            import json
-
-            from motune.run import _optuna_compat
-            from motune.run.pool import worker_loop
-
             os.environ["MOTUNE_WORKER"] = json.dumps({"index": index, "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
                                                       "threads": threads, "scheduler": "ray"})
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            _optuna_compat.RETRY_CREATED.append(lambda n=1: tickets.give_back.remote(n))  # a retry's own ticket
+            compat.RETRY_CREATED.append(lambda n=1: tickets.give_back.remote(n))  # a retry's own ticket
             timeout = None if deadline is None else max(0.001, deadline - time.time())
             worker_loop(study_file, name, changes, timeout=timeout, threads=threads,
                         budget=lambda: ray.get(tickets.take.remote()))
 
-    return Tickets, Worker
+    return Worker
+
+
+class _RemoteTickets:
+    """The tickets actor, read as :class:`~motune.run.supervisor.Tickets` by the supervisor."""
+
+    def __init__(self, ray: Any, actor: Any) -> None:
+        self.ray, self.actor = ray, actor
+
+    def take(self) -> bool:
+        return self.ray.get(self.actor.take.remote())
+
+    def give_back(self, n: int = 1) -> None:
+        self.ray.get(self.actor.give_back.remote(n))
+
+    def close(self) -> None:
+        self.ray.get(self.actor.close.remote())
+
+    def remaining(self) -> int | None:
+        return self.ray.get(self.actor.remaining.remote())
+
+
+class RayLauncher:
+    """Workers as Ray actors: what :class:`~motune.run.supervisor.Supervisor` needs of them (see the module
+    docstring). The workers take their tickets from a tickets actor; the trials they finish are read from the
+    storage."""
+
+    prefix = "ray"
+
+    def __init__(self, ray: Any, ostudy: optuna.Study, study: Any, study_file: str, changes: dict[str, Any], *,
+                 n_trials: int | None, deadline: float | None, gpus_per_worker: float, cpus_per_worker: float,
+                 threads: int, place_timeout_s: float, where: str) -> None:
+        self.ray, self.ostudy, self.study, self.study_file, self.changes = ray, ostudy, study, study_file, changes
+        self.deadline, self.threads, self.place_timeout_s = deadline, threads, place_timeout_s
+        self.gpus_per_worker, self.cpus_per_worker = gpus_per_worker, cpus_per_worker
+        self.where = where
+        self.actor_tickets = ray.remote(Tickets).remote(n_trials)
+        self.tickets = _RemoteTickets(ray, self.actor_tickets)
+        self.worker_class = _worker_class(ray)
+        self.env = {"env_vars": worker_environment(gpus_per_worker)}
+        self.keys = [c.key for c in study.constraints]
+        self.running: dict[Any, tuple[int, Any, dict[str, Any]]] = {}  # future -> (index, actor, where)
+        self.placed: list[tuple[Any, dict[str, Any]]] = []  # every actor that ran, and where
+        self.stopped = False
+        self.first = True
+        self.seen: set[int] = {t.number for t in ostudy.get_trials(deepcopy=False) if t.state.is_finished()}
+
+    def label(self, index: int) -> str:
+        return f"ray worker {index}"
+
+    def start(self, indices: Sequence[int], grant: Callable[[], bool]) -> list[int]:
+        """Start actors for ``indices``; returns the ones Ray could not place in time (a stop ends the wait). A
+        first start that places none is an error."""
+        ray, pending = self.ray, {}
+        for index in indices:
+            actor = self.worker_class.options(num_gpus=self.gpus_per_worker, num_cpus=self.cpus_per_worker,
+                                              runtime_env=self.env).remote()
+            pending[actor.where.remote()] = (index, actor)
+        waited = time.monotonic()
+        while pending and not self.stopped and time.monotonic() - waited < self.place_timeout_s:
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.5)
+            for ref in ready:
+                index, actor = pending.pop(ref)
+                where = ray.get(ref)
+                self.placed.append((actor, where))
+                future = actor.run.remote(self.study_file, self.study.name, self.changes, self.deadline,
+                                          self.actor_tickets, index, self.threads)
+                self.running[future] = (index, actor, where)
+        for index, actor in pending.values():
+            ray.kill(actor)
+        if self.first and pending and not self.running:
+            raise SpecError(f"Ray could not place a worker with {self.gpus_per_worker:g} GPU and "
+                            f"{self.cpus_per_worker:g} CPU within {self.place_timeout_s:g} s (free: "
+                            f"{ray.available_resources()})")
+        self.first = False
+        return [index for index, _ in pending.values()]
+
+    def events(self) -> list[Event]:
+        ray, out = self.ray, []
+        done, _ = ray.wait(list(self.running), num_returns=1, timeout=1.0)
+        for t in self.ostudy.get_trials(deepcopy=False):
+            if t.state.is_finished() and t.number not in self.seen:
+                self.seen.add(t.number)
+                out.append(Event("end", None, record_of(t, self.keys)))
+        for future in done:
+            index, actor, where = self.running.pop(future)
+            try:
+                ray.get(future)
+            except ray.exceptions.RayTaskError as err:  # the worker's own error (a study file that fails ...)
+                cause = err.as_instanceof_cause()
+                out.append(Event("error", index, (f"{type(cause).__name__}: {cause}", cause)))
+                continue
+            except ray.exceptions.RayActorError as err:
+                out.append(Event("ended", index, Ended(index, where["pid"], where["host"], None, None,
+                                                       f"on {where['host']} (its Ray actor was lost)",
+                                                       f"its Ray actor was lost: {type(err).__name__}")))
+                continue
+            out.append(Event("ended", index, Ended(index, where["pid"], where["host"], 0)))
+        return out
+
+    def busy(self) -> bool:
+        return bool(self.running) and not self.stopped
+
+    def stop(self, signal_name: str) -> None:
+        self.stopped = True  # the actors are killed at the close
+
+    def close(self, stopped_by: str | None) -> list[tuple[int, str, str]]:
+        """Free the cluster's GPUs and CPUs; the trials the actors left running are failed with the reason."""
+        ray = self.ray
+        self.tickets.close()
+        for actor, _ in self.placed:
+            ray.kill(actor)
+        time.sleep(1.0 if self.placed else 0.0)  # ray.kill returns before the actor is gone
+        reason = f"interrupted by {stopped_by} (the Ray worker was stopped)" if stopped_by \
+            else "the Ray worker was stopped"
+        for future in list(self.running):
+            self.running.pop(future)
+        ray.kill(self.actor_tickets)
+        return [(where["pid"], where["host"], reason) for _, where in self.placed]
 
 
 def check_gpus_per_worker(gpus: Any, cluster_gpus: float) -> float:
@@ -129,8 +223,6 @@ def worker_environment(gpus_per_worker: float) -> dict[str, str]:
 def reachable(address: str, timeout_s: float) -> None:
     """Raise :class:`SpecError` unless ``host:port`` (or ``ray://host:port``) accepts a TCP connection within
     ``timeout_s`` seconds; ``"auto"`` and ``"local"`` are left to Ray (which fails at once when it finds none)."""
-    import socket
-
     if address in ("auto", "local") or not isinstance(address, str):
         return
     where = address.removeprefix("ray://").rsplit("/", 1)[0]
@@ -163,9 +255,6 @@ def run_on_ray(study: Any, study_file: str, *, address: str, n_trials: int | Non
     ``"local"`` for a Ray started here); returns the result read back and the signal that stopped it
     (``None``). An address that does not answer within ``connect_timeout_s`` seconds is an error (Ray itself
     would keep retrying for minutes)."""
-    from motune.run.location import locate
-    from motune.run.study import attach_store, open_study
-
     ray = _ray()
     site = locate(study)
     location = site.shared_url("--ray workers")  # the same file (SQLite) or server from every worker
@@ -185,105 +274,17 @@ def run_on_ray(study: Any, study_file: str, *, address: str, n_trials: int | Non
         by_gpu = int(resources.get("GPU", 0) // gpus_per_worker) if gpus_per_worker > 0 else None
         by_cpu = int(resources.get("CPU", 1) // max(cpus_per_worker, 1e-9))
         workers = max(1, min(x for x in (by_gpu, by_cpu, n_trials) if x is not None))
-    changes = {**changes, "storage": location}
-    store = site.artifact_store
     ostudy = open_study(study, site)
-    keys = [c.key for c in study.constraints]
-    TicketsActor, WorkerActor = _actor_classes(ray)
-    tickets = TicketsActor.remote(n_trials)
-    threads = threads or max(1, int(cpus_per_worker))
-    deadline = None if timeout is None else time.time() + timeout
-    env = {"env_vars": worker_environment(gpus_per_worker)}
-    progress = TrialProgress(study, total=n_trials, enabled=show_progress)
-    running: dict[Any, tuple[int, Any, dict[str, Any]]] = {}  # future -> (index, actor, where)
-    placed: list[tuple[Any, dict[str, Any]]] = []  # every actor that ran, and where
-    replacements = {"left": max_replacements}
-    stopping: list[str] = []
-    seen: set[int] = {t.number for t in ostudy.get_trials(deepcopy=False) if t.state.is_finished()}
-
-    def launch(indices: list[int]) -> list[int]:
-        """Start actors for ``indices``; returns the ones Ray could not place in time (Ctrl-C stops waiting)."""
-        pending = {}
-        for index in indices:
-            actor = WorkerActor.options(num_gpus=gpus_per_worker, num_cpus=cpus_per_worker, runtime_env=env).remote()
-            pending[actor.where.remote()] = (index, actor)
-        waited = time.monotonic()
-        while pending and not stopping and time.monotonic() - waited < place_timeout_s:
-            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.5)
-            for ref in ready:
-                index, actor = pending.pop(ref)
-                where = ray.get(ref)
-                placed.append((actor, where))
-                future = actor.run.remote(study_file, study.name, changes, deadline, tickets, index, threads)
-                running[future] = (index, actor, where)
-        for index, actor in pending.values():
-            ray.kill(actor)
-        return [index for index, _ in pending.values()]
-
-    def stop(signum: int, _frame: Any) -> None:
-        if not stopping:
-            stopping.append(signal.Signals(signum).name)
-
-    def report_finished() -> None:
-        for t in ostudy.get_trials(deepcopy=False):
-            if t.state.is_finished() and t.number not in seen:
-                seen.add(t.number)
-                progress.on_trial_end(record_of(t, keys), prefix="ray")
-
-    def on_retry(n: int = 1) -> None:  # a retry the driver queued (a lost actor's trial) brings its own ticket
-        ray.get(tickets.give_back.remote(n))
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    compat.RETRY_CREATED.append(on_retry)
-    progress.on_study_start(None)
-    progress.print(f"running {n_trials or 'trials'} of study {study.name} on Ray ({len(nodes)} node(s)) in "
-                   f"{workers} worker(s) of {gpus_per_worker:g} GPU and {cpus_per_worker:g} CPU each")
-    try:
-        unplaced = launch(list(range(workers)))
-        if unplaced and not running:
-            raise SpecError(f"Ray could not place a worker with {gpus_per_worker:g} GPU and {cpus_per_worker:g} CPU "
-                            f"within {place_timeout_s:g} s (free: {ray.available_resources()})")
-        if unplaced:
-            progress.print(f"Ray placed {workers - len(unplaced)} of {workers} workers; going on with those")
-        while running and not stopping:
-            done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-            report_finished()
-            for future in done:
-                index, actor, where = running.pop(future)
-                try:
-                    ray.get(future)
-                except ray.exceptions.RayTaskError as err:  # the worker's own error (a study file that fails ...)
-                    raise err.as_instanceof_cause() from None
-                except ray.exceptions.RayActorError as err:
-                    failed = fail_trials_of(ostudy, where["pid"], where["host"],
-                                            f"worker died (its Ray actor was lost: {type(err).__name__})")
-                    left = ray.get(tickets.remaining.remote())
-                    more = (left is None or left > 0) and replacements["left"] > 0
-                    progress.print(f"ray worker {index} (pid {where['pid']} on {where['host']}) died; its trial(s) "
-                                   f"{failed or 'none'} failed and retried" + ("; a new worker takes its place"
-                                                                             if more else ""))
-                    if more:
-                        replacements["left"] -= 1
-                        if launch([index]):
-                            progress.print(f"Ray could not place a new worker {index}; going on without it")
-        report_finished()
-    finally:
-        ray.get(tickets.close.remote())
-        for actor, _ in placed:  # free the cluster's GPUs and CPUs; then fail whatever they left running
-            ray.kill(actor)
-        time.sleep(1.0 if placed else 0.0)  # ray.kill returns before the actor is gone
-        reason = f"interrupted by {stopping[0]} (the Ray worker was stopped)" if stopping else "the Ray worker was stopped"
-        for _, where in placed:
-            fail_trials_of(ostudy, where["pid"], where["host"], reason, retry=False)
-        ray.kill(tickets)
-        compat.RETRY_CREATED.remove(on_retry)
-        for s, handler in previous.items():
-            signal.signal(s, signal.SIG_DFL if handler is None else handler)
-        result = attach_store(Result(ostudy), site.named, store)
-        result.spec = study
-        result.interrupted = stopping[0] if stopping else None
-        progress.on_study_end(result)
-    return result, result.interrupted
+    launcher = RayLauncher(ray, ostudy, study, study_file, {**changes, "storage": location}, n_trials=n_trials,
+                           deadline=None if timeout is None else time.time() + timeout,
+                           gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
+                           threads=threads or max(1, int(cpus_per_worker)), place_timeout_s=place_timeout_s,
+                           where=f"on Ray ({len(nodes)} node(s)) in {workers} worker(s) of {gpus_per_worker:g} GPU "
+                                 f"and {cpus_per_worker:g} CPU each")
+    supervisor = Supervisor(study, ostudy, launcher, list(range(workers)), n_trials, timeout,
+                            max_replacements=max_replacements, show_progress=show_progress)
+    result, interrupted, _ = supervisor.run(lambda result: attach_store(result, site.named, site.artifact_store))
+    return result, interrupted
 
 
-__all__ = ["run_on_ray"]
+__all__ = ["RayLauncher", "run_on_ray"]

@@ -30,6 +30,7 @@ import optuna
 from motune import _schema
 from motune.errors import MetricError, SpecError
 from motune.metrics.registry import measure, non_finite
+from motune.pruning import PeerReport, ReportContext
 from motune.run import _optuna_compat as compat
 from motune.run.callbacks import Hooks, ReportRecord
 
@@ -145,8 +146,6 @@ def store_and_decide(trial: optuna.Trial, step: int, values: dict[str, float],
         raise MetricError("reported values are not finite numbers: " + ", ".join(f"{n}={values[n]}" for n in bad))
     decision, forecast = None, None
     if policy is not None:
-        from motune.pruning import ReportContext
-
         peers, last_step = _peers(trial, step)
         last_step = max_step if max_step is not None else last_step
         if last_step is None or step < last_step:  # a trial that reached the last step completes
@@ -193,8 +192,6 @@ def _peers(trial: optuna.Trial, step: int) -> tuple[list[Any], int | None]:
     final metrics), and the last step a completed trial reported (``None``: no completed trial reported).
     ``get_trials(deepcopy=False)`` reads from the database only the unfinished trials (Optuna's storage cache
     keeps finished ones), and a completed trial's records are parsed once (:func:`_completed`)."""
-    from motune.pruning import PeerReport
-
     peers, last_step = [], None
     name = trial.study.study_name
     for t in trial.study.get_trials(deepcopy=False):

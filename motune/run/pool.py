@@ -58,11 +58,15 @@ import optuna
 from motune import _schema
 from motune.devices import visible_gpus
 from motune.errors import SpecError
-from motune.results import Result, record_of
+from motune.results import Result
 from motune.run import _optuna_compat as compat
 from motune.run.callbacks import Callback, TrialStart
-from motune.run.progress import TrialProgress
-from motune.run.trial import BROKEN_DEVICE_EXIT, require_cuda
+from motune.run.location import locate
+from motune.run.optimize import optimize
+from motune.run.study import attach_store, open_study
+from motune.run.supervisor import Ended, Event, Supervisor, Tickets
+from motune.run.trial import require_cuda
+from motune.studyfile import studies_in_file
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS")
@@ -141,9 +145,6 @@ def worker_loop(study_file: str, name: str, changes: dict[str, Any], *, n_trials
                 callbacks: Sequence[Any] = (), show_progress: bool = False, threads: int | None = None) -> Result:
     """One worker: load the study from its file, size its thread pools, run trials until its budget
     (``budget()``: take a ticket), ``n_trials`` or ``timeout`` ends."""
-    from motune.run.optimize import optimize
-    from motune.studyfile import studies_in_file
-
     found = [s for s in studies_in_file(study_file) if s.name == name]
     if not found:
         raise SpecError(f"{study_file} defines no motune.Study named {name!r}")
@@ -221,26 +222,6 @@ def _worker_process(study_file: str, name: str, changes: dict[str, Any], spec: W
 
 # ---------------------------------------------------------------- the pool
 
-def fail_trials_of(ostudy: optuna.Study, pid: int, host: str, reason: str, *, retry: bool = True) -> list[int]:
-    """Fail (and retry) the RUNNING trials a dead process left, at once: the pool saw it die."""
-    failed = []
-    storage = compat.storage_of(ostudy)
-    for t in ostudy.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        worker = t.user_attrs.get(_schema.WORKER_ATTR) or {}
-        if worker.get("pid") != pid or worker.get("host") != host:
-            continue
-        tid = compat.trial_id(t)
-        try:
-            storage.set_trial_system_attr(tid, _schema.FAIL_REASON_ATTR, reason)
-            if storage.set_trial_state_values(tid, optuna.trial.TrialState.FAIL):
-                failed.append(t.number)
-                if retry:
-                    compat.RetryStaleTrial()(ostudy, storage.get_trial(tid))
-        except optuna.exceptions.UpdateFinishedTrialError:  # its heartbeat was seen stale first
-            pass
-    return failed
-
-
 @contextlib.contextmanager
 def _environment(env: dict[str, str]):
     """``env`` in this process's environment while a worker starts (a spawned process copies it)."""
@@ -256,174 +237,125 @@ def _environment(env: dict[str, str]):
                 os.environ[k] = v
 
 
+class ProcessLauncher:
+    """Workers as processes on this machine (``spawn``), a pipe each: what :class:`~motune.run.supervisor.Supervisor`
+    needs of them (see the module docstring)."""
+
+    prefix = None
+
+    def __init__(self, study_file: str, name: str, changes: dict[str, Any], specs: Sequence[WorkerSpec], *,
+                 n_trials: int | None, deadline: float | None, stagger_s: float = 0.3) -> None:
+        self.study_file, self.name, self.changes, self.deadline = study_file, name, changes, deadline
+        self.limited = n_trials is not None
+        self.specs = {s.index: s for s in specs}
+        self.stagger_s = stagger_s
+        self.tickets = Tickets(n_trials)
+        self.host = platform.node()
+        self.context = multiprocessing.get_context("spawn")
+        self.processes: dict[int, Any] = {}
+        self.links: dict[int, Any] = {}
+        self.exits: dict[int, Any] = {}  # index -> the exit code a worker announced
+        self.reaped: set[int] = set()
+        self.stopped: str | None = None
+        self.grant: Callable[[], bool] = lambda: False
+        self.where = f"in {len(specs)} worker processes: " + ", ".join(
+            f"w{s.index} ({'GPU ' + ','.join(s.gpus) if s.gpus else 'CPU'}, {s.threads} thread"
+            f"{'s' if s.threads > 1 else ''})" for s in specs)
+
+    def label(self, index: int) -> str:
+        return f"w{index}"
+
+    def start(self, indices: Sequence[int], grant: Callable[[], bool]) -> list[int]:
+        self.grant = grant
+        for k, index in enumerate(indices):
+            self._start(self.specs[index], self.stagger_s * k if len(indices) > 1 else 0.0)
+        return []
+
+    def _start(self, spec: WorkerSpec, delay_s: float) -> None:
+        ours, theirs = self.context.Pipe()
+        process = self.context.Process(target=_worker_process, name=f"motune-worker-{spec.index}",
+                                       args=(self.study_file, self.name, self.changes, spec, self.deadline,
+                                             self.limited, theirs, delay_s))
+        with _environment(spec.environment()):
+            process.start()
+        theirs.close()
+        self.processes[spec.index], self.links[spec.index] = process, ours
+        self.exits.pop(spec.index, None)
+        self.reaped.discard(spec.index)
+        if self.stopped:  # a signal came while it started
+            os.kill(process.pid, signal.SIGINT if self.stopped == "SIGINT" else signal.SIGTERM)
+
+    def events(self) -> list[Event]:
+        out = []
+        for conn in wait_for_messages(list(self.links.values()), timeout=0.2):
+            index = next(i for i, c in self.links.items() if c is conn)
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):  # the worker is gone (or died mid-message): only its pipe is lost
+                self.links.pop(index).close()
+                continue
+            kind = message[0]
+            if kind == "ticket":
+                with contextlib.suppress(OSError):  # it died after asking
+                    conn.send(self.grant())
+            elif kind == "give_back":
+                out.append(Event("retry", index, message[3]))
+            elif kind in ("start", "end"):
+                out.append(Event(kind, index, message[3]))
+            elif kind == "exit":
+                self.exits[index] = message[3]
+            elif kind == "error":
+                out.append(Event("error", index, (message[3], None)))
+        for index, process in list(self.processes.items()):
+            if not process.is_alive() and index in self.links and not self.links[index].poll():
+                self.links.pop(index).close()
+            if not process.is_alive() and index not in self.links and index not in self.reaped:
+                process.join()
+                self.reaped.add(index)
+                code = process.exitcode
+                out.append(Event("ended", index, Ended(index, process.pid, self.host, code, self.exits.get(index),
+                                                       f"with exit code {code}",
+                                                       f"its process ended with exit code {code}")))
+        return out
+
+    def busy(self) -> bool:
+        return bool(self.links) or any(i not in self.reaped for i in self.processes)
+
+    def stop(self, signal_name: str) -> None:
+        self.stopped = self.stopped or signal_name
+        passed = signal.SIGINT if signal_name == "SIGINT" else signal.SIGTERM
+        for process in self.processes.values():  # every worker fails its running trial with the reason, then exits
+            if process.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, passed)
+
+    def close(self, stopped_by: str | None) -> list[tuple[int, str, str]]:
+        left = []
+        for process in self.processes.values():
+            process.join(timeout=STOP_GRACE_S)
+            if process.is_alive():  # it did not stop: kill it, and fail its trial
+                process.kill()
+                process.join()
+                left.append((process.pid, self.host, f"worker killed: it did not stop within {STOP_GRACE_S:g} s of "
+                                                     f"{stopped_by or 'the end'}"))
+        return left
+
+
 def run_pool(study: Any, study_file: str, specs: Sequence[WorkerSpec], *, n_trials: int | None,
              timeout: float | None, changes: dict[str, Any], show_progress: bool = True,
              max_replacements: int = 3, stagger_s: float = 0.3) -> tuple[Result, str | None, Any]:
     """Run ``study`` in worker processes; returns the result read back, the signal that stopped the pool
     (``None``) and the exit code a worker's ``train`` asked for with ``sys.exit`` (``None``)."""
-    from motune.run.location import locate
-    from motune.run.study import attach_store, open_study
-
     where = locate(study)
     where.shared_url("worker processes")
-    context = multiprocessing.get_context("spawn")
-    store = where.artifact_store
     ostudy = open_study(study, where)  # the spec is checked once, here, before any worker starts
-    keys = [c.key for c in study.constraints]
-    host = platform.node()
     deadline = None if timeout is None else time.time() + timeout
-    tickets = {"left": n_trials}
-    progress = TrialProgress(study, total=n_trials, enabled=show_progress)
-    progress.seed(record_of(t, keys) for t in ostudy.get_trials(deepcopy=False))
-    progress.last_report = lambda number: last_report(ostudy, number)
-    states: dict[int, str] = {}
-    processes: dict[int, Any] = {}
-    links: dict[int, Any] = {}
-    exits: dict[int, Any] = {}  # index -> the exit code a worker announced
-    replacements = {"left": max_replacements}
-    stopping: list[str] = []
-    errors: list[str] = []
-    asked_exit: list[Any] = []
-
-    def on_retry(n: int = 1) -> None:
-        if tickets["left"] is not None:
-            tickets["left"] += n
-        progress.add_to_total(n)  # "done 31/26" no more: a retried trial is one more to run
-
-    def start(spec: WorkerSpec, delay_s: float) -> None:
-        if stopping:
-            return
-        ours, theirs = context.Pipe()
-        process = context.Process(target=_worker_process, name=f"motune-worker-{spec.index}",
-                                  args=(study_file, study.name, changes, spec, deadline, n_trials is not None, theirs,
-                                        delay_s))
-        with _environment(spec.environment()):
-            process.start()
-        theirs.close()
-        processes[spec.index], links[spec.index], states[spec.index] = process, ours, "starting"
-        exits.pop(spec.index, None)
-        if stopping:  # a signal came while it started
-            os.kill(process.pid, signal.SIGINT if stopping[0] == "SIGINT" else signal.SIGTERM)
-
-    def stop(signum: int | None, _frame: Any) -> None:
-        """Stop every worker: on a signal (passed on as it came), or for the pool's own reason (``None``: an
-        error, an exit, the end; passed on as the signal that stops the pool, SIGTERM if none did)."""
-        if not stopping:
-            stopping.append("SIGTERM" if signum is None else signal.Signals(signum).name)
-        passed = signal.SIGINT if (signum == signal.SIGINT or signum is None and stopping[0] == "SIGINT") \
-            else signal.SIGTERM
-        for process in processes.values():  # every worker fails its running trial with the reason, then exits
-            if process.is_alive():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, passed)
-
-    def handle(index: int, message: tuple) -> None:
-        kind = message[0]
-        if kind == "ticket":
-            granted = tickets["left"] is None or tickets["left"] > 0
-            if granted and tickets["left"] is not None:
-                tickets["left"] -= 1
-            with contextlib.suppress(OSError):  # it died after asking
-                links[index].send(granted and not stopping)
-        elif kind == "give_back":
-            on_retry(message[3])
-        elif kind == "start":
-            states[index] = f"trial {message[3]}"
-            progress.on_trial_start(TrialStart(number=message[3], params={}, seed=0))
-        elif kind == "end":
-            states[index] = "idle"
-            progress.on_trial_end(message[3], prefix=f"w{index}")
-        elif kind == "exit":
-            exits[index] = message[3]
-        elif kind == "error":  # the worker's own error (a study file that fails there ...): stop the pool
-            progress.print(f"w{index} stopped: {message[3]}")
-            errors.append(f"worker w{index} failed: {message[3]}")
-            states[index] = "failed"
-            stop(None, None)
-
-    def reap(index: int, process: Any) -> None:
-        code = process.exitcode
-        announced = exits.get(index)
-        if code == 0 or states.get(index) == "failed":
-            states[index] = "done" if code == 0 else states[index]
-            return
-        failed = fail_trials_of(ostudy, process.pid, host, f"worker died (its process ended with exit code {code})",
-                                retry=not stopping)
-        for number in failed:
-            t = next(t for t in ostudy.get_trials(deepcopy=False) if t.number == number)
-            progress.on_trial_end(record_of(t, keys), prefix=f"w{index}")
-        if stopping or announced in (143, 130):
-            states[index] = "stopped"
-            return
-        more = tickets["left"] is None or tickets["left"] > 0
-        if announced == BROKEN_DEVICE_EXIT:  # its CUDA context broke: a fresh process takes its place
-            states[index] = "replaced"
-            progress.print(f"w{index} (pid {process.pid}) ended: a trial broke its CUDA context" + (
-                "; a new worker takes its place" if more and replacements["left"] > 0 else ""))
-            if more and replacements["left"] > 0:
-                replacements["left"] -= 1
-                start(by_index[index], 0.0)
-            return
-        if announced is not None:  # sys.exit(code) in train: the trial is stored FAIL; the pool stops with it
-            states[index] = f"exited {announced}"
-            asked_exit.append(announced)
-            stop(None, None)
-            return
-        states[index] = "died"
-        progress.print(f"w{index} (pid {process.pid}) died with exit code {code}; its trial(s) {failed or 'none'} "
-                       "failed and retried" + (f"; a new worker takes its place ({replacements['left'] - 1} more "
-                                               "allowed)" if more and replacements["left"] > 0 else ""))
-        if more and replacements["left"] > 0:
-            replacements["left"] -= 1
-            start(by_index[index], 0.0)
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    compat.RETRY_CREATED.append(on_retry)
-    progress.on_study_start(None)
-    progress.print(f"running {n_trials or 'trials'}{'' if n_trials else f' for {timeout:g} s'} of study "
-                   f"{study.name} in {len(specs)} worker processes: " + ", ".join(
-                       f"w{s.index} ({'GPU ' + ','.join(s.gpus) if s.gpus else 'CPU'}, {s.threads} thread"
-                       f"{'s' if s.threads > 1 else ''})" for s in specs))
-    by_index = {s.index: s for s in specs}
-    try:
-        for k, spec in enumerate(specs):
-            start(spec, stagger_s * k)
-        while links or any(not _final(states.get(i, "")) for i in processes):
-            for conn in wait_for_messages(list(links.values()), timeout=0.2):
-                index = next(i for i, c in links.items() if c is conn)
-                try:
-                    message = conn.recv()
-                except (EOFError, OSError):  # the worker is gone (or died mid-message): only its pipe is lost
-                    links.pop(index).close()
-                    continue
-                handle(index, message)
-            for index, process in list(processes.items()):
-                if not process.is_alive() and index in links and not links[index].poll():
-                    links.pop(index).close()
-                if not process.is_alive() and index not in links and not _final(states.get(index, "")):
-                    process.join()
-                    reap(index, process)
-            progress.worker_states = dict(sorted(states.items()))
-    finally:
-        if any(p.is_alive() for p in processes.values()):
-            stop(None, None)
-        for index, process in processes.items():
-            process.join(timeout=STOP_GRACE_S)
-            if process.is_alive():  # it did not stop: kill it, and fail its trial here
-                process.kill()
-                process.join()
-                fail_trials_of(ostudy, process.pid, host, f"worker killed: it did not stop within {STOP_GRACE_S:g} s "
-                               f"of {stopping[0] if stopping else 'the end'}", retry=False)
-        for s, handler in previous.items():
-            signal.signal(s, signal.SIG_DFL if handler is None else handler)
-        compat.RETRY_CREATED.remove(on_retry)
-        result = attach_store(Result(ostudy), where.named, store)
-        result.spec = study
-        result.interrupted = stopping[0] if stopping and not errors and not asked_exit else None
-        progress.on_study_end(result)
-    if errors:
-        raise SpecError(errors[0])
-    return result, result.interrupted, (asked_exit[0] if asked_exit else None)
+    launcher = ProcessLauncher(study_file, study.name, changes, specs, n_trials=n_trials, deadline=deadline,
+                               stagger_s=stagger_s)
+    supervisor = Supervisor(study, ostudy, launcher, [s.index for s in specs], n_trials, timeout,
+                            max_replacements=max_replacements, show_progress=show_progress)
+    supervisor.progress.last_report = lambda number: last_report(ostudy, number)
+    return supervisor.run(lambda result: attach_store(result, where.named, where.artifact_store))
 
 
 def last_report(ostudy: optuna.Study, number: int) -> tuple[int, dict[str, float]] | None:
@@ -435,8 +367,5 @@ def last_report(ostudy: optuna.Study, number: int) -> tuple[int, dict[str, float
     return None if not reports else (max(reports), reports[max(reports)])
 
 
-def _final(state: str) -> bool:
-    return state in ("done", "died", "failed", "stopped", "replaced") or state.startswith("exited")
-
-
-__all__ = ["WorkerSpec", "fail_trials_of", "plan_workers", "run_pool", "visible_gpus", "worker_loop"]
+__all__ = ["ProcessLauncher", "WorkerSpec", "plan_workers", "run_pool", "visible_gpus",
+           "worker_loop"]

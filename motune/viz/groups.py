@@ -17,6 +17,7 @@ from plotly.subplots import make_subplots
 from motune.errors import SpecError
 from motune.results import Result
 from motune.viz._common import as_result, empty_figure, esc
+from motune.viz.decision import candidates
 
 METRICS = ("selection_rate", "true_positive_rate", "false_positive_rate", "accuracy")
 
@@ -35,8 +36,6 @@ def _chosen(result: Result, trials: list[int] | None, limit: int) -> dict[int, s
     knee, the best on each objective), else the front's first ``limit``."""
     if trials is not None:
         return {int(t): "" for t in trials}
-    from motune.viz.decision import candidates
-
     picked = {n: "; ".join(labels) for n, labels in list(candidates(result).items())[:limit]}
     if picked:
         return picked
