@@ -5,7 +5,10 @@
 is module ``adult_mlp_pruned``; another name when that one is taken by a
 different module), with the file's folder on ``sys.path`` while it runs, as
 with ``python FILE``, so it can import modules beside it; its ``if __name__
-== "__main__":`` block does not run. Because it is a real module, the
+== "__main__":`` block does not run. The file of the script that is running
+(``python FILE``) is not imported again: its running module is used, so a
+script that runs a study and then confirms it at module level (no
+``__main__`` guard) does not run its study a second time. Because it is a real module, the
 classes it defines pickle: a model built from them is kept as an artifact,
 and loads again where the same file is importable (motune's own commands
 import the study's recorded file first: :func:`ensure_importable`). A file is
@@ -33,6 +36,7 @@ from motune.errors import MotuneError, SpecError, StudyFileError
 from motune.spec import Study
 
 _LOADED: dict[str, tuple[float, ModuleType]] = {}  # resolved path -> (its mtime when imported, the module)
+_LOADING: dict[str, ModuleType] = {}  # resolved path -> its module, while its import runs
 
 
 def _module_name(path: Path) -> str:
@@ -56,6 +60,9 @@ def load(path: str | Path, *, fresh: bool = False) -> ModuleType:
     if not path.is_file():
         raise StudyFileError(f"study file {str(path)!r} not found")
     path = path.resolve()
+    running = _running(path)
+    if running is not None:  # this very file is running (python FILE, or a load of it not finished yet):
+        return running  # importing it again would run its module level, study included, once more (and again)
     mtime = path.stat().st_mtime
     cached = _LOADED.get(str(path))
     if cached is not None and cached[0] == mtime and not fresh:
@@ -66,6 +73,7 @@ def load(path: str | Path, *, fresh: bool = False) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     sys.path.insert(0, folder)
+    _LOADING[str(path)] = module
     try:
         spec.loader.exec_module(module)
     except SyntaxError as e:
@@ -82,8 +90,19 @@ def load(path: str | Path, *, fresh: bool = False) -> ModuleType:
         raise StudyFileError(f"{path}{_user_line(e, folder)} raised {type(e).__name__}: {e}") from None
     finally:
         sys.path.remove(folder)
+        _LOADING.pop(str(path), None)
     _LOADED[str(path)] = (mtime, module)
     return module
+
+
+def _running(path: Path) -> ModuleType | None:
+    """The module of the file at ``path`` if it is running now: the script ``python FILE`` runs
+    (``__main__``), or a study file whose import has not finished (its module level calls motune)."""
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    if main_file and Path(main_file).resolve() == path:
+        return main
+    return _LOADING.get(str(path))
 
 
 def studies_in_file(path: str | Path, *, fresh: bool = False) -> list[Study]:

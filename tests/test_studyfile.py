@@ -102,3 +102,22 @@ def test_loading_a_file_names_its_module_imports_it_once_and_reports_its_errors(
     with pytest.raises(mt.StudyFileError, match="line 1: SyntaxError"):
         load(bad)
     assert "broken" not in sys.modules and "syntax" not in sys.modules
+
+
+def test_a_script_that_runs_and_confirms_its_study_without_a_main_guard_runs_it_once(tmp_path):
+    """``python FILE`` whose module level runs a study and confirms it (no ``__main__`` guard): loading the
+    models imports the study's recorded file, which is the running script; it is not imported (and its study
+    run) again."""
+    url = f"sqlite:///{tmp_path / 'script.db'}"
+    body = OWN_CLASS.format(here=str(HERE), url=url).split('if __name__ == "__main__":')[0]
+    body += textwrap.dedent("""
+        result = study.optimize(n_trials=2, show_progress=False)
+        mt.confirm(mt.load_study("own-class", storage=study.storage), n_boot=10, quiet_wait_s=0)
+        print("trials", len(mt.load_study("own-class", storage=study.storage).records()))
+    """)
+    path = tmp_path / "script_study.py"
+    path.write_text(body)
+    done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["trials", "2"]
+    assert all(r.confirmation for r in mt.load_study("own-class", storage=url).records() if r.on_front)
