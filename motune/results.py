@@ -20,7 +20,7 @@ import pandas as pd
 
 from motune import _pareto, _schema
 from motune.errors import ArtifactError, SelectionError
-from motune.pruning.forecast import calibration
+from motune.pruning.forecast import calibration_of, trial_checks
 from motune.spec import Constraint, Objective
 from motune.studyfile import task_of
 
@@ -245,9 +245,9 @@ class Result:
     def forecast_calibration(self) -> Any:
         """How well the pruning policy's stored forecasts covered the completed trials' final values
         (:func:`motune.pruning.forecast.calibration`: per metric the coverage of the stored intervals, how
-        many were checked, and the widening they call for)."""
-        return calibration([(f, r.metrics) for r in self.records() if r.state == "COMPLETE"
-                            for f in r.forecasts.values()])
+        many were checked, the widening they call for, and how many completed trials had one)."""
+        return calibration_of([trial_checks(list(r.forecasts.values()), r.metrics) for r in self.records()
+                               if r.state == "COMPLETE" and r.forecasts])
 
     def summary(self) -> dict[str, int]:
         """Trial counts by outcome."""

@@ -187,7 +187,8 @@ def test_the_forecast_figure_sets_stored_forecasts_against_final_values(task):
     held = [f["metrics"]["accuracy"]["low"] <= r.metrics["accuracy"] <= f["metrics"]["accuracy"]["high"]
             for r in later for f in r.forecasts.values() if f["metrics"]["accuracy"]["low"] is not None
             and f["metrics"]["accuracy"]["high"] is not None]
-    assert info.checked.get("accuracy", 0) == len(held)
+    assert info.checked.get("accuracy", 0) == len(held) == sum(len(r.forecasts) for r in later)  # all closed
+    assert result.forecast_calibration().trials == len(later)  # trials, not forecasts
     assert info.coverage.get("accuracy") == (pytest.approx(np.mean(held)) if held else None)
     figure = mt.viz.plot_forecasts(result)
     assert len(figure.data) == 2 * len(info.metrics) and "intervals held the final value" in figure.layout.annotations[0].text

@@ -10,9 +10,11 @@ curves) and stops it when, with probability at least ``1 - risk``,
   dominated: it would add nothing to the front's hypervolume).
 
 Two guards keep it honest. The forecast's optimistic end must agree: each
-metric's ``risk`` quantile on its favourable side (for the default risk of
-0.05, the favourable end of the stored 90 % interval) must break the
-constraint a trial is stopped for, and a trial whose optimistic ends still
+metric's ``risk`` quantile on its favourable side, read with the unknown
+share (:meth:`~motune.pruning.forecast.Forecast.quantile`: with ``risk=0.05``
+and many completed trials about the favourable end of the stored 90 %
+interval; with the default 0.15 further in, and open with few trials), must
+break the constraint a trial is stopped for, and a trial whose optimistic ends still
 reach the front (not dominated, every constraint kept there) is never
 stopped. And the forecasts widen when the study's completed trials show that
 their intervals covered the final values less often than nominal
