@@ -28,6 +28,7 @@ extensions = [
     "motune_cli",       # _ext/motune_cli.py: the CLI reference, generated from motune.cli.app
     "motune_docstrings",  # _ext/motune_docstrings.py: the docstrings' parameter lists, refs by defining module
     "motune_api_check",  # _ext/motune_api_check.py: every name in motune.__all__ is documented
+    "motune_notebook",  # _ext/motune_notebook.py: a notebook's cells on a page, not executed
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb"}
