@@ -9,6 +9,7 @@ here imports torch: a caller passes ``torch.cuda`` where an index must be resolv
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
@@ -59,7 +60,8 @@ def visible_gpus() -> list[str]:
     """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` names them: that variable when set (GPU
     indices, GPU-... or MIG-... UUIDs); else ``nvidia-smi -L``'s list, where a GPU split into MIG instances
     counts as its instances (each a ``MIG-<UUID>``, what CUDA takes for one); else, in a container without
-    ``nvidia-smi``, NVML's count, or torch's counted in a child process (this one starts no CUDA)."""
+    ``nvidia-smi``, NVML's count, or torch's counted in a child process (this one starts no CUDA), unless no
+    NVIDIA driver is there at all (:func:`no_nvidia_driver`: none, without a child)."""
     if "CUDA_VISIBLE_DEVICES" in os.environ:
         return [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
     if shutil.which("nvidia-smi") is not None:
@@ -95,6 +97,8 @@ def _gpus_without_smi() -> list[str]:
             pynvml.nvmlShutdown()
     except Exception:  # noqa: BLE001  (no NVML: ask torch, in a child, so this process starts no CUDA)
         pass
+    if no_nvidia_driver():  # no GPU can be there: no child (it imports torch: a second or more per run)
+        return []
     try:
         counted = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
                                  capture_output=True, text=True, timeout=120)
@@ -103,4 +107,13 @@ def _gpus_without_smi() -> list[str]:
         return []
 
 
-__all__ = ["Device", "cuda_index", "gpus_from_listing", "is_cuda", "parse", "same", "visible_gpus"]
+def no_nvidia_driver() -> bool:
+    """Linux with no NVIDIA driver loaded and no NVIDIA device node (``/proc/driver/nvidia``,
+    ``/dev/nvidia0`` ...): no CUDA GPU can be used here. ``False`` where that cannot be told (another OS)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    return not os.path.exists("/proc/driver/nvidia") and not glob.glob("/dev/nvidia[0-9]*")
+
+
+__all__ = ["Device", "cuda_index", "gpus_from_listing", "is_cuda", "no_nvidia_driver", "parse", "same",
+           "visible_gpus"]

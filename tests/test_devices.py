@@ -38,8 +38,15 @@ def test_without_nvidia_smi_the_count_comes_from_nvml_or_torch_in_a_child(monkey
     monkeypatch.setattr(devices.shutil, "which", lambda name: None)  # a container without nvidia-smi
     import sys
 
+    children = []
+    real_run = devices.subprocess.run
+    monkeypatch.setattr(devices.subprocess, "run", lambda *a, **k: children.append(a) or real_run(*a, **k))
+    monkeypatch.setattr(devices, "no_nvidia_driver", lambda: False)  # a driver, as in a GPU container
     assert devices.visible_gpus() == []  # a CPU build of torch, counted in a child process
+    assert len(children) == 1
     assert "torch" not in sys.modules or not sys.modules["torch"].cuda.is_initialized()  # this process started none
+    monkeypatch.setattr(devices, "no_nvidia_driver", lambda: True)  # no driver at all: no child to ask
+    assert devices.visible_gpus() == [] and len(children) == 1
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-2,MIG-3")
     assert devices.visible_gpus() == ["MIG-2", "MIG-3"]
 
