@@ -232,7 +232,10 @@ def test_05_a_killed_workers_trial_is_failed_with_a_reason_and_retried(tmp_path)
     # the survivor takes to start on a loaded host, so its first trial starts before the dead one goes stale)
     doomed = cli("run", str(HERE / "fault_study.py"), "--trials", "1", "--storage", url,
                  env={**env, "MOTUNE_TEST_SLEEP_S": "120"})
-    victim = wait_until(lambda: running_trial(url, "kill"), what="a running trial")
+    # a running trial that has suggested its params (its worker is recorded before space() runs; killed
+    # before them, the retry has none to run again)
+    victim = wait_until(lambda: (t := running_trial(url, "kill")) is not None and t.params and t,
+                        what="a running trial with its params")
     doomed.kill()  # SIGKILL: no handler runs, the trial stays RUNNING until its heartbeat goes stale
     doomed.wait(timeout=30)
     assert running_trial(url, "kill") is not None
