@@ -20,6 +20,7 @@ class Script:
 
     where = "in a script"
     prefix = None
+    shows_states = True
 
     def __init__(self, rounds, n_trials, placeable=True):
         self.rounds = list(rounds)

@@ -100,6 +100,7 @@ class RayLauncher:
     storage."""
 
     prefix = "ray"
+    shows_states = False  # its workers' trial starts are not heard: progress comes from the storage
 
     def __init__(self, ray: Any, ostudy: optuna.Study, study: Any, study_file: str, changes: dict[str, Any], *,
                  n_trials: int | None, deadline: float | None, gpus_per_worker: float, cpus_per_worker: float,
@@ -187,8 +188,7 @@ class RayLauncher:
         time.sleep(1.0 if self.placed else 0.0)  # ray.kill returns before the actor is gone
         reason = f"interrupted by {stopped_by} (the Ray worker was stopped)" if stopped_by \
             else "the Ray worker was stopped"
-        for future in list(self.running):
-            self.running.pop(future)
+        self.running.clear()
         ray.kill(self.actor_tickets)
         return [(where["pid"], where["host"], reason) for _, where in self.placed]
 

@@ -242,6 +242,7 @@ class ProcessLauncher:
     needs of them (see the module docstring)."""
 
     prefix = None
+    shows_states = True
 
     def __init__(self, study_file: str, name: str, changes: dict[str, Any], specs: Sequence[WorkerSpec], *,
                  n_trials: int | None, deadline: float | None, stagger_s: float = 0.3) -> None:
@@ -268,7 +269,7 @@ class ProcessLauncher:
     def start(self, indices: Sequence[int], grant: Callable[[], bool]) -> list[int]:
         self.grant = grant
         for k, index in enumerate(indices):
-            self._start(self.specs[index], self.stagger_s * k if len(indices) > 1 else 0.0)
+            self._start(self.specs[index], self.stagger_s * k)
         return []
 
     def _start(self, spec: WorkerSpec, delay_s: float) -> None:

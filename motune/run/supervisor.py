@@ -99,6 +99,7 @@ class Event(NamedTuple):
 class Launcher(Protocol):
     where: str  # "in 2 worker processes: w0 (CPU, 1 thread) ..." for the first line
     prefix: str | None  # the progress lines' prefix for news without a worker ("ray"), or None
+    shows_states: bool  # whether the progress line shows each worker's state (it hears their trial starts)
     tickets: Any  # take() / give_back(n) / remaining() / close(), as :class:`Tickets`
 
     def label(self, index: int) -> str: ...
@@ -192,8 +193,10 @@ class Supervisor:
 
     def on_ended(self, ended: Ended) -> None:
         index, label = ended.index, self.launcher.label(ended.index)
-        if ended.code == 0 or self.states.get(index) == "failed":
-            self.states[index] = "done" if ended.code == 0 else self.states[index]
+        if ended.code == 0:
+            self.states[index] = "done"
+            return
+        if self.states.get(index) == "failed":  # its own error, said and handled when it came
             return
         failed = self.fail_left(ended.pid, ended.host, f"worker died ({ended.reason})", retry=not self.stopping,
                                 label=label)
@@ -261,8 +264,8 @@ class Supervisor:
             while self.launcher.busy():
                 for event in self.launcher.events():
                     self.handle(event)
-                self.progress.worker_states = {i: s for i, s in sorted(self.states.items())} \
-                    if self.launcher.prefix is None else {}
+                if self.launcher.shows_states:
+                    self.progress.worker_states = dict(sorted(self.states.items()))
         finally:
             if self.launcher.busy():
                 self.stop(None)
